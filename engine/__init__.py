@@ -1,0 +1,26 @@
+"""warmcast's decision engine: pure, synchronous, clock-injected.
+
+Nothing here imports Faust or aiokafka. The Faust agents and ``warmcast backtest`` drive the
+very same objects, which is what makes a live run, a replay and a backtest decide alike.
+"""
+
+from engine.clock import Clock, ManualClock, WallClock
+from engine.core import EngineStats, WarmupEngine
+from engine.lease import Command, Lease, command_id
+from engine.policies import FixedKeepAlive, HybridHistogram, Policy
+from engine.timebase import MinuteGrid
+
+__all__ = [
+    "Clock",
+    "Command",
+    "EngineStats",
+    "FixedKeepAlive",
+    "HybridHistogram",
+    "Lease",
+    "ManualClock",
+    "MinuteGrid",
+    "Policy",
+    "WallClock",
+    "WarmupEngine",
+    "command_id",
+]

@@ -1,0 +1,170 @@
+"""The warmup engine: usage in, leases kept, commands out, on event time.
+
+One engine serves one partition's served models. It counts requests per model and minute,
+asks its policy for a lease at each model's first request in a minute, closes minutes as
+event time moves past them, and turns every lease that changes into a :class:`Command`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.lease import Command, Lease, command_id
+from engine.policies import Policy
+from engine.timebase import MinuteGrid
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counts an engine keeps; exported as Prometheus counters by the worker."""
+
+    events: int = 0
+    requests: int = 0
+    late_events: int = 0
+    minutes_closed: int = 0
+    commands: int = 0
+    warm_commands: int = 0
+    release_commands: int = 0
+    evicted_models: int = 0
+
+
+class WarmupEngine:
+    """Drives a :class:`~engine.policies.Policy` on event time.
+
+    ``observe`` takes one usage event (``count`` requests for ``model_id`` at ``ts``) and
+    returns the commands it caused. An event older than the open minute is late: it counts
+    in the open minute. ``advance`` moves event time forward with no event (end of a
+    backtest, or an idle partition in live mode).
+
+    >>> from engine.policies import FixedKeepAlive
+    >>> engine = WarmupEngine(FixedKeepAlive(10))
+    >>> [(c.action, c.start, c.end) for c in engine.observe("m", 125.0)]
+    [('warm', 180.0, 780.0)]
+    >>> engine.observe("m", 150.0)  # same minute, same lease: nothing to say
+    []
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        grid: MinuteGrid | None = None,
+        idle_ttl_minutes: int = 7 * 24 * 60,
+    ) -> None:
+        self.policy = policy
+        self.grid = grid or MinuteGrid()
+        self.idle_ttl_minutes = idle_ttl_minutes
+        self.stats = EngineStats()
+        self.leases: dict[str, Lease] = {}
+        self.last_seen: dict[str, int] = {}
+        self._open: int | None = None  # the minute requests are being counted in
+        self._counts: dict[str, int] = {}
+        self._next_sweep = 0
+
+    @property
+    def open_minute(self) -> int | None:
+        return self._open
+
+    @property
+    def watermark(self) -> float | None:
+        """Start of the open minute, in event time: everything before it is decided."""
+        return None if self._open is None else self.grid.start_of(self._open)
+
+    def observe(self, model_id: str, ts: float, count: int = 1) -> list[Command]:
+        out: list[Command] = []
+        minute = self.grid.minute_of(ts)
+        if self._open is None:
+            self._open = minute
+            self._next_sweep = minute + 60
+        elif minute > self._open:
+            self._close_until(minute, out)
+        elif minute < self._open:
+            self.stats.late_events += 1
+            minute = self._open
+        self.stats.events += 1
+        self.stats.requests += count
+        seen = self._counts.get(model_id)
+        if seen is None:
+            self._counts[model_id] = count
+            self.last_seen[model_id] = minute
+            lease = self.policy.on_request(model_id, minute)
+            if lease is not None:
+                self._apply(model_id, lease, minute, out)
+        else:
+            self._counts[model_id] = seen + count
+        return out
+
+    def advance(self, ts: float) -> list[Command]:
+        """Close every minute that ends at or before ``ts``."""
+        out: list[Command] = []
+        minute = self.grid.minute_of(ts)
+        if self._open is not None and minute > self._open:
+            self._close_until(minute, out)
+        return out
+
+    def lease_of(self, model_id: str) -> Lease | None:
+        return self.leases.get(model_id)
+
+    def _close_until(self, minute: int, out: list[Command]) -> None:
+        assert self._open is not None
+        closed = self._open
+        counts, self._counts = self._counts, {}
+        self._emit(self.policy.on_minute_closed(closed, counts), closed, out)
+        self.stats.minutes_closed += 1
+        while (due := self.policy.next_review()) is not None and due < minute:
+            closed = max(due, closed + 1)
+            self._emit(self.policy.on_minute_closed(closed, {}), closed, out)
+        self._open = minute
+        if minute >= self._next_sweep:
+            self._evict_idle(minute)
+            self._next_sweep = minute + 60
+
+    def _emit(self, decided: Iterable[tuple[str, Lease]], minute: int, out: list[Command]) -> None:
+        for model_id, lease in decided:
+            self._apply(model_id, lease, minute, out)
+
+    def _apply(self, model_id: str, lease: Lease, minute: int, out: list[Command]) -> None:
+        current = self.leases.get(model_id)
+        if current == lease or (
+            lease.action == "release" and (current is None or current.action == "release")
+        ):
+            return
+        self.leases[model_id] = lease
+        out.append(self._command(model_id, lease, minute))
+
+    def _command(self, model_id: str, lease: Lease, minute: int) -> Command:
+        grid = self.grid
+        start, end = grid.start_of(lease.start), grid.start_of(lease.end)
+        version = self.policy.version
+        self.stats.commands += 1
+        if lease.action == "warm":
+            self.stats.warm_commands += 1
+        else:
+            self.stats.release_commands += 1
+        return Command(
+            command_id=command_id(model_id, lease.action, start, end, version),
+            model_id=model_id,
+            action=lease.action,
+            issued_at=grid.start_of(minute),
+            start=start,
+            end=end,
+            priority=lease.priority,
+            probability=lease.probability,
+            confidence=lease.confidence,
+            reason=lease.reason,
+            policy_version=version,
+        )
+
+    def _evict_idle(self, minute: int) -> None:
+        horizon = minute - self.idle_ttl_minutes
+        stale = [
+            m
+            for m, seen in self.last_seen.items()
+            if seen < horizon and (lease := self.leases.get(m)) is not None and lease.end <= minute
+        ]
+        for model_id in stale:
+            del self.last_seen[model_id]
+            self.leases.pop(model_id, None)
+            self.policy.forget(model_id)
+        self.stats.evicted_models += len(stale)

@@ -1,0 +1,204 @@
+"""Policies turn the minutes a served model is invoked in into leases.
+
+The contract every policy keeps (the engine drives it, live and offline alike):
+
+- ``on_request(model_id, minute)`` is called once per served model and minute, at the
+  model's first request in that minute; it returns the model's new lease, or ``None`` to
+  keep the current one. Only what is known up to that request may be used (other models'
+  activity up to the previous minute), so that decisions do not depend on how events of
+  one minute interleave.
+- ``on_minute_closed(minute, counts)`` is called when event time has passed ``minute``,
+  with the request counts of every model invoked in it; it returns ``(model_id, lease)``
+  pairs for any model, invoked or not (pre-warming an idle model happens here).
+- ``next_review()`` is the earliest minute at which the policy wants
+  ``on_minute_closed`` called even if no request arrives; ``None`` when it has none.
+- ``forget(model_id)`` drops what is known about an evicted model.
+
+The fixed keep-alive and hybrid-histogram baselines follow the definitions of
+docs/evaluation.md (Shahrad et al., "Serverless in the Wild", USENIX ATC 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from itertools import accumulate
+from typing import Protocol
+
+from engine.lease import Lease
+
+
+class Policy(Protocol):
+    name: str
+    version: str
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None: ...
+
+    def on_minute_closed(
+        self, minute: int, counts: Mapping[str, int]
+    ) -> Iterable[tuple[str, Lease]]: ...
+
+    def next_review(self) -> int | None: ...
+
+    def forget(self, model_id: str) -> None: ...
+
+
+class FixedKeepAlive:
+    """Keep a model loaded for ``keepalive`` minutes after each invoked minute.
+
+    >>> FixedKeepAlive(10).on_request("m", 5)
+    Lease(warm 6..16)
+    """
+
+    def __init__(self, keepalive: int = 10) -> None:
+        if keepalive < 1:
+            raise ValueError("keepalive must be at least 1 minute")
+        self.keepalive = keepalive
+        self.name = f"fixed:{keepalive}"
+        self.version = f"fixed-{keepalive}/1"
+        self._reason = f"keep-alive {keepalive} min"
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None:
+        return Lease("warm", minute + 1, minute + 1 + self.keepalive, reason=self._reason)
+
+    def on_minute_closed(
+        self, minute: int, counts: Mapping[str, int]
+    ) -> Iterable[tuple[str, Lease]]:
+        return ()
+
+    def next_review(self) -> int | None:
+        return None
+
+    def forget(self, model_id: str) -> None:
+        return None
+
+
+class IdleHistogram:
+    """Idle times between invoked minutes of one served model, in one-minute bins.
+
+    ``idle = t2 - t1 - 1``; idle times past the last bin are counted apart. The
+    coefficient of variation of the bin counts is kept incrementally.
+
+    >>> h = IdleHistogram(bins=4)
+    >>> for idle in (0, 0, 2, 9):
+    ...     h.add(idle)
+    >>> h.counts, h.out_of_bounds, h.percentile_bin(0.5)
+    ([2, 0, 1, 0], 1, 0)
+    """
+
+    __slots__ = ("counts", "in_bounds", "out_of_bounds", "sum_squares")
+
+    def __init__(self, bins: int = 240) -> None:
+        self.counts = [0] * bins
+        self.in_bounds = 0
+        self.out_of_bounds = 0
+        self.sum_squares = 0
+
+    def add(self, idle: int) -> None:
+        if 0 <= idle < len(self.counts):
+            c = self.counts[idle]
+            self.counts[idle] = c + 1
+            self.sum_squares += 2 * c + 1
+            self.in_bounds += 1
+        else:
+            self.out_of_bounds += 1
+
+    @property
+    def total(self) -> int:
+        return self.in_bounds + self.out_of_bounds
+
+    def coefficient_of_variation(self) -> float:
+        """Population standard deviation over mean of the bin counts."""
+        n = len(self.counts)
+        if self.in_bounds == 0:
+            return 0.0
+        mean = self.in_bounds / n
+        var = max(self.sum_squares / n - mean * mean, 0.0)
+        return math.sqrt(var) / mean
+
+    def percentile_bin(self, q: float) -> int:
+        """The first bin whose cumulative count reaches ``q`` of the in-bounds total."""
+        target = q * self.in_bounds
+        for i, cum in enumerate(accumulate(self.counts)):
+            if cum >= target:
+                return i
+        return len(self.counts) - 1
+
+
+class HybridHistogram:
+    """The hybrid-histogram policy of Shahrad et al.: per model pre-warm and keep-alive
+    windows from the 5th and 99th percentiles of its idle-time histogram.
+
+    >>> p = HybridHistogram()
+    >>> p.on_request("m", 0)  # nothing known yet: keep it four hours
+    Lease(warm 1..241)
+    """
+
+    name = "hybrid"
+    version = "hybrid/1"
+
+    def __init__(
+        self,
+        bins: int = 240,
+        cv_threshold: float = 2.0,
+        oob_threshold: float = 0.5,
+        head_q: float = 0.05,
+        tail_q: float = 0.99,
+        margin: float = 0.1,
+    ) -> None:
+        self.bins = bins
+        self.cv_threshold = cv_threshold
+        self.oob_threshold = oob_threshold
+        self.head_q = head_q
+        self.tail_q = tail_q
+        self.margin = margin
+        self._hist: dict[str, IdleHistogram] = {}
+        self._last: dict[str, int] = {}
+
+    def windows(self, model_id: str) -> tuple[int, int]:
+        """``(prewarm, keepalive)`` in minutes for a model, from what is known now."""
+        hist = self._hist.get(model_id)
+        if (
+            hist is None
+            or hist.total == 0
+            or hist.out_of_bounds / hist.total > self.oob_threshold
+            or hist.coefficient_of_variation() < self.cv_threshold
+        ):
+            return 0, self.bins
+        head = hist.percentile_bin(self.head_q) * (1.0 - self.margin)
+        tail = hist.percentile_bin(self.tail_q) * (1.0 + self.margin)
+        prewarm = math.floor(head)
+        keepalive = max(1, math.ceil(tail) - prewarm + 1)
+        return prewarm, keepalive
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None:
+        last = self._last.get(model_id)
+        if last is not None and minute > last:
+            hist = self._hist.get(model_id)
+            if hist is None:
+                hist = self._hist[model_id] = IdleHistogram(self.bins)
+            hist.add(minute - last - 1)
+        self._last[model_id] = minute
+        prewarm, keepalive = self.windows(model_id)
+        if prewarm == 0:
+            return Lease(
+                "warm", minute + 1, minute + 1 + keepalive, reason=f"keep-alive {keepalive} min"
+            )
+        return Lease(
+            "warm",
+            minute + prewarm,
+            minute + prewarm + keepalive + 1,
+            reason=f"pre-warm in {prewarm} min, keep {keepalive} min",
+        )
+
+    def on_minute_closed(
+        self, minute: int, counts: Mapping[str, int]
+    ) -> Iterable[tuple[str, Lease]]:
+        return ()
+
+    def next_review(self) -> int | None:
+        return None
+
+    def forget(self, model_id: str) -> None:
+        self._hist.pop(model_id, None)
+        self._last.pop(model_id, None)
