@@ -1,0 +1,60 @@
+"""Policies by name: ``fixed:K``, ``hybrid`` and ``warmcast``.
+
+The one place that turns a policy spec from a command line or a setting into a policy
+object, so that the workers, the backtest and the replay tools accept the same names.
+
+>>> make_policy("fixed:20").name
+'fixed:20'
+>>> make_policy("hybrid").version
+'hybrid/1'
+>>> make_policy("fixed")
+Traceback (most recent call last):
+...
+ValueError: unknown policy 'fixed': use fixed:K (K minutes), hybrid or warmcast
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.policies import FixedKeepAlive, HybridHistogram, Policy
+
+POLICY_NAMES = ("fixed:K", "hybrid", "warmcast")
+
+
+def make_policy(spec: str, **knobs: Any) -> Policy:
+    """A fresh policy for ``spec``.
+
+    - ``fixed:K``: :class:`~engine.policies.FixedKeepAlive` with a ``K``-minute keep-alive
+      (no knobs);
+    - ``hybrid``: :class:`~engine.policies.HybridHistogram`; knobs are its keyword
+      arguments (``bins``, ``cv_threshold``, ``oob_threshold``, ``head_q``, ``tail_q``,
+      ``margin``);
+    - ``warmcast``: ``engine.warmcast.WarmcastPolicy(**knobs)`` (e.g. ``knob=1.0``, the
+      trade-off between memory time and cold starts).
+    """
+    name = spec.strip().lower()
+    if name.startswith("fixed:"):
+        try:
+            keepalive = int(name.partition(":")[2])
+        except ValueError:
+            raise ValueError(f"bad policy {spec!r}: fixed:K needs K in whole minutes") from None
+        if knobs:
+            raise TypeError(f"fixed:K takes no knobs, got {sorted(knobs)}")
+        return FixedKeepAlive(keepalive)
+    if name == "hybrid":
+        return HybridHistogram(**knobs)
+    if name == "warmcast":
+        try:
+            from engine.warmcast import WarmcastPolicy
+        except ImportError as exc:
+            raise RuntimeError(
+                "the warmcast policy is not available: engine.warmcast.WarmcastPolicy "
+                f"could not be imported ({exc})"
+            ) from exc
+        policy: Policy = WarmcastPolicy(**knobs)
+        return policy
+    raise ValueError(f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid or warmcast")
+
+
+__all__ = ["POLICY_NAMES", "make_policy"]
