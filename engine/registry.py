@@ -22,6 +22,10 @@ from engine.policies import FixedKeepAlive, HybridHistogram, Policy
 POLICY_NAMES = ("fixed:K", "hybrid", "warmcast")
 
 
+class PolicyUnavailable(RuntimeError):
+    """A policy that is named correctly but cannot be built here (its module is missing)."""
+
+
 def make_policy(spec: str, **knobs: Any) -> Policy:
     """A fresh policy for ``spec``.
 
@@ -31,7 +35,10 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
       arguments (``bins``, ``cv_threshold``, ``oob_threshold``, ``head_q``, ``tail_q``,
       ``margin``);
     - ``warmcast``: ``engine.warmcast.WarmcastPolicy(**knobs)`` (e.g. ``knob=1.0``, the
-      trade-off between memory time and cold starts).
+      trade-off between memory time and cold starts). Raises :class:`PolicyUnavailable`
+      when that module cannot be imported.
+
+    Unknown names raise ``ValueError``; knobs a policy does not take raise ``TypeError``.
     """
     name = spec.strip().lower()
     if name.startswith("fixed:"):
@@ -48,7 +55,7 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
         try:
             from engine.warmcast import WarmcastPolicy
         except ImportError as exc:
-            raise RuntimeError(
+            raise PolicyUnavailable(
                 "the warmcast policy is not available: engine.warmcast.WarmcastPolicy "
                 f"could not be imported ({exc})"
             ) from exc
@@ -57,4 +64,4 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
     raise ValueError(f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid or warmcast")
 
 
-__all__ = ["POLICY_NAMES", "make_policy"]
+__all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_policy"]

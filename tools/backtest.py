@@ -1,0 +1,583 @@
+"""``warmcast backtest``: run policies offline over a real trace and score their decisions.
+
+Every policy run drives a fresh :class:`engine.core.WarmupEngine` (the very objects the
+Faust agents run) with ``observe(model_id, ts, count)`` for each usage event in event-time
+order and ``advance(end)`` once the trace is over, then scores the commands it emitted,
+and nothing else, with :mod:`tools.scoring` (definitions in docs/evaluation.md). The grid's
+minute 0 starts at the trace's ``t0`` (the first request; Azure: 0 or ``--t0``).
+
+``fixed:10`` is always run: wasted memory time is reported as a percentage of its own.
+``warmcast`` is run once per value of its trade-off knob (``--knobs``), giving a curve.
+
+``--commands OUT.jsonl`` writes every command of every run to one file, one WarmupCommand
+JSON object a line, in the order issued within a run and the runs one after the other. The
+run a command belongs to is its ``policy_version``: ``fixed-10/1``, ``hybrid/1``, the
+warmcast policy's own version, and when that version would not tell knob values apart,
+the version with ``+knob=<k>`` appended (set on the policy before the run, so that the
+``command_id`` of each command is computed from the version written).
+
+Python API: :func:`run_backtest`. CLI: :func:`register` adds the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from engine.core import WarmupEngine
+from engine.lease import Command
+from engine.policies import Policy
+from engine.registry import PolicyUnavailable, make_policy
+from engine.timebase import MinuteGrid
+from tools.progress import Progress
+from tools.scoring import Score, Usage, normalise, score
+from tools.traces import Trace, load_trace, parse_time
+
+REFERENCE_POLICY = "fixed:10"
+DEFAULT_POLICIES: tuple[str, ...] = ("fixed:10", "hybrid", "warmcast")
+DEFAULT_KNOBS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+_KNOBS_TEXT = " ".join(f"{k:g}" for k in DEFAULT_KNOBS)
+_CHUNK = 8192  # events between progress updates
+
+
+@dataclass(slots=True)
+class PolicyRun:
+    """One policy (at one knob value) over the trace, scored."""
+
+    policy: str
+    knob: float | None
+    policy_version: str
+    score: Score
+    commands: int
+    runtime_seconds: float
+
+    @property
+    def label(self) -> str:
+        """``fixed:10``, ``hybrid``, ``warmcast@1``.
+
+        >>> from tools.scoring import Score
+        >>> s = Score(0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0)
+        >>> PolicyRun("warmcast", 0.5, "w/1", s, 0, 0.0).label
+        'warmcast@0.5'
+        """
+        return self.policy if self.knob is None else f"{self.policy}@{self.knob:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.score
+        return {
+            "policy": self.policy,
+            "knob": self.knob,
+            "policy_version": self.policy_version,
+            "p75_cold_pct": s.p75_cold_pct,
+            "cold_pct_overall": s.cold_pct_overall,
+            "wasted_norm_pct": s.wasted_norm_pct,
+            "cold_starts": s.cold_starts,
+            "requests": s.requests,
+            "wasted_minutes": s.wasted_minutes,
+            "loaded_minutes": s.loaded_minutes,
+            "requested_minutes": s.requested_minutes,
+            "warm_minutes": s.warm_minutes,
+            "models": s.models,
+            "precision": s.precision,
+            "recall": s.recall,
+            "commands": self.commands,
+            "runtime_seconds": self.runtime_seconds,
+        }
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    """What :func:`run_backtest` returns: the trace, the reference run and every run asked."""
+
+    trace: dict[str, Any]
+    reference: PolicyRun
+    runs: list[PolicyRun]
+    skipped_policies: dict[str, str] = field(default_factory=dict)
+
+    def run(self, label: str) -> PolicyRun:
+        """The run labelled ``label`` (``fixed:10``, ``hybrid``, ``warmcast@1``)."""
+        for r in self.runs:
+            if r.label == label:
+                return r
+        if label == self.reference.label:
+            return self.reference
+        raise KeyError(label)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace": self.trace,
+            "reference_policy": self.reference.policy,
+            "reference_wasted_minutes": self.reference.score.wasted_minutes,
+            "policies": [r.to_dict() for r in self.runs],
+            "skipped_policies": self.skipped_policies,
+        }
+
+    def table(self) -> str:
+        return format_table(self.runs)
+
+
+# ------------------------------------------------------------------------------ simulation
+
+
+def simulate(
+    policy: Policy, trace: Trace, *, progress: Progress | None = None
+) -> tuple[list[Command], WarmupEngine]:
+    """Drive a fresh engine with every event of ``trace``; the commands it emitted."""
+    engine = WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0))
+    observe = engine.observe
+    commands: list[Command] = []
+    extend = commands.extend
+    events = trace.events
+    for i in range(0, len(events), _CHUNK):
+        chunk = events[i : i + _CHUNK]
+        for ts, model_id, count in chunk:
+            out = observe(model_id, ts, count)
+            if out:
+                extend(out)
+        if progress is not None:
+            progress.update(len(chunk))
+    commands.extend(engine.advance(trace.end_ts))
+    return commands, engine
+
+
+def _plan(
+    policies: Sequence[str] | None, knobs: Sequence[float]
+) -> tuple[list[tuple[str, float | None, Policy]], dict[str, str]]:
+    """Build every policy object of the runs asked for (each run gets a fresh one)."""
+    explicit = policies is not None
+    specs: list[str] = []
+    for spec in policies if policies is not None else DEFAULT_POLICIES:
+        name = spec.strip().lower()
+        if name not in specs:
+            specs.append(name)
+    plan: list[tuple[str, float | None, Policy]] = []
+    skipped: dict[str, str] = {}
+    for spec in specs:
+        if spec == "warmcast":
+            try:
+                runs = [(spec, float(k), make_policy(spec, knob=float(k))) for k in knobs]
+            except PolicyUnavailable as exc:
+                if explicit:
+                    raise
+                skipped[spec] = str(exc)
+                continue
+            versions = [p.version for _, _, p in runs]
+            if len(set(versions)) < len(versions):
+                for _, k, p in runs:
+                    p.version = f"{p.version}+knob={k:g}"
+            plan.extend(runs)
+        else:
+            plan.append((spec, None, make_policy(spec)))
+    return plan, skipped
+
+
+def run_backtest(
+    trace: Trace | str | os.PathLike[str],
+    policies: Sequence[str] | None = None,
+    *,
+    knobs: Sequence[float] = DEFAULT_KNOBS,
+    train_minutes: int = 0,
+    fmt: str = "auto",
+    time_col: str | None = None,
+    model_col: str | None = None,
+    time_format: str = "auto",
+    count_col: str | None = None,
+    t0: float | None = None,
+    missing_model: str | None = None,
+    commands_path: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> BacktestResult:
+    """Run and score policies over a trace.
+
+    ``trace`` is a loaded :class:`~tools.traces.Trace` or a path (loaded with
+    :func:`~tools.traces.load_trace` and the format/mapping arguments). ``policies`` are
+    specs for :func:`engine.registry.make_policy` (default ``fixed:10 hybrid warmcast``;
+    with the default list a warmcast policy that cannot be imported yet is skipped and
+    reported in ``skipped_policies``, named explicitly it raises). ``warmcast`` runs once
+    per ``knobs`` value. ``commands_path`` writes every command as JSONL (see the module
+    docstring). ``progress``: draw a bar on stderr (default: when stderr is a terminal).
+    """
+    if isinstance(trace, str | os.PathLike):
+        trace = load_trace(
+            trace,
+            fmt,
+            time_col=time_col,
+            model_col=model_col,
+            time_format=time_format,
+            count_col=count_col,
+            t0=t0,
+            missing_model=missing_model,
+        )
+    if train_minutes < 0:
+        raise ValueError("train_minutes must not be negative")
+    plan, skipped = _plan(policies, knobs)
+    if not any(spec == REFERENCE_POLICY for spec, _, _ in plan):
+        plan.insert(0, (REFERENCE_POLICY, None, make_policy(REFERENCE_POLICY)))
+        reference_asked = False
+    else:
+        reference_asked = True
+        plan.sort(key=lambda run: run[0] != REFERENCE_POLICY)  # reference first, stable
+    usage = Usage.from_events(trace.events, t0=trace.t0)
+
+    sink = open(commands_path, "wb") if commands_path is not None else None  # noqa: SIM115
+    runs: list[PolicyRun] = []
+    try:
+        for spec, knob, policy in plan:
+            label = spec if knob is None else f"{spec}@{knob:g}"
+            bar = Progress(len(trace.events), label, enabled=progress)
+            started = time.perf_counter()
+            with bar:
+                commands, _ = simulate(policy, trace, progress=bar)
+            result = score(
+                usage,
+                commands,
+                t0=trace.t0,
+                end_minute=trace.end_minute,
+                train_minutes=train_minutes,
+            )
+            elapsed = time.perf_counter() - started
+            if sink is not None:
+                _write_commands(sink, commands)
+            runs.append(PolicyRun(spec, knob, policy.version, result, len(commands), elapsed))
+            del commands
+    finally:
+        if sink is not None:
+            sink.close()
+    reference = runs[0]
+    runs = [
+        PolicyRun(
+            r.policy,
+            r.knob,
+            r.policy_version,
+            normalise(r.score, reference.score),
+            r.commands,
+            r.runtime_seconds,
+        )
+        for r in runs
+    ]
+    reference = runs[0]
+    if not reference_asked:
+        runs = runs[1:]
+    return BacktestResult(
+        trace=trace_info(trace, train_minutes, reference.score),
+        reference=reference,
+        runs=runs,
+        skipped_policies=skipped,
+    )
+
+
+def _write_commands(sink: Any, commands: Iterable[Command]) -> None:
+    dumps = orjson.dumps
+    opt = orjson.OPT_APPEND_NEWLINE
+    sink.write(b"".join(dumps(c.to_dict(), option=opt) for c in commands))
+
+
+def trace_info(trace: Trace, train_minutes: int, reference: Score) -> dict[str, Any]:
+    """What the JSON says about the trace and the train/score split."""
+    info: dict[str, Any] = {
+        "path": trace.path,
+        "format": trace.fmt,
+        "t0": trace.t0,
+        "t0_utc": _iso(trace.t0),
+        "end_minute": trace.end_minute,
+        "end": trace.end_ts,
+        "end_utc": _iso(trace.end_ts),
+        "minutes": trace.end_minute + 1,
+        "train_minutes": train_minutes,
+        "score_minutes": [train_minutes, trace.end_minute],
+        "models": trace.models,
+        "events": len(trace.events),
+        "requests": trace.requests,
+        "scored_models": reference.models,
+        "scored_requests": reference.requests,
+        "train_requests": trace.requests - reference.requests,
+        "skipped_rows": trace.skipped,
+    }
+    return info
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def format_table(runs: Sequence[PolicyRun]) -> str:
+    """The runs as a plain-text table (the numbers as docs/evaluation.md shows them)."""
+    header = (
+        "policy",
+        "p75_cold_pct",
+        "cold_pct_overall",
+        "wasted_norm_pct",
+        "cold_starts",
+        "requests",
+        "wasted_min",
+        "precision",
+        "recall",
+        "commands",
+        "runtime_s",
+    )
+    rows = [header]
+    for r in runs:
+        s = r.score
+        norm = s.wasted_norm_pct
+        rows.append(
+            (
+                r.label,
+                f"{s.p75_cold_pct:.2f}",
+                f"{s.cold_pct_overall:.3f}",
+                "-" if norm is None else f"{norm:.1f}",
+                str(s.cold_starts),
+                str(s.requests),
+                str(s.wasted_minutes),
+                f"{s.precision:.3f}",
+                f"{s.recall:.4f}",
+                str(r.commands),
+                f"{r.runtime_seconds:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(result: BacktestResult, path: str | os.PathLike[str]) -> None:
+    """Cold starts against wasted memory time: overall (left) and p75 per model (right).
+
+    Every run is a point; fixed:K runs (with the fixed:10 reference) form a curve over K,
+    warmcast runs a curve over their knob.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(result.runs)
+    if all(r.label != result.reference.label for r in runs):
+        runs.append(result.reference)
+    fixed = sorted((r for r in runs if r.policy.startswith("fixed:")), key=_keepalive)
+    warm = sorted((r for r in runs if r.policy == "warmcast"), key=lambda r: r.knob or 0.0)
+    others = [r for r in runs if r not in fixed and r not in warm]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = (
+        ("cold_pct_overall", "cold starts, % of requests"),
+        ("p75_cold_pct", "p75 over models of cold-start %"),
+    )
+    for ax, (metric, ylabel) in zip(axes, panels, strict=True):
+
+        def xy(rs: Sequence[PolicyRun], metric: str = metric) -> tuple[list[float], list[float]]:
+            return [r.score.wasted_norm_pct or 0.0 for r in rs], [
+                float(getattr(r.score, metric)) for r in rs
+            ]
+
+        if fixed:
+            xs, ys = xy(fixed)
+            ax.plot(xs, ys, "o-", color="tab:gray", label="fixed keep-alive")
+            for r, x, y in zip(fixed, xs, ys, strict=True):
+                ax.annotate(
+                    r.policy.partition(":")[2],
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                    color="tab:gray",
+                )
+        if warm:
+            xs, ys = xy(warm)
+            ax.plot(xs, ys, "s-", color="tab:blue", label="warmcast (knob)")
+            for r, x, y in zip(warm, xs, ys, strict=True):
+                ax.annotate(
+                    f"{r.knob:g}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=8,
+                    color="tab:blue",
+                )
+        markers = iter("D^v<>PX*")
+        for r in others:
+            xs, ys = xy([r])
+            ax.plot(xs, ys, next(markers, "o"), markersize=8, label=r.label)
+        ax.set_xlabel("wasted memory time, % of fixed:10")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{Path(result.trace['path']).name}: train {result.trace['train_minutes']} min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _keepalive(run: PolicyRun) -> int:
+    try:
+        return int(run.policy.partition(":")[2])
+    except ValueError:
+        return 0
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def _t0_arg(value: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {value!r} (epoch seconds or ISO 8601)"
+        ) from None
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``backtest`` subcommand to an argparse ``subparsers`` object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "backtest",
+        help="run policies offline over a trace and score their warmup decisions",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("path", help="trace file (plain or gzip)")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("auto", "azure", "csv", "jsonl"),
+        default="auto",
+        help="trace layout (default: sniffed)",
+    )
+    p.add_argument("--time-col", help="CSV: time column (default: gmt_create, ts, ...)")
+    p.add_argument(
+        "--model-col",
+        help="CSV: model column (default: checkpoint_model_version_id, model_id, ...)",
+    )
+    p.add_argument("--count-col", help="CSV: column with a request count per row (default 1)")
+    p.add_argument(
+        "--time-format",
+        default="auto",
+        help="CSV: s, ms, iso or a strptime format (default: auto; naive = UTC)",
+    )
+    p.add_argument(
+        "--missing-model",
+        metavar="ID",
+        help="CSV: count rows without a model id as model ID instead of skipping them",
+    )
+    p.add_argument(
+        "--t0",
+        type=_t0_arg,
+        help="start of minute 0 (epoch s or ISO; default: Azure 0, else the first request)",
+    )
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        metavar="SPEC",
+        help="warmcast, hybrid, fixed:K (default: fixed:10 hybrid warmcast)",
+    )
+    p.add_argument(
+        "--knobs",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_KNOBS),
+        help=f"warmcast trade-off knob values (default: {_KNOBS_TEXT})",
+    )
+    p.add_argument(
+        "--train-minutes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="learn from minutes before N, score from N on (default 0)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--commands", metavar="OUT.jsonl", help="write every command (JSONL)")
+    p.add_argument("--plot", metavar="OUT.png", help="plot cold starts vs wasted memory")
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """Run the ``backtest`` subcommand from parsed arguments; the exit status."""
+    out = stdout if stdout is not None else sys.stdout
+    try:
+        result = run_backtest(
+            args.path,
+            args.policy,
+            knobs=args.knobs,
+            train_minutes=args.train_minutes,
+            fmt=args.fmt,
+            time_col=args.time_col,
+            model_col=args.model_col,
+            time_format=args.time_format,
+            count_col=args.count_col,
+            t0=args.t0,
+            missing_model=args.missing_model,
+            commands_path=args.commands,
+        )
+    except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
+        print(f"warmcast backtest: {exc}", file=sys.stderr)
+        return 2
+    for name, why in result.skipped_policies.items():
+        print(f"warmcast backtest: skipped {name}: {why}", file=sys.stderr)
+    info = result.trace
+    skipped_rows = ", ".join(f"{why}: {n}" for why, n in info["skipped_rows"].items())
+    print(
+        f"{info['path']} ({info['format']}): {info['models']} models, {info['requests']} "
+        f"requests, minutes 0..{info['end_minute']} from t0 {info['t0_utc']}; scored minutes "
+        f"{info['train_minutes']}..{info['end_minute']}: {info['scored_requests']} requests"
+        f" of {info['scored_models']} models"
+        + (f"; skipped rows: {skipped_rows}" if skipped_rows else ""),
+        file=out,
+    )
+    if "missing model id" in info["skipped_rows"]:
+        print(
+            "  (--missing-model ID counts rows without a model id as one more served model, "
+            "as the reference numbers of docs/evaluation.md do)",
+            file=out,
+        )
+    print(result.table(), file=out)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.backtest PATH ...``: the subcommand on its own."""
+    parser = argparse.ArgumentParser(prog="warmcast")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["backtest", *(sys.argv[1:] if argv is None else argv)])
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = [
+    "DEFAULT_KNOBS",
+    "DEFAULT_POLICIES",
+    "BacktestResult",
+    "PolicyRun",
+    "command",
+    "format_table",
+    "plot",
+    "register",
+    "run_backtest",
+    "simulate",
+]
