@@ -27,6 +27,7 @@ class EngineStats:
     warm_commands: int = 0
     release_commands: int = 0
     evicted_models: int = 0
+    metric_events: int = 0
 
 
 class WarmupEngine:
@@ -102,6 +103,13 @@ class WarmupEngine:
         if self._open is not None and minute > self._open:
             self._close_until(minute, out)
         return out
+
+    def observe_metric(self, model_id: str, name: str, value: float, ts: float) -> None:
+        """Hand a metric event (load time, latency, memory) to the policy, if it learns them."""
+        self.stats.metric_events += 1
+        learn = getattr(self.policy, "observe_metric", None)
+        if learn is not None:
+            learn(model_id, name, value, ts)
 
     def lease_of(self, model_id: str) -> Lease | None:
         return self.leases.get(model_id)

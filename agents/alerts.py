@@ -1,0 +1,65 @@
+"""Alerts: worker-level conditions checked on a timer, published firing and resolved."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from engine.alerting import AlertTransition
+from streams.app import alerts_topic, app
+
+
+@app.timer(interval=app.runtime.settings.alert_check_seconds)
+async def check_alerts() -> None:
+    runtime = app.runtime
+    now = time.time()
+    transitions = runtime.check_alerts(now)
+    for engine in runtime.engines.values():
+        drain = getattr(engine.policy, "drain_alerts", None)
+        if drain is not None:
+            transitions.extend(drain())
+    for alert in transitions:
+        await publish_alert(alert)
+    firing: dict[str, int] = {}
+    for alert in runtime.alerts.firing.values():
+        firing[alert.kind] = firing.get(alert.kind, 0) + 1
+    for kind in ("stale_data", "dead_letter_burst", *firing):
+        runtime.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
+    runtime.metrics.tracked_models.set(runtime.tracked_models())
+
+
+async def publish_alert(alert: AlertTransition) -> None:
+    body = {
+        "fingerprint": alert.fingerprint,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "state": alert.state,
+        "subject": alert.subject,
+        "summary": alert.summary,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "ts": alert.ts,
+    }
+    await alerts_topic.send(key=alert.fingerprint.encode(), value=orjson.dumps(body))
+    app.runtime.metrics.alerts.labels(kind=alert.kind, state=alert.state).inc()
+
+
+@app.timer(interval=15.0)
+async def advance_idle_partitions() -> None:
+    """Live mode: close the minutes of partitions that have gone quiet on the wall clock.
+
+    Only partitions whose event time is near the wall clock are advanced, so a replay of
+    old history moves on its own event time alone.
+    """
+    runtime = app.runtime
+    now = time.time()
+    lag = runtime.settings.idle_advance_seconds
+    from agents.usage import publish_command
+
+    for engine in list(runtime.engines.values()):
+        watermark = engine.watermark
+        if watermark is None or not (now - 6 * 3600 < watermark < now - lag - 60):
+            continue
+        for command in engine.advance(now - lag):
+            await publish_command(command)

@@ -1,0 +1,36 @@
+"""Metrics agent: metric events in, to the engine's performance predictor."""
+
+from __future__ import annotations
+
+from faust.types import EventT, StreamT
+
+from agents.deadletter import dead_letter_all
+from schemas.envelope import decode
+from schemas.metric import MetricEvent
+from streams.app import app, metrics_topic
+
+
+@app.agent(metrics_topic)
+async def metrics_agent(stream: StreamT) -> None:
+    async for event in stream.events():
+        await process_metrics(event)
+
+
+async def process_metrics(event: EventT) -> None:
+    runtime = app.runtime
+    settings = runtime.settings
+    message = event.message
+    runtime.metrics.messages.labels(topic=message.topic).inc()
+    decoded = decode(
+        message.value,
+        MetricEvent,
+        max_bytes=settings.max_message_bytes,
+        max_events=settings.max_envelope_events,
+    )
+    if decoded.errors:
+        await dead_letter_all(event, decoded.errors)
+    engine = runtime.engine_for(message.partition)
+    for ev in decoded.events:
+        if ev.model_id is not None:
+            engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
+        runtime.metrics.metric_events.labels(name=ev.name).inc()

@@ -1,0 +1,29 @@
+"""Alerts: firing and resolved conditions, on ``warmcast.alerts.v1`` (key: fingerprint)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas._types import EpochSeconds, Identifier, Label
+
+Severity = Literal["info", "warning", "critical"]
+AlertState = Literal["firing", "resolved"]
+
+
+class Alert(BaseModel):
+    """A condition with a stable ``fingerprint``: the same condition on the same subject
+    always has the same fingerprint, so ``firing`` and the later ``resolved`` pair up."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    fingerprint: Identifier
+    kind: Identifier = Field(description="stale_data, dead_letter_burst, drift, ...")
+    severity: Severity = "warning"
+    state: AlertState
+    subject: Label = Field(default="", description="what it is about: a model id, a topic")
+    summary: Label = ""
+    value: float | None = Field(default=None, allow_inf_nan=False)
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    ts: EpochSeconds

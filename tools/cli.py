@@ -1,0 +1,174 @@
+"""``warmcast``: the command line.
+
+    warmcast run        broker (embedded unless KAFKA_BOOTSTRAP_SERVERS) + worker
+    warmcast worker     the Faust worker alone (needs a broker)
+    warmcast broker     the embedded Kafka-protocol broker alone
+    warmcast schemas    export or check the JSON Schema files of the contracts
+    warmcast backtest   run policies offline over a historical trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from streams.settings import WarmcastSettings
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; its help names the environment variable it overrides."""
+    group = parser.add_argument_group("settings (flags override the environment)")
+    defaults = WarmcastSettings.model_construct()
+    for name, field in WarmcastSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = defaults.env_name(name)
+        default = field.default
+        shown = "unset" if default is None else ("***" if field.annotation is SecretStr else default)
+        text = f"{field.description or name.replace('_', ' ')} [env: {env}; default: {shown}]"
+        group.add_argument(flag, dest=f"setting_{name}", default=None, metavar="VALUE", help=text)
+
+
+def _apply_settings_flags(args: argparse.Namespace) -> None:
+    """Flags win over the environment: export them before the app reads its settings."""
+    defaults = WarmcastSettings.model_construct()
+    for name in WarmcastSettings.model_fields:
+        value = getattr(args, f"setting_{name}", None)
+        if value is not None:
+            os.environ[defaults.env_name(name)] = str(value)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import BrokerError, EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port)
+    try:
+        broker.start()
+    except BrokerError as exc:
+        print(f"warmcast broker: {exc}", file=sys.stderr)
+        return 2
+    print(broker.bootstrap, flush=True)
+    print(
+        f"embedded broker (Tansu, memory storage) on {broker.bootstrap}; Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and broker.process is not None:
+            if broker.process.poll() is not None:
+                print("warmcast broker: the broker exited", file=sys.stderr)
+                return 1
+            stop.wait(0.5)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _run_worker(loglevel: str) -> int:
+    from streams.app import app
+
+    worker = app.Worker(loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _apply_settings_flags(args)
+    return _run_worker(WarmcastSettings().log_level)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _apply_settings_flags(args)
+    settings = WarmcastSettings()
+    broker = None
+    if not settings.kafka_bootstrap_servers:
+        from streams.broker import BrokerError, EmbeddedBroker
+
+        broker = EmbeddedBroker(port=args.broker_port)
+        try:
+            broker.start()
+        except BrokerError as exc:
+            print(f"warmcast run: {exc}", file=sys.stderr)
+            return 2
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+    print(
+        f"worker web server on http://{settings.web_host}:{settings.web_port} "
+        "(/health, /metrics); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        return _run_worker(settings.log_level)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import drifted, export
+
+    if args.action == "export":
+        for path in export():
+            print(path)
+        return 0
+    stale = drifted()
+    if stale:
+        print("out of date: " + ", ".join(stale) + " (run: warmcast schemas export)")
+        return 1
+    print("schema files match the contracts")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="warmcast",
+        description="Keeps AI models warm before they are needed (usage events in, "
+        "warmup leases and alerts out, on Kafka).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="start the embedded broker (unless configured) and a worker")
+    p.add_argument("--broker-port", type=int, default=None, help="embedded broker port")
+    _settings_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="start a worker on the configured broker")
+    _settings_flags(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="start the embedded Kafka-protocol broker (Tansu)")
+    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("schemas", help="JSON Schema files of the contracts")
+    p.add_argument("action", choices=["export", "check"])
+    p.set_defaults(func=cmd_schemas)
+
+    from tools import backtest
+
+    backtest.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
