@@ -211,11 +211,14 @@ def loaded_intervals(
     for model_id, log in per_model.items():
         intervals: list[tuple[int, int]] = []
         for k, (issued, action, start, end) in enumerate(log):
+            if k + 1 < len(log):
+                piece_end = log[k + 1][0] + 1
+                if piece_end < issued + 1:
+                    raise ValueError(f"commands of {model_id!r} are not in the order issued")
+            else:
+                piece_end = limit
             if action != "warm":
                 continue
-            piece_end = log[k + 1][0] + 1 if k + 1 < len(log) else limit
-            if piece_end < issued + 1:
-                raise ValueError(f"commands of {model_id!r} are not in the order issued")
             a = max(start, issued + 1)
             b = min(end, piece_end, limit)
             if a >= b:
