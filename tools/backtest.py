@@ -42,6 +42,13 @@ from tools.progress import Progress
 from tools.scoring import Score, Usage, normalise, score
 from tools.traces import Trace, load_trace, parse_time
 
+DESCRIPTION = (
+    "Replays a trace through the same warmup engine the workers run, one fresh engine per "
+    "policy (and per warmcast knob value), and scores the warmup commands it issued: "
+    "cold starts (p75 over models and overall) against wasted memory time, as a "
+    "percentage of fixed:10's (docs/evaluation.md). Minute 0 starts at the first request "
+    "(Azure per-minute files: at 0, or --t0)."
+)
 REFERENCE_POLICY = "fixed:10"
 DEFAULT_POLICIES: tuple[str, ...] = ("fixed:10", "hybrid", "warmcast")
 DEFAULT_KNOBS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -450,7 +457,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "backtest",
         help="run policies offline over a trace and score their warmup decisions",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=DESCRIPTION,
     )
     p.add_argument("path", help="trace file (plain or gzip)")
     p.add_argument(
