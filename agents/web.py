@@ -49,8 +49,10 @@ def health_document(limit: int = 100) -> dict[str, Any]:
         {"kind": a.kind, "subject": a.subject, "since": a.ts, "summary": a.summary}
         for a in runtime.alerts.firing.values()
     ]
+    ready = runtime.started and not app.rebalancing and not app.in_recovery
     return {
-        "status": "degraded" if firing else "ok",
+        "status": ("degraded" if firing else "ok") if ready else "starting",
+        "ready": ready,
         "ts": time.time(),
         "policy": runtime.settings.policy,
         "engine_partitions": sorted(runtime.engines),
@@ -65,4 +67,11 @@ def health_document(limit: int = 100) -> dict[str, Any]:
 class HealthView(View):
     async def get(self, request: Request) -> Response:
         limit = int(request.query.get("limit", 100))
-        return self.json(health_document(limit))
+        document = health_document(limit)
+        return self.json(document, status=200 if document["ready"] else 503)
+
+
+@app.task
+async def mark_started() -> None:
+    """Tasks start once the worker has its partitions and has recovered its tables."""
+    app.runtime.started = True

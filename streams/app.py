@@ -22,7 +22,11 @@ class WarmcastApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        await ensure_topics(self.runtime.settings)
+        runtime = self.runtime
+        partitions = await ensure_topics(runtime.settings)
+        runtime.usage_partitions = partitions.get(
+            runtime.settings.topic("usage"), runtime.settings.partitions
+        )
 
 
 def faust_options(settings: WarmcastSettings) -> dict[str, Any]:

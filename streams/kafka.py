@@ -60,8 +60,8 @@ def client_kwargs(settings: WarmcastSettings) -> dict[str, Any]:
     return kwargs
 
 
-async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> list[str]:
-    """Create missing topics (idempotent); return the names that were created."""
+async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> dict[str, int]:
+    """Create missing topics (idempotent); return every topic's partition count."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -73,10 +73,9 @@ async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> li
                 raise
             await asyncio.sleep(0.5)
     try:
+        specs = topic_specs(settings)
         existing = set(await admin.list_topics())
-        missing = [s for s in topic_specs(settings) if s.name not in existing]
-        if not missing:
-            return []
+        missing = [s for s in specs if s.name not in existing]
         new = [
             NewTopic(
                 s.name,
@@ -86,14 +85,16 @@ async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> li
             )
             for s in missing
         ]
-        response = await admin.create_topics(new)
-        created = []
-        for name, code, message in response.topic_errors:
-            if code == 0:
-                created.append(name)
-            elif code != TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
-        log.info("created topics: %s", ", ".join(created))
-        return created
+        if new:
+            response = await admin.create_topics(new)
+            created = []
+            for name, code, message in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TOPIC_ALREADY_EXISTS:
+                    raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
+            log.info("created topics: %s", ", ".join(created))
+        described = await admin.describe_topics([s.name for s in specs])
+        return {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
     finally:
         await admin.close()

@@ -25,6 +25,7 @@ class Runtime:
     last_usage_wall: float | None = None
     started_wall: float = field(default_factory=time.time)
     newest_event_time: float | None = None
+    started: bool = False  # set once the worker has joined its group and recovered its tables
     dead_letter_window: RateWindow = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,10 +1,10 @@
 """``warmcast``: the command line.
 
-    warmcast run        broker (embedded unless KAFKA_BOOTSTRAP_SERVERS) + worker
-    warmcast worker     the Faust worker alone (needs a broker)
-    warmcast broker     the embedded Kafka-protocol broker alone
-    warmcast schemas    export or check the JSON Schema files of the contracts
-    warmcast backtest   run policies offline over a historical trace
+warmcast run        broker (embedded unless KAFKA_BOOTSTRAP_SERVERS) + worker
+warmcast worker     the Faust worker alone (needs a broker)
+warmcast broker     the embedded Kafka-protocol broker alone
+warmcast schemas    export or check the JSON Schema files of the contracts
+warmcast backtest   run policies offline over a historical trace
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         env = defaults.env_name(name)
         default = field.default
-        shown = "unset" if default is None else ("***" if field.annotation is SecretStr else default)
+        shown = (
+            "unset" if default is None else ("***" if field.annotation is SecretStr else default)
+        )
         text = f"{field.description or name.replace('_', ' ')} [env: {env}; default: {shown}]"
         group.add_argument(flag, dest=f"setting_{name}", default=None, metavar="VALUE", help=text)
 
@@ -73,10 +75,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_worker(loglevel: str) -> int:
+def _run_worker(settings: WarmcastSettings) -> int:
+    from streams.broker import port_in_use
+
+    if settings.web_port and port_in_use(settings.web_host, settings.web_port):
+        print(
+            f"warmcast: web port {settings.web_port} on {settings.web_host} is already in use "
+            "(another worker?); choose one with --web-port",
+            file=sys.stderr,
+        )
+        return 2
     from streams.app import app
 
-    worker = app.Worker(loglevel=loglevel, quiet=True)
+    worker = app.Worker(loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -86,7 +97,7 @@ def _run_worker(loglevel: str) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _apply_settings_flags(args)
-    return _run_worker(WarmcastSettings().log_level)
+    return _run_worker(WarmcastSettings())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -111,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        return _run_worker(settings.log_level)
+        return _run_worker(WarmcastSettings())
     finally:
         if broker is not None:
             broker.stop()

@@ -1,0 +1,141 @@
+"""The worker end to end on a real broker: usage in, commands and dead letters out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.harness import (
+    Worker,
+    consume,
+    namespace,
+    produce,
+    topic,
+    usage,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_040.0  # the start of a minute, far enough in the past to be a replay
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(kafka_bootstrap, tmp_path, namespace(), policy="fixed:10", max_message_bytes=4096)
+    yield w.start()
+    w.stop()
+
+
+async def test_usage_becomes_commands_and_bad_input_dead_letters(worker: Worker) -> None:
+    ns, bootstrap = worker.namespace, worker.bootstrap
+    good = [
+        (b"llama", orjson.dumps(usage("llama", T0, cold_start=True, latency=4.0))),
+        (b"llama", orjson.dumps(usage("llama", T0 + 10))),  # same minute: no new lease
+        (b"sdxl", orjson.dumps({"events": [usage("sdxl", T0 + 5), {"model_id": "", "ts": T0}]})),
+        (b"whisper", orjson.dumps([usage("whisper", "2023-11-14T22:14:30Z", count=3)])),
+        (b"llama", orjson.dumps(usage("llama", T0 + 70))),  # next minute: the lease moves
+        (b"not-json", b"{this is not json"),
+        (b"big", orjson.dumps(usage("llama", T0, node="x" * 5000))),
+        (b"schema", orjson.dumps({"model_id": "llama", "ts": "yesterday"})),
+    ]
+    await produce(bootstrap, topic(ns, "usage"), good)
+
+    commands = await consume(
+        bootstrap, [topic(ns, "warmup")], until=lambda records: len(records) >= 4
+    )
+    decoded = sorted(
+        (c["model_id"], c["issued_at"], c["start"], c["end"])
+        for c in (orjson.loads(r.value) for r in commands)
+    )
+    assert decoded == [
+        ("llama", T0, T0 + 60, T0 + 660),
+        ("llama", T0 + 60, T0 + 120, T0 + 720),
+        ("sdxl", T0, T0 + 60, T0 + 660),
+        ("whisper", T0, T0 + 60, T0 + 660),
+    ]
+    assert all(r.key == orjson.loads(r.value)["model_id"].encode() for r in commands)
+
+    letters = await consume(
+        bootstrap, [topic(ns, "usage") + ".dlq"], until=lambda records: len(records) >= 4
+    )
+    reasons = sorted(dict(r.headers)["warmcast.error-reason"].decode() for r in letters)
+    assert reasons == ["malformed_json", "oversize", "schema_violation", "schema_violation"]
+    for record in letters:
+        headers = dict(record.headers)
+        assert headers["warmcast.original-topic"] == topic(ns, "usage").encode()
+        assert int(headers["warmcast.original-offset"]) >= 0
+        assert headers["warmcast.error-class"] and headers["warmcast.error-message"]
+    in_envelope = [r for r in letters if "warmcast.envelope-index" in dict(r.headers)]
+    assert [dict(r.headers)["warmcast.envelope-index"] for r in in_envelope] == [b"1"]
+
+    metrics = wait_for(
+        lambda: (m := worker.metrics()).get("warmcast_usage_events_total") == 5 and m,
+        30,
+        "usage events to be counted",
+    )
+    assert metrics["warmcast_requests_total"] == 7
+    assert metrics["warmcast_cold_starts_total"] == 1
+    assert metrics['warmcast_warmup_commands_total{action="warm"}'] == 4
+    dlq = f'topic="{topic(ns, "usage")}"'
+    assert metrics[f'warmcast_dead_letters_total{{reason="schema_violation",{dlq}}}'] == 2
+    assert metrics[f'warmcast_dead_letters_total{{reason="malformed_json",{dlq}}}'] == 1
+    assert metrics[f'warmcast_dead_letters_total{{reason="oversize",{dlq}}}'] == 1
+
+    health = worker.health()
+    by_model = {m["model_id"]: m for m in health["models"]}
+    assert by_model["llama"]["requests_total"] == 3
+    assert by_model["llama"]["cold_starts_total"] == 1
+    assert by_model["whisper"]["requests_total"] == 3
+    assert by_model["llama"]["last_seen"] == T0 + 70
+
+
+async def test_events_on_a_foreign_partition_reach_the_owner(worker: Worker) -> None:
+    """An unkeyed producer's envelope mixes models: each model still has one owner."""
+    ns, bootstrap = worker.namespace, worker.bootstrap
+    models = [f"model-{i}" for i in range(12)]
+    envelope = orjson.dumps([usage(m, T0) for m in models])
+    await produce(bootstrap, topic(ns, "usage"), [(None, envelope), (b"zzz", envelope)])
+    commands = await consume(
+        bootstrap, [topic(ns, "warmup")], until=lambda records: len(records) >= 12
+    )
+    ids = [orjson.loads(r.value)["model_id"] for r in commands]
+    assert sorted(ids) == sorted(models)  # one lease per model, not one per partition
+    health = wait_for(
+        lambda: (h := worker.health())["tracked_models"] == 12
+        and all(m["requests_total"] == 2 for m in h["models"])
+        and h,
+        30,
+        "12 models with two requests each in /health",
+    )
+    assert sorted(m["model_id"] for m in health["models"]) == sorted(models)
+
+
+async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_path: Path) -> None:
+    ns = namespace()
+    first = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
+    try:
+        await produce(
+            kafka_bootstrap,
+            topic(ns, "usage"),
+            [(b"llama", orjson.dumps(usage("llama", T0 + i, cold_start=i == 0))) for i in range(3)],
+        )
+        wait_for(
+            lambda: any(m["requests_total"] == 3 for m in first.health()["models"]),
+            30,
+            "the first worker to count three requests",
+        )
+    finally:
+        assert first.stop() == 0
+    second = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
+    try:
+        models = {m["model_id"]: m for m in second.health()["models"]}
+        assert models["llama"]["requests_total"] == 3
+        assert models["llama"]["cold_starts_total"] == 1
+        assert models["llama"]["last_seen"] == T0 + 2
+        assert second.metrics().get("warmcast_usage_events_total", 0) == 0  # nothing re-read
+    finally:
+        second.stop()
