@@ -1,0 +1,172 @@
+"""Contracts: round trips, timestamps, envelopes, and JSON Schema files in sync."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from schemas import Alert, HealthSnapshot, MetricEvent, UsageEvent, WarmupCommand, decode
+from schemas.export import CONTRACTS, drifted, export, render
+
+ids = st.text(min_size=1, max_size=40)
+epoch = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+unit = st.floats(min_value=0, max_value=1, allow_nan=False)
+positive = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+
+STRATEGIES: dict[type[BaseModel], st.SearchStrategy[BaseModel]] = {
+    UsageEvent: st.builds(
+        UsageEvent,
+        model_id=ids,
+        ts=epoch,
+        count=st.integers(1, 10_000),
+        cold_start=st.none() | st.booleans(),
+        latency=st.none() | positive,
+        tenant=st.none() | st.text(max_size=20),
+        user=st.none() | st.text(max_size=20),
+        node=st.none() | st.text(max_size=20),
+    ),
+    MetricEvent: st.builds(
+        MetricEvent,
+        model_id=ids,
+        node_id=st.none() | ids,
+        ts=epoch,
+        name=ids,
+        value=finite,
+        unit=st.sampled_from(["seconds", "bytes", ""]),
+    ),
+    WarmupCommand: st.builds(
+        lambda start, length, **kw: WarmupCommand(start=start, end=start + length, **kw),
+        start=epoch,
+        length=st.floats(min_value=0, max_value=1e6),
+        command_id=ids,
+        model_id=ids,
+        action=st.sampled_from(["warm", "release"]),
+        issued_at=epoch,
+        priority=st.integers(0, 4),
+        probability=st.none() | unit,
+        confidence=st.none() | unit,
+        reason=st.text(max_size=50),
+        policy_version=ids,
+    ),
+    Alert: st.builds(
+        Alert,
+        fingerprint=ids,
+        kind=ids,
+        severity=st.sampled_from(["info", "warning", "critical"]),
+        state=st.sampled_from(["firing", "resolved"]),
+        subject=st.text(max_size=40),
+        summary=st.text(max_size=80),
+        value=st.none() | finite,
+        threshold=st.none() | finite,
+        ts=epoch,
+    ),
+    HealthSnapshot: st.builds(
+        HealthSnapshot,
+        model_id=ids,
+        ts=epoch,
+        window_seconds=st.floats(min_value=1, max_value=1e5),
+        requests_total=st.integers(0, 10**9),
+        cold_starts_total=st.integers(0, 10**9),
+        request_rate=positive,
+        cold_start_rate=unit,
+        latency_mean=st.none() | positive,
+        last_seen=epoch,
+        loaded_until=st.none() | epoch,
+    ),
+}
+
+
+def test_every_contract_has_a_strategy() -> None:
+    assert set(STRATEGIES) == set(CONTRACTS.values())
+
+
+@pytest.mark.parametrize("contract", list(STRATEGIES), ids=lambda c: c.__name__)
+def test_round_trip_through_json(contract: type[BaseModel]) -> None:
+    @given(STRATEGIES[contract])
+    def check(instance: BaseModel) -> None:
+        text = instance.model_dump_json()
+        assert contract.model_validate_json(text) == instance
+        assert contract.model_validate(orjson.loads(text)) == instance
+
+    check()
+
+
+@given(STRATEGIES[UsageEvent])
+def test_usage_decodes_alone_and_in_both_envelopes(event: BaseModel) -> None:
+    doc = event.model_dump()
+    for body in (doc, [doc, doc], {"events": [doc]}):
+        out = decode(orjson.dumps(body), UsageEvent)
+        assert not out.errors
+        assert all(e == event for e in out.events)
+        assert out.envelope == (body is not doc)
+
+
+def test_timestamps_are_epoch_seconds_or_rfc3339() -> None:
+    as_text = UsageEvent(model_id="m", ts="2024-11-15T00:00:03+00:00")  # type: ignore[arg-type]
+    naive = UsageEvent(model_id="m", ts="2024-11-15 00:00:03")  # type: ignore[arg-type]
+    assert as_text.ts == naive.ts == 1731628803.0
+    for bad in ("yesterday", float("nan"), float("inf"), -5, True, 1e12):
+        with pytest.raises(ValidationError):
+            UsageEvent(model_id="m", ts=bad)
+
+
+def test_contract_rules() -> None:
+    with pytest.raises(ValidationError, match="model_id or node_id"):
+        MetricEvent(ts=0, name="load_time", value=1.0)
+    with pytest.raises(ValidationError, match="end must not be before start"):
+        WarmupCommand(
+            command_id="c",
+            model_id="m",
+            action="warm",
+            issued_at=0,
+            start=120,
+            end=60,
+            policy_version="p",
+        )
+    with pytest.raises(ValidationError):
+        UsageEvent(model_id="m", ts=0, count=0)
+    assert math.isnan(float("nan"))  # sanity: the strategies above never draw NaN
+
+
+def test_envelope_keeps_good_events_and_reports_each_bad_one() -> None:
+    body = orjson.dumps({"events": [{"model_id": "a", "ts": 1}, {"ts": 2}, 7, {"model_id": "b", "ts": 3}]})
+    out = decode(body, UsageEvent)
+    assert [e.model_id for e in out.events] == ["a", "b"]
+    assert [(e.index, e.reason) for e in out.errors] == [(1, "schema_violation"), (2, "schema_violation")]
+    assert orjson.loads(out.errors[1].raw) == 7
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{nope", "malformed_json"),
+        (b"", "malformed_json"),
+        (b'{"events": 3}', "bad_envelope"),
+        (b"x" * 2048, "oversize"),
+        (orjson.dumps([{"model_id": "a", "ts": 1}] * 11), "oversize"),
+        (b'"just a string"', "schema_violation"),
+    ],
+)
+def test_whole_message_failures(raw: bytes, reason: str) -> None:
+    out = decode(raw, UsageEvent, max_bytes=1024, max_events=10)
+    assert not out.events
+    assert [e.reason for e in out.errors] == [reason]
+    assert out.errors[0].message
+
+
+def test_schema_files_match_the_models() -> None:
+    assert drifted() == [], "schema files are stale: run `warmcast schemas export`"
+
+
+def test_drift_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    export(tmp_path)
+    assert drifted(tmp_path) == []
+    (tmp_path / "alert.json").write_bytes(render("alert").replace(b"fingerprint", b"fp"))
+    (tmp_path / "usage_event.json").unlink()
+    assert drifted(tmp_path) == ["usage_event", "alert"]
