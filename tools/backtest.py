@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,7 +181,15 @@ def _plan(
             versions = [p.version for _, _, p in runs]
             if len(set(versions)) < len(versions):
                 for _, k, p in runs:
-                    p.version = f"{p.version}+knob={k:g}"
+                    try:
+                        p.version = f"{p.version}+knob={k:g}"
+                    except AttributeError:
+                        warnings.warn(
+                            f"cannot tell {spec} runs apart in the commands file: its "
+                            "policy_version is read-only and the same for every knob",
+                            stacklevel=2,
+                        )
+                        break
             plan.extend(runs)
         else:
             plan.append((spec, None, make_policy(spec)))
@@ -419,10 +428,11 @@ def plot(result: BacktestResult, path: str | os.PathLike[str]) -> None:
                     fontsize=8,
                     color="tab:blue",
                 )
-        markers = iter("D^v<>PX*")
-        for r in others:
+        colours = ("tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+        for n, r in enumerate(others):
             xs, ys = xy([r])
-            ax.plot(xs, ys, next(markers, "o"), markersize=8, label=r.label)
+            marker, colour = "D^v<>PX*"[n % 8], colours[n % len(colours)]
+            ax.plot(xs, ys, marker, color=colour, markersize=8, label=r.label)
         ax.set_xlabel("wasted memory time, % of fixed:10")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)

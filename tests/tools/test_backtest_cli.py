@@ -9,6 +9,8 @@ import importlib.util
 import io
 import math
 import random
+import sys
+import types
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,58 @@ def test_warmcast_knob_sweep(tmp_path: Path) -> None:
     assert len(versions) == 2
     written = {orjson.loads(line)["policy_version"] for line in cmds.read_bytes().splitlines()}
     assert written <= versions | {result.reference.policy_version}
+
+
+class _KnobbedKeepAlive:
+    """Stands in for the learning policy: a keep-alive of 10 x knob minutes, one version."""
+
+    name = "warmcast"
+    version = "warmcast/test"
+
+    def __init__(self, knob: float = 1.0) -> None:
+        self._inner = make_policy(f"fixed:{max(1, round(10 * knob))}")
+
+    def on_request(self, model_id: str, minute: int) -> Any:
+        return self._inner.on_request(model_id, minute)
+
+    def on_minute_closed(self, minute: int, counts: Any) -> Any:
+        return ()
+
+    def next_review(self) -> int | None:
+        return None
+
+    def forget(self, model_id: str) -> None:
+        return None
+
+
+def test_knob_sweep_with_a_stand_in_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = types.ModuleType("engine.warmcast")
+    module.WarmcastPolicy = _KnobbedKeepAlive  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "engine.warmcast", module)
+    trace_path = excerpt(tmp_path / "e.csv.gz", rows=20, minutes=120)
+    out_json, out_cmds, out_png = tmp_path / "r.json", tmp_path / "c.jsonl", tmp_path / "p.png"
+    args = parse(
+        ["backtest", str(trace_path), "--knobs", "0.5", "2", "6", "--json", str(out_json),
+         "--commands", str(out_cmds), "--plot", str(out_png), "--policy", "fixed:10",
+         "fixed:30", "hybrid", "warmcast"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    assert "warmcast@0.5" in capsys.readouterr().out
+    runs = orjson.loads(out_json.read_bytes())["policies"]
+    sweep = [r for r in runs if r["policy"] == "warmcast"]
+    assert [r["knob"] for r in sweep] == [0.5, 2.0, 6.0]
+    assert [r["policy_version"] for r in sweep] == [
+        "warmcast/test+knob=0.5",
+        "warmcast/test+knob=2",
+        "warmcast/test+knob=6",
+    ]
+    by_version: dict[str, int] = defaultdict(int)
+    for line in out_cmds.read_bytes().splitlines():
+        by_version[orjson.loads(line)["policy_version"]] += 1
+    assert {r["policy_version"]: r["commands"] for r in runs} == by_version
+    # knob 2 keeps models 20 minutes, knob 6 an hour: fewer cold starts as the knob grows
+    colds = [r["cold_starts"] for r in sweep]
+    assert colds == sorted(colds, reverse=True)
+    assert out_png.stat().st_size > 10_000
