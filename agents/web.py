@@ -8,10 +8,10 @@ from typing import Any
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from streams.app import app, model_health
+
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
-
-from streams.app import app, model_health
 
 
 @app.page("/metrics")
@@ -19,7 +19,9 @@ class MetricsView(View):
     async def get(self, request: Request) -> Response:
         runtime = app.runtime
         runtime.metrics.tracked_models.set(runtime.tracked_models())
-        return self.bytes(generate_latest(runtime.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
+        return self.bytes(
+            generate_latest(runtime.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE
+        )
 
 
 def health_document(limit: int = 100) -> dict[str, Any]:

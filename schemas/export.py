@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.health import HealthSnapshot
@@ -12,7 +13,7 @@ from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
 from schemas.warmup import WarmupCommand
 
-CONTRACTS = {
+CONTRACTS: dict[str, type[BaseModel]] = {
     "usage_event": UsageEvent,
     "metric_event": MetricEvent,
     "warmup_command": WarmupCommand,

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 class BrokerError(RuntimeError):
@@ -89,7 +90,9 @@ class EmbeddedBroker:
         elif port_in_use(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use")
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log: IO[bytes] | int = (
+            open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        )
         self.process = subprocess.Popen(
             [
                 str(binary),
@@ -106,7 +109,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()
         self._wait_ready(timeout)
         return self
@@ -119,8 +122,9 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"the broker exited with code {self.process.returncode} while starting"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.5),
             ):
                 return
             time.sleep(0.05)

@@ -17,7 +17,9 @@ class WarmcastSettings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WARMCAST_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "WARMCAST_KAFKA_BOOTSTRAP_SERVERS"
+        ),
         description="Kafka bootstrap servers, host:port[,host:port]; unset: embedded broker",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -105,9 +105,11 @@ async def test_events_on_a_foreign_partition_reach_the_owner(worker: Worker) -> 
     ids = [orjson.loads(r.value)["model_id"] for r in commands]
     assert sorted(ids) == sorted(models)  # one lease per model, not one per partition
     health = wait_for(
-        lambda: (h := worker.health())["tracked_models"] == 12
-        and all(m["requests_total"] == 2 for m in h["models"])
-        and h,
+        lambda: (
+            (h := worker.health())["tracked_models"] == 12
+            and all(m["requests_total"] == 2 for m in h["models"])
+            and h
+        ),
         30,
         "12 models with two requests each in /health",
     )

