@@ -164,12 +164,15 @@ class WarmupEngine:
             policy_version=version,
         )
 
+    def _holds(self, model_id: str, minute: int) -> bool:
+        """Whether a model has a warm lease that is not over by ``minute``."""
+        lease = self.leases.get(model_id)
+        return lease is not None and lease.action == "warm" and lease.end > minute
+
     def _evict_idle(self, minute: int) -> None:
         horizon = minute - self.idle_ttl_minutes
         stale = [
-            m
-            for m, seen in self.last_seen.items()
-            if seen < horizon and (lease := self.leases.get(m)) is not None and lease.end <= minute
+            m for m, seen in self.last_seen.items() if seen < horizon and not self._holds(m, minute)
         ]
         for model_id in stale:
             del self.last_seen[model_id]
