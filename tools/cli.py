@@ -169,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["export", "check"])
     p.set_defaults(func=cmd_schemas)
 
-    from tools import backtest
+    from tools import backtest, bench
 
     backtest.register(sub)
+    bench.register(sub)
     return parser
 
 
