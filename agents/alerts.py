@@ -1,4 +1,4 @@
-"""Alerts: worker-level conditions checked on a timer, published firing and resolved."""
+"""Alerts: health checks on a timer, transitions published firing and resolved."""
 
 from __future__ import annotations
 
@@ -12,21 +12,8 @@ from streams.app import alerts_topic, app
 
 @app.timer(interval=app.runtime.settings.alert_check_seconds)
 async def check_alerts() -> None:
-    runtime = app.runtime
-    now = time.time()
-    transitions = runtime.check_alerts(now)
-    for engine in runtime.engines.values():
-        drain = getattr(engine.policy, "drain_alerts", None)
-        if drain is not None:
-            transitions.extend(drain())
-    for alert in transitions:
+    for alert in app.runtime.check_alerts(time.time()):
         await publish_alert(alert)
-    firing: dict[str, int] = {}
-    for alert in runtime.alerts.firing.values():
-        firing[alert.kind] = firing.get(alert.kind, 0) + 1
-    for kind in ("stale_data", "dead_letter_burst", *firing):
-        runtime.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
-    runtime.metrics.tracked_models.set(runtime.tracked_models())
 
 
 async def publish_alert(alert: AlertTransition) -> None:
@@ -61,5 +48,7 @@ async def advance_idle_partitions() -> None:
         watermark = engine.watermark
         if watermark is None or not (now - 6 * 3600 < watermark < now - lag - 60):
             continue
-        for command in engine.advance(now - lag):
+        commands = engine.advance(now - lag)
+        runtime.note_commands(commands, now)
+        for command in commands:
             await publish_command(command)

@@ -1,6 +1,8 @@
-"""Metrics agent: metric events in, to the engine's performance predictor."""
+"""Metrics agent: metric events in, to the policy (load times) and the anomaly learners."""
 
 from __future__ import annotations
+
+import time
 
 from faust.types import EventT, StreamT
 
@@ -29,8 +31,4 @@ async def process_metrics(event: EventT) -> None:
     )
     if decoded.errors:
         await dead_letter_all(event, decoded.errors)
-    engine = runtime.engine_for(message.partition)
-    for ev in decoded.events:
-        if ev.model_id is not None:
-            engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
-        runtime.metrics.metric_events.labels(name=ev.name).inc()
+    runtime.apply_metrics(message.partition, decoded.events, time.time())

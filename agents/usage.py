@@ -9,7 +9,6 @@ import orjson
 from faust.types import EventT, StreamT
 
 from agents.deadletter import dead_letter_all
-from engine.core import WarmupEngine
 from engine.health import ModelHealth
 from engine.lease import Command
 from schemas.envelope import decode
@@ -53,7 +52,7 @@ async def process_usage(event: EventT) -> None:
         for owner, events in foreign.items():
             await forward(owner, events)
         if mine:
-            await apply_usage(runtime.engine_for(partition), mine)
+            await apply_usage(partition, mine)
 
 
 async def forward(partition: int, events: list[UsageEvent]) -> None:
@@ -67,39 +66,18 @@ async def forward(partition: int, events: list[UsageEvent]) -> None:
     )
 
 
-async def apply_usage(engine: WarmupEngine, events: list[UsageEvent]) -> None:
-    runtime = app.runtime
-    metrics = runtime.metrics
-    window = runtime.settings.health_window_seconds
-    commands: list[Command] = []
-    touched: dict[str, ModelHealth] = {}
-    late_before = engine.stats.late_events
-    requests = cold = 0
-    newest = runtime.newest_event_time or 0.0
-    for ev in events:
-        commands.extend(engine.observe(ev.model_id, ev.ts, ev.count))
-        health = touched.get(ev.model_id)
-        if health is None:
-            stored = model_health.get(ev.model_id)
-            health = ModelHealth.from_dict(stored) if stored else ModelHealth(ev.model_id)
-            touched[ev.model_id] = health
-        n_cold = 1 if ev.cold_start else 0
-        health.update(ev.ts, ev.count, n_cold, ev.latency, window)
-        requests += ev.count
-        cold += n_cold
-        newest = max(newest, ev.ts)
+async def apply_usage(partition: int, events: list[UsageEvent]) -> None:
+    """Events of models this partition owns: engine, rolling health, commands out."""
+    commands, touched = app.runtime.apply_usage(partition, events, load_health, time.time())
     for model_id, health in touched.items():
-        model_health[model_id] = health.to_dict()
+        model_health[model_id] = health.to_dict()  # one table write per model and message
     for command in commands:
         await publish_command(command)
-    now = time.time()
-    runtime.last_usage_wall = now
-    runtime.newest_event_time = newest
-    metrics.usage_events.inc(len(events))
-    metrics.requests.inc(requests)
-    metrics.cold_starts.inc(cold)
-    metrics.late_events.inc(engine.stats.late_events - late_before)
-    metrics.event_time_lag.set(now - newest)
+
+
+def load_health(model_id: str) -> ModelHealth | None:
+    stored = model_health.get(model_id)
+    return ModelHealth.from_dict(stored) if stored else None
 
 
 async def publish_command(command: Command) -> None:

@@ -1,4 +1,10 @@
-"""Web views: ``/health`` (the rolling health table) and ``/metrics`` (Prometheus)."""
+"""Web views: the status page, ``/health`` and its parts, and ``/metrics`` (Prometheus).
+
+``/health``               the worker: readiness, score, checks, alerts, its models
+``/health/components``    the seven components under the running policy
+``/health/models/{id}``   one served model, answered by the worker that owns it
+``/``                     a status page that refreshes itself from the above
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,15 @@ from typing import Any
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from streams.app import app, model_health
+from agents.health import snapshot
+from agents.status_page import STATUS_PAGE
+from streams.app import app, model_health, usage_topic
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+#: What ``/health?sort=`` may order models by.
+SORT_KEYS = ("requests_total", "cold_starts_total", "errors_total", "last_seen")
 
 
 @app.page("/metrics")
@@ -24,44 +35,80 @@ class MetricsView(View):
         )
 
 
-def health_document(limit: int = 100) -> dict[str, Any]:
+def is_ready() -> bool:
+    return app.runtime.started and not app.rebalancing and not app.in_recovery
+
+
+def alert_document(alert: Any) -> dict[str, Any]:
+    return {
+        "fingerprint": alert.fingerprint,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "state": alert.state,
+        "subject": alert.subject,
+        "summary": alert.summary,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "since" if alert.state == "firing" else "ts": alert.ts,
+    }
+
+
+def model_summary(model_id: str, data: dict[str, Any], window: float) -> dict[str, Any]:
+    return {
+        "model_id": model_id,
+        "requests_total": data["requests_total"],
+        "cold_starts_total": data["cold_starts_total"],
+        "errors_total": data.get("errors_total", 0),
+        "request_rate": data["weighted_requests"] / window,
+        "cold_start_rate": (
+            data["weighted_cold"] / data["weighted_requests"]
+            if data["weighted_requests"] > 0
+            else 0.0
+        ),
+        "latency_mean": data.get("latency_mean"),
+        "last_seen": data["last_seen"],
+    }
+
+
+def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str, Any]:
     runtime = app.runtime
     window = runtime.settings.health_window_seconds
-    models = []
-    for model_id, data in list(model_health.items()):
-        if not data:
-            continue
-        models.append(
-            {
-                "model_id": model_id,
-                "requests_total": data["requests_total"],
-                "cold_starts_total": data["cold_starts_total"],
-                "request_rate": data["weighted_requests"] / window,
-                "cold_start_rate": (
-                    data["weighted_cold"] / data["weighted_requests"]
-                    if data["weighted_requests"] > 0
-                    else 0.0
-                ),
-                "latency_mean": data.get("latency_mean"),
-                "last_seen": data["last_seen"],
-            }
-        )
-    models.sort(key=lambda m: m["requests_total"], reverse=True)
-    firing = [
-        {"kind": a.kind, "subject": a.subject, "since": a.ts, "summary": a.summary}
-        for a in runtime.alerts.firing.values()
-    ]
-    ready = runtime.started and not app.rebalancing and not app.in_recovery
+    stored = [(m, d) for m, d in list(model_health.items()) if d]
+    stored.sort(key=lambda item: item[1].get(sort, 0), reverse=True)
+    models = [model_summary(m, d, window) for m, d in stored[:limit]]
+    for doc, (model_id, data) in zip(models, stored, strict=False):
+        snap = snapshot(model_id, data)
+        if snap is not None:
+            doc["windows"] = snap["windows"]
+            doc["warmups"] = {k: snap[f"warmups_{k}_total"] for k in ("issued", "used", "wasted")}
+    firing = [alert_document(a) for a in runtime.alerts.firing.values()]
+    ready = is_ready()
     return {
         "status": ("degraded" if firing else "ok") if ready else "starting",
         "ready": ready,
         "ts": time.time(),
+        "worker": str(app.conf.canonical_url),
         "policy": runtime.settings.policy,
         "engine_partitions": sorted(runtime.engines),
-        "tracked_models": len(models),
+        "tracked_models": len(stored),
         "window_seconds": window,
+        "score": runtime.score,
+        "score_min": runtime.settings.health_score_min,
+        "checks": [check_document(c) for c in runtime.checks],
         "alerts_firing": firing,
-        "models": models[:limit],
+        "recent_alerts": [alert_document(a) for a in reversed(runtime.alerts.recent)],
+        "models": models,
+    }
+
+
+def check_document(check: Any) -> dict[str, Any]:
+    return {
+        "name": check.name,
+        "status": check.status,
+        "value": check.value,
+        "threshold": check.threshold,
+        "severity": check.severity,
+        "summary": check.summary,
     }
 
 
@@ -69,8 +116,55 @@ def health_document(limit: int = 100) -> dict[str, Any]:
 class HealthView(View):
     async def get(self, request: Request) -> Response:
         limit = int(request.query.get("limit", 100))
-        document = health_document(limit)
+        sort = request.query.get("sort", "requests_total")
+        if sort not in SORT_KEYS:
+            return self.json({"error": f"sort by one of {', '.join(SORT_KEYS)}"}, status=400)
+        document = health_document(limit, sort)
         return self.json(document, status=200 if document["ready"] else 503)
+
+
+@app.page("/health/components")
+class ComponentsView(View):
+    async def get(self, request: Request) -> Response:
+        runtime = app.runtime
+        return self.json(
+            {
+                "ready": is_ready(),
+                "ts": time.time(),
+                "worker": str(app.conf.canonical_url),
+                "policy": runtime.settings.policy,
+                "score": runtime.score,
+                "components": [c.to_dict() for c in runtime.components],
+                "checks": [check_document(c) for c in runtime.checks],
+            }
+        )
+
+
+@app.topic_route(topic=usage_topic, match_info="model_id")
+async def model_health_view(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+    """One served model's health; asked of the worker that owns its usage partition."""
+    runtime = app.runtime
+    model_id = request.match_info["model_id"]
+    document = snapshot(model_id, model_health.get(model_id))
+    if document is None:
+        return view.json({"error": f"no health for served model {model_id!r}"}, status=404)
+    anomalies = [a for w in runtime.anomalies.values() for a in w.of_model(model_id)]
+    document["anomalies"] = [
+        {"metric": a.metric, "value": a.value, "score": a.score, "ts": a.ts} for a in anomalies
+    ]
+    document["served_by"] = str(app.conf.canonical_url)
+    return view.json(document)
+
+
+@app.page("/health/models/{model_id}")
+class ModelView(View):
+    get = model_health_view
+
+
+@app.page("/")
+class StatusPage(View):
+    async def get(self, request: Request) -> Response:
+        return self.html(STATUS_PAGE)
 
 
 @app.task

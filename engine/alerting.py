@@ -38,7 +38,13 @@ class AlertTransition:
 
 
 class AlertTracker:
-    """Turns condition checks into transitions.
+    """Turns condition checks into transitions, each condition firing at most once at a time.
+
+    A condition must hold for ``for_seconds`` before it fires, and once firing it resolves
+    only after it has been clear for ``keep_firing_seconds``, so a signal that flaps around
+    its threshold raises one alert, not one per flap. A check may also say when a firing
+    condition counts as clear (``clear``), stricter than "not active": that is the value
+    hysteresis (fire above 500 ms, resolve below 450 ms).
 
     >>> t = AlertTracker()
     >>> [a.state for a in t.check("stale_data", "usage", True, ts=10, value=400, threshold=300)]
@@ -47,10 +53,27 @@ class AlertTracker:
     []
     >>> [a.state for a in t.check("stale_data", "usage", False, ts=30, value=1, threshold=300)]
     ['resolved']
+
+    With a ``for`` of 10 s and 30 s of keep-firing, a flapping signal fires once:
+
+    >>> t = AlertTracker(for_seconds=10, keep_firing_seconds=30)
+    >>> states = []
+    >>> for ts, active in [(0, True), (5, True), (10, True), (15, False), (20, True),
+    ...                    (25, False), (50, False), (56, False)]:
+    ...     states += [(ts, a.state) for a in t.check("k", "s", active, ts=ts)]
+    >>> states
+    [(10, 'firing'), (56, 'resolved')]
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, for_seconds: float = 0.0, keep_firing_seconds: float = 0.0, history: int = 50
+    ) -> None:
+        self.for_seconds = for_seconds
+        self.keep_firing_seconds = keep_firing_seconds
         self.firing: dict[str, AlertTransition] = {}
+        self.pending: dict[str, float] = {}  # active since, not firing yet
+        self.clearing: dict[str, float] = {}  # firing, clear since
+        self.recent: deque[AlertTransition] = deque(maxlen=history)
 
     def check(
         self,
@@ -63,27 +86,85 @@ class AlertTracker:
         threshold: float | None = None,
         severity: str = "warning",
         summary: str = "",
+        clear: bool | None = None,
+        for_seconds: float | None = None,
     ) -> list[AlertTransition]:
         fp = fingerprint(kind, subject)
-        was = fp in self.firing
-        if active == was:
+        if fp in self.firing:
+            if active or (clear is not None and not clear):
+                self.clearing.pop(fp, None)
+                return []
+            since = self.clearing.setdefault(fp, ts)
+            if ts - since < self.keep_firing_seconds:
+                return []
+            del self.clearing[fp]
+            state: State = "resolved"
+        else:
+            if not active:
+                self.pending.pop(fp, None)
+                return []
+            since = self.pending.setdefault(fp, ts)
+            wait = self.for_seconds if for_seconds is None else for_seconds
+            if ts - since < wait:
+                return []
+            del self.pending[fp]
+            state = "firing"
+        alert = AlertTransition(fp, kind, severity, state, subject, summary, value, threshold, ts)
+        return self.record(alert)
+
+    def record(self, alert: AlertTransition) -> list[AlertTransition]:
+        """Track a transition (also one decided elsewhere, such as a policy's drift alert);
+        a repeat of the current state is dropped."""
+        fp = alert.fingerprint
+        if (alert.state == "firing") == (fp in self.firing):
             return []
-        alert = AlertTransition(
-            fp,
-            kind,
-            severity,
-            "firing" if active else "resolved",
-            subject,
-            summary,
-            value,
-            threshold,
-            ts,
-        )
-        if active:
+        if alert.state == "firing":
             self.firing[fp] = alert
         else:
             del self.firing[fp]
+            self.pending.pop(fp, None)
+            self.clearing.pop(fp, None)
+        self.recent.append(alert)
         return [alert]
+
+    def firing_kinds(self) -> dict[str, int]:
+        """How many alerts of each kind fire now."""
+        out: dict[str, int] = {}
+        for alert in self.firing.values():
+            out[alert.kind] = out.get(alert.kind, 0) + 1
+        return out
+
+
+def as_transition(alert: object, ts: float) -> AlertTransition | None:
+    """A policy's alert as a transition: either one already, or any object with ``kind``,
+    ``state`` and a subject (``subject`` or ``model_id``); ``None`` if it is neither.
+
+    >>> from types import SimpleNamespace as Obj
+    >>> a = as_transition(Obj(kind="drift", state="firing", model_id=None, value=0.4,
+    ...                       threshold=0.2), ts=60.0)
+    >>> a.kind, a.subject, a.state, a.fingerprint == fingerprint("drift", "*")
+    ('drift', '*', 'firing', True)
+    """
+    if isinstance(alert, AlertTransition):
+        return alert
+    kind = getattr(alert, "kind", None)
+    state = getattr(alert, "state", None)
+    if not kind or state not in ("firing", "resolved"):
+        return None
+    subject = getattr(alert, "subject", None) or getattr(alert, "model_id", None) or "*"
+    value = getattr(alert, "value", None)
+    threshold = getattr(alert, "threshold", None)
+    return AlertTransition(
+        fingerprint(str(kind), str(subject)),
+        str(kind),
+        str(getattr(alert, "severity", "warning")),
+        state,
+        str(subject),
+        str(getattr(alert, "summary", "") or f"{kind} on {subject}"),
+        None if value is None else float(value),
+        None if threshold is None else float(threshold),
+        float(getattr(alert, "ts", None) or ts),
+    )
 
 
 class RateWindow:

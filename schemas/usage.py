@@ -25,6 +25,9 @@ class UsageEvent(BaseModel):
     latency: float | None = Field(
         default=None, ge=0.0, allow_inf_nan=False, description="request latency, seconds"
     )
+    error: bool | None = Field(
+        default=None, description="whether the request failed (all ``count`` of them)"
+    )
     tenant: Label | None = None
     user: Label | None = None
     node: Label | None = None

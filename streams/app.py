@@ -47,7 +47,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "web_enabled": True,
         "web_bind": settings.web_host,
-        "web_host": settings.web_host,
+        "web_host": settings.web_advertised_host or settings.web_host,
         "web_port": settings.web_port,
         "producer_linger_ms": 1,
     }

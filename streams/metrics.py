@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from engine.components import COMPONENTS
+from engine.healthscore import CHECKS
+
+#: Alert kinds the worker raises itself (a policy may add its own, such as drift).
+ALERT_KINDS = (*CHECKS, "health_degraded")
+DEAD_LETTER_REASONS = ("malformed_json", "schema_violation", "oversize", "bad_envelope")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class WorkerMetrics:
     """All of a worker's metrics, on a registry of their own."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, input_topics: tuple[str, ...] = ()
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.messages = Counter(
             "warmcast_messages_consumed_total", "Kafka messages consumed", ["topic"], registry=r
         )
@@ -63,3 +74,124 @@ class WorkerMetrics:
         )
         self.warm_commands = self.commands.labels(action="warm")
         self.release_commands = self.commands.labels(action="release")
+        self._health_metrics(r)
+        self._initialise_labels(input_topics)
+
+    def _health_metrics(self, r: CollectorRegistry) -> None:
+        self.request_errors = Counter(
+            "warmcast_request_errors_total", "requests reported as failed", registry=r
+        )
+        self.request_latency = Histogram(
+            "warmcast_request_latency_seconds",
+            "request latency reported by usage events",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decision_duration = Histogram(
+            "warmcast_decision_duration_seconds",
+            "engine time to decide on one usage message (leases, minute closing)",
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.warmup_outcomes = Counter(
+            "warmcast_warmup_outcomes_total",
+            "warm leases that got a request while they held (used) or none (wasted)",
+            ["outcome"],
+            registry=r,
+        )
+        self.health_score = Gauge(
+            "warmcast_health_score", "overall health, 0 (bad) to 1 (good)", registry=r
+        )
+        self.check_failing = Gauge(
+            "warmcast_health_check_failing",
+            "1 while a health check fails, 0 when it passes or does not apply",
+            ["check"],
+            registry=r,
+        )
+        self.component_applicable = Gauge(
+            "warmcast_component_applicable",
+            "1 if the running policy has the component",
+            ["component"],
+            registry=r,
+        )
+        self.component_last_update = Gauge(
+            "warmcast_component_last_update_timestamp_seconds",
+            "wall-clock time a component was last fed (0: never)",
+            ["component"],
+            registry=r,
+        )
+        self.precision = Gauge(
+            "warmcast_prediction_precision_ratio",
+            "loaded model-minutes that got a request (NaN: not measured)",
+            registry=r,
+        )
+        self.recall = Gauge(
+            "warmcast_prediction_recall_ratio",
+            "invoked model-minutes that found the model loaded (NaN: not measured)",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "warmcast_warmup_queue_depth", "warmups waiting in the policy's queue", registry=r
+        )
+        self.queue_capacity = Gauge(
+            "warmcast_warmup_queue_capacity", "size limit of the policy's queue", registry=r
+        )
+        self.queue_overflows = Counter(
+            "warmcast_warmup_queue_overflows_total",
+            "warmups refused or evicted because the queue was full",
+            registry=r,
+        )
+        self.budget_use = Gauge(
+            "warmcast_resource_budget_used_ratio",
+            "share of the resource budget held by warm leases (NaN: no budget)",
+            registry=r,
+        )
+        self.window_events = Gauge(
+            "warmcast_usage_window_events",
+            "usage events in the volume window (event time)",
+            registry=r,
+        )
+        self.last_usage = Gauge(
+            "warmcast_last_usage_timestamp_seconds",
+            "wall-clock time of the last usage event (0: none yet)",
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "warmcast_metric_anomalies_total",
+            "metric values flagged as anomalous",
+            ["metric"],
+            registry=r,
+        )
+        self.anomalies_active = Gauge(
+            "warmcast_metric_anomalies_active",
+            "load-time and latency series whose latest value is anomalous",
+            registry=r,
+        )
+        self.health_snapshots = Counter(
+            "warmcast_health_snapshots_total",
+            "health snapshots published to the health topic",
+            registry=r,
+        )
+
+    def _initialise_labels(self, input_topics: tuple[str, ...]) -> None:
+        """Known label values start at zero, so every series exists from the start."""
+        for kind in ALERT_KINDS:
+            self.alerts_firing.labels(kind=kind).set(0)
+            for state in ("firing", "resolved"):
+                self.alerts.labels(kind=kind, state=state)
+        for check in CHECKS:
+            self.check_failing.labels(check=check).set(0)
+        for component in COMPONENTS:
+            self.component_applicable.labels(component=component).set(0)
+            self.component_last_update.labels(component=component).set(0)
+        for outcome in ("used", "wasted"):
+            self.warmup_outcomes.labels(outcome=outcome)
+        for topic in input_topics:
+            self.messages.labels(topic=topic)
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(topic=topic, reason=reason)
+        self.processing.labels(topic="usage")
+        self.health_score.set(1.0)
+        self.precision.set(float("nan"))
+        self.recall.set(float("nan"))
+        self.budget_use.set(float("nan"))

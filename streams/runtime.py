@@ -1,36 +1,87 @@
-"""The worker's state beside the Faust tables: engines per partition, alerts, counters.
+"""The worker's state beside the Faust tables: engines per partition, health, alerts.
 
-Agents stay thin by asking the runtime; everything deciding lives in ``engine/``.
+Agents stay thin by asking the runtime; everything deciding lives in ``engine/``: the
+runtime feeds engines, rolling health and anomaly learners, runs the health checks on a
+timer and turns them into alert transitions, and keeps the Prometheus gauges current.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from engine.alerting import AlertTracker, AlertTransition, RateWindow
+from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
+from engine.anomaly import MetricAnomalies
+from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
+from engine.health import ModelHealth
+from engine.healthscore import CheckResult, HealthThresholds, Observations, degraded, evaluate
+from engine.healthscore import score as health_score
+from engine.lease import Command
 from engine.registry import make_policy
-from streams.metrics import WorkerMetrics
+from engine.rolling import RollingWindow
+from schemas.metric import MetricEvent
+from schemas.usage import UsageEvent
+from streams.metrics import ALERT_KINDS, WorkerMetrics
 from streams.settings import WarmcastSettings
+
+WARMUP_OUTCOMES = ("issued", "used", "wasted")
+
+#: Reads a served model's stored health (``None``: not known yet).
+HealthLoader = Callable[[str], ModelHealth | None]
 
 
 @dataclass
 class Runtime:
     settings: WarmcastSettings
-    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    metrics: WorkerMetrics = field(init=False)
     engines: dict[int, WarmupEngine] = field(default_factory=dict)
-    alerts: AlertTracker = field(default_factory=AlertTracker)
+    anomalies: dict[int, MetricAnomalies] = field(default_factory=dict)
+    alerts: AlertTracker = field(init=False)
     usage_partitions: int = 0
     last_usage_wall: float | None = None
+    last_metric_wall: float | None = None
+    last_command_wall: float | None = None
     started_wall: float = field(default_factory=time.time)
     newest_event_time: float | None = None
+    partition_event_time: dict[int, float] = field(default_factory=dict)
     started: bool = False  # set once the worker has joined its group and recovered its tables
     dead_letter_window: RateWindow = field(init=False)
+    volume: RollingWindow = field(init=False)  # usage events, event time
+    decisions: RollingWindow = field(init=False)  # engine time per message, wall clock
+    dirty: set[str] = field(default_factory=set)  # models whose snapshot is due
+    metric_events: int = 0
+    warmups: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WARMUP_OUTCOMES, 0))
+    checks: list[CheckResult] = field(default_factory=list)
+    components: list[ComponentReport] = field(default_factory=list)
+    score: float = 1.0
+    _overflows_seen: int = 0
+    _anomaly_subjects: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.dead_letter_window = RateWindow(self.settings.dead_letter_window_seconds)
-        self.usage_partitions = self.settings.partitions
+        s = self.settings
+        self.metrics = WorkerMetrics(input_topics=(s.topic("usage"), s.topic("metrics")))
+        self.alerts = AlertTracker(s.alert_for_seconds, s.alert_keep_firing_seconds)
+        self.dead_letter_window = RateWindow(s.dead_letter_window_seconds)
+        self.volume = RollingWindow(s.volume_window_seconds, width=1)
+        self.decisions = RollingWindow(s.decision_latency_window_seconds, width=0)
+        self.usage_partitions = s.partitions
+
+    @property
+    def thresholds(self) -> HealthThresholds:
+        s = self.settings
+        return HealthThresholds(
+            stale_after_seconds=s.stale_after_seconds,
+            min_volume_events=s.min_volume_events,
+            accuracy_min=s.accuracy_min,
+            decision_latency_p95_max_seconds=s.decision_latency_p95_max_seconds,
+            budget_use_max=s.budget_use_max,
+            dead_letter_burst=s.dead_letter_burst,
+            score_min=s.health_score_min,
+            hysteresis=s.alert_hysteresis,
+        )
 
     def engine_for(self, partition: int) -> WarmupEngine:
         engine = self.engines.get(partition)
@@ -41,9 +92,20 @@ class Runtime:
             engine = self.engines[partition] = WarmupEngine(policy)
         return engine
 
+    def anomalies_for(self, partition: int) -> MetricAnomalies:
+        watch = self.anomalies.get(partition)
+        if watch is None:
+            s = self.settings
+            watch = self.anomalies[partition] = MetricAnomalies(
+                s.anomaly_metric_names, threshold=s.anomaly_threshold, warmup=s.anomaly_warmup
+            )
+        return watch
+
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.engines.pop(partition, None)
+            self.anomalies.pop(partition, None)
+            self.partition_event_time.pop(partition, None)
 
     def tracked_models(self) -> int:
         return sum(len(e.last_seen) for e in self.engines.values())
@@ -51,29 +113,266 @@ class Runtime:
     def note_dead_letters(self, n: int, now: float) -> None:
         self.dead_letter_window.add(now, n)
 
-    def check_alerts(self, now: float) -> list[AlertTransition]:
-        """Evaluate the worker-level conditions: stale data and dead-letter bursts."""
+    # -- usage and metric events ------------------------------------------------------
+
+    def apply_usage(
+        self, partition: int, events: Iterable[UsageEvent], load: HealthLoader, now: float
+    ) -> tuple[list[Command], dict[str, ModelHealth]]:
+        """Feed one message's usage events to the partition's engine and to the rolling
+        health of each model they concern; return the commands and the changed health."""
+        engine = self.engine_for(partition)
         s = self.settings
-        out: list[AlertTransition] = []
-        since = now - (self.last_usage_wall or self.started_wall)
-        out += self.alerts.check(
-            "stale_data",
-            s.topic("usage"),
-            since > s.stale_after_seconds,
-            ts=now,
-            value=round(since, 3),
-            threshold=s.stale_after_seconds,
-            summary=f"no usage events for {since:.0f}s",
+        windows = s.health_window_lengths
+        commands: list[Command] = []
+        touched: dict[str, ModelHealth] = {}
+        before = [0, 0]  # warmups used and wasted of the touched models, before
+        n = requests = cold = errors = 0
+        newest = self.partition_event_time.get(partition, 0.0)
+        engine_time = 0.0
+        late_before = engine.stats.late_events
+
+        def health_of(model_id: str) -> ModelHealth:
+            health = touched.get(model_id)
+            if health is None:
+                health = load(model_id) or ModelHealth(model_id)
+                before[0] += health.warmups_used_total
+                before[1] += health.warmups_wasted_total
+                self._follow_engine_lease(health, engine, windows)
+                touched[model_id] = health
+            return health
+
+        for ev in events:
+            t0 = time.perf_counter()
+            caused = engine.observe(ev.model_id, ev.ts, ev.count)
+            engine_time += time.perf_counter() - t0
+            n_cold = 1 if ev.cold_start else 0
+            n_err = ev.count if ev.error else 0
+            health_of(ev.model_id).update(
+                ev.ts,
+                ev.count,
+                n_cold,
+                ev.latency,
+                s.health_window_seconds,
+                errors=n_err,
+                windows=windows,
+            )
+            for command in caused:
+                health_of(command.model_id).on_command(
+                    command.action, command.start, command.end, command.issued_at, windows
+                )
+            commands.extend(caused)
+            if ev.latency is not None:
+                self.metrics.request_latency.observe(ev.latency)
+            n += 1
+            requests += ev.count
+            cold += n_cold
+            errors += n_err
+            newest = max(newest, ev.ts)
+        self._note_outcomes(before, touched)
+        self.note_commands(commands, now)
+        self.partition_event_time[partition] = newest
+        self.newest_event_time = max(self.newest_event_time or 0.0, newest)
+        self.volume.add(newest, (n,))
+        self.decisions.add(now, (), latency=engine_time)
+        self.last_usage_wall = now
+        self.dirty.update(touched)
+        m = self.metrics
+        m.usage_events.inc(n)
+        m.requests.inc(requests)
+        m.cold_starts.inc(cold)
+        m.request_errors.inc(errors)
+        m.late_events.inc(engine.stats.late_events - late_before)
+        m.event_time_lag.set(now - newest)
+        m.last_usage.set(now)
+        m.decision_duration.observe(engine_time)
+        return commands, touched
+
+    def _follow_engine_lease(
+        self, health: ModelHealth, engine: WarmupEngine, windows: tuple[float, ...]
+    ) -> None:
+        """Catch up with a lease the engine issued while no event of the model was being
+        processed (pre-warms of an idle partition, decided on a timer)."""
+        lease = engine.lease_of(health.model_id)
+        if lease is None or lease.action != "warm":
+            return
+        start, end = engine.grid.start_of(lease.start), engine.grid.start_of(lease.end)
+        current = health.lease
+        if current is None or (current[0], current[1]) != (start, end):
+            health.on_command("warm", start, end, issued_at=start - 60.0, windows=windows)
+
+    def _note_outcomes(self, before: list[int], touched: dict[str, ModelHealth]) -> None:
+        used = sum(h.warmups_used_total for h in touched.values()) - before[0]
+        wasted = sum(h.warmups_wasted_total for h in touched.values()) - before[1]
+        self.warmups["used"] += used
+        self.warmups["wasted"] += wasted
+        if used:
+            self.metrics.warmup_outcomes.labels(outcome="used").inc(used)
+        if wasted:
+            self.metrics.warmup_outcomes.labels(outcome="wasted").inc(wasted)
+
+    def apply_metrics(self, partition: int, events: Iterable[MetricEvent], now: float) -> None:
+        """Hand metric events to the partition's policy and to the anomaly learners."""
+        engine = self.engine_for(partition)
+        watch = self.anomalies_for(partition)
+        m = self.metrics
+        for ev in events:
+            if ev.model_id is not None:
+                engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
+                flagged_before = watch.flagged
+                watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
+                if watch.flagged > flagged_before:
+                    m.anomalies.labels(metric=ev.name).inc()
+            m.metric_events.labels(name=ev.name).inc()
+            self.metric_events += 1
+        self.last_metric_wall = now
+
+    def note_commands(self, commands: list[Command], now: float) -> None:
+        if commands:
+            self.last_command_wall = now
+            self.warmups["issued"] += sum(1 for c in commands if c.action == "warm")
+
+    # -- checks, score and alerts -----------------------------------------------------
+
+    def probe(self) -> PolicyProbe:
+        probe = PolicyProbe()
+        for engine in self.engines.values():
+            probe.add(engine.policy, engine.open_minute)
+        return probe
+
+    def activity(self, now: float) -> WorkerActivity:
+        return WorkerActivity(
+            last_usage=self.last_usage_wall,
+            last_metric=self.last_metric_wall,
+            last_command=self.last_command_wall,
+            usage_events_in_window=self.usage_events_in_window(),
+            metric_events=self.metric_events,
+            decision_latency_p95=self.decisions.view(now).quantile(0.95),
+            warmups_issued=self.warmups["issued"],
+            warmups_used=self.warmups["used"],
+            warmups_wasted=self.warmups["wasted"],
         )
-        burst = self.dead_letter_window.count(now)
-        out += self.alerts.check(
-            "dead_letter_burst",
-            s.app_id,
-            burst >= s.dead_letter_burst,
-            ts=now,
-            value=float(burst),
-            threshold=float(s.dead_letter_burst),
-            severity="critical",
-            summary=f"{burst} dead letters in the last {s.dead_letter_window_seconds:.0f}s",
+
+    def usage_events_in_window(self) -> float:
+        if self.newest_event_time is None:
+            return 0.0
+        return self.volume.view(self.newest_event_time).counts[0]
+
+    def check_alerts(self, now: float) -> list[AlertTransition]:
+        """Run every health check, score the worker, and return the alert transitions."""
+        s = self.settings
+        probe = self.probe()
+        overflows = max(probe.queue_overflows - self._overflows_seen, 0)
+        self._overflows_seen = probe.queue_overflows
+        out = self._drain_policy_alerts(now)
+        drift = sum(1 for a in self.alerts.firing.values() if "drift" in a.kind)
+        has_drift = probe.drift_detection or any(
+            hasattr(e.policy, "drain_alerts") for e in self.engines.values()
         )
+        activity = self.activity(now)
+        accuracy_known = probe.accuracy_samples >= s.accuracy_min_samples
+        obs = Observations(
+            seconds_since_usage=now - (self.last_usage_wall or self.started_wall),
+            usage_events_in_window=activity.usage_events_in_window,
+            dead_letters_in_window=self.dead_letter_window.count(now),
+            precision=probe.precision if accuracy_known else None,
+            recall=probe.recall if accuracy_known else None,
+            decision_latency_p95=activity.decision_latency_p95,
+            queue_depth=probe.queue_depth,
+            queue_capacity=probe.queue_capacity,
+            queue_overflows=overflows,
+            budget_use=probe.budget_use,
+            drift_firing=drift if has_drift else None,
+            anomalies_active=sum(len(w.active) for w in self.anomalies.values()),
+        )
+        results = evaluate(obs, self.thresholds)
+        for r in results:
+            if r.name not in ("drift", "metric_anomaly"):
+                out += self._check(r, now)
+        out += self._check_anomalies(now)
+        self.score = health_score(results)
+        out += self._check(degraded(self.score, self.thresholds), now)
+        self.checks = results
+        self.components = component_reports(probe, activity)
+        self._export(probe, overflows, activity)
         return out
+
+    def _subject(self, check: str) -> str:
+        return self.settings.topic("usage") if check == "stale_data" else self.settings.app_id
+
+    def _check(self, r: CheckResult, now: float) -> list[AlertTransition]:
+        if r.name in self.settings.disabled_alerts:
+            return []
+        value = r.value
+        return self.alerts.check(
+            r.name,
+            self._subject(r.name),
+            r.failing,
+            ts=now,
+            value=None if value is None else round(value, 6),
+            threshold=r.threshold,
+            severity=r.severity,
+            summary=r.summary,
+            clear=r.clear,
+        )
+
+    def _check_anomalies(self, now: float) -> list[AlertTransition]:
+        if "metric_anomaly" in self.settings.disabled_alerts:
+            return []
+        out: list[AlertTransition] = []
+        active: set[str] = set()
+        threshold = self.settings.anomaly_threshold
+        for watch in self.anomalies.values():
+            for (model_id, metric), a in watch.active.items():
+                subject = f"{model_id}/{metric}"
+                active.add(subject)
+                out += self.alerts.check(
+                    "metric_anomaly",
+                    subject,
+                    True,
+                    ts=now,
+                    value=a.value,
+                    threshold=threshold,
+                    summary=f"{metric} of {model_id} is {a.value:.4g} (robust z {a.score:.1f})",
+                )
+        firing = {a.subject for a in self.alerts.firing.values() if a.kind == "metric_anomaly"}
+        for subject in (self._anomaly_subjects | firing) - active:
+            out += self.alerts.check("metric_anomaly", subject, False, ts=now)
+        self._anomaly_subjects = active
+        return out
+
+    def _drain_policy_alerts(self, now: float) -> list[AlertTransition]:
+        out: list[AlertTransition] = []
+        for engine in self.engines.values():
+            drain = getattr(engine.policy, "drain_alerts", None)
+            if drain is None:
+                continue
+            for raw in drain():
+                alert = as_transition(raw, now)
+                if alert is not None and alert.kind not in self.settings.disabled_alerts:
+                    out += self.alerts.record(alert)
+        return out
+
+    def _export(self, probe: PolicyProbe, overflows: int, activity: WorkerActivity) -> None:
+        m = self.metrics
+        m.health_score.set(self.score)
+        for r in self.checks:
+            m.check_failing.labels(check=r.name).set(1 if r.failing else 0)
+        for c in self.components:
+            m.component_applicable.labels(component=c.name).set(1 if c.applicable else 0)
+            m.component_last_update.labels(component=c.name).set(c.last_update or 0)
+        m.precision.set(_nan(probe.precision))
+        m.recall.set(_nan(probe.recall))
+        m.queue_depth.set(probe.queue_depth or 0)
+        m.queue_capacity.set(probe.queue_capacity or 0)
+        m.queue_overflows.inc(overflows)
+        m.budget_use.set(_nan(probe.budget_use))
+        m.window_events.set(activity.usage_events_in_window)
+        m.anomalies_active.set(sum(len(w.active) for w in self.anomalies.values()))
+        firing = self.alerts.firing_kinds()
+        for kind in {*ALERT_KINDS, *firing}:
+            m.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
+        m.tracked_models.set(self.tracked_models())
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,75 @@ class WarmcastSettings(BaseSettings):
         "takes about half of it)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web_advertised_host: str | None = Field(
+        default=None,
+        description="host other workers reach this one at (requests for a served model "
+        "are routed to the worker that owns it); default: web_host",
+    )
+    health_windows: str = Field(
+        default="60,300,3600",
+        description="rolling health windows, seconds of event time, comma-separated",
+    )
+    health_snapshot_seconds: float = Field(
+        default=30.0, gt=0, description="how often changed models' health is published"
+    )
+    alert_for_seconds: float = Field(
+        default=30.0, ge=0, description="how long a condition must hold before it fires"
+    )
+    alert_keep_firing_seconds: float = Field(
+        default=60.0, ge=0, description="how long a firing condition must be clear to resolve"
+    )
+    alert_hysteresis: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="relative margin by which a value must clear its threshold to resolve",
+    )
+    alerts_disabled: str = Field(
+        default="", description="alert kinds never raised, comma-separated"
+    )
+    min_volume_events: int = Field(
+        default=1000,
+        ge=0,
+        description="fewer usage events in the volume window raise insufficient_volume (0: never)",
+    )
+    volume_window_seconds: float = Field(
+        default=3600.0, gt=0, description="event-time window of the data-volume check"
+    )
+    accuracy_min: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="precision or recall of warm decisions below this raises low_accuracy",
+    )
+    accuracy_min_samples: int = Field(
+        default=100, ge=0, description="model-minutes scored before accuracy is judged"
+    )
+    decision_latency_p95_max_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="decision latency p95 above this raises high_decision_latency",
+    )
+    decision_latency_window_seconds: float = Field(
+        default=300.0, gt=0, description="wall-clock window of the decision latency p95"
+    )
+    budget_use_max: float = Field(
+        default=0.99,
+        gt=0,
+        description="resource budget use at or above this raises budget_exhausted",
+    )
+    anomaly_metrics: str = Field(
+        default="load_time,latency", description="metric events watched for anomalies"
+    )
+    anomaly_threshold: float = Field(
+        default=4.0, gt=0, description="robust z-score from which a value is anomalous"
+    )
+    anomaly_warmup: int = Field(
+        default=20, ge=2, description="values a series learns before it is judged"
+    )
+    health_score_min: float = Field(
+        default=0.8, ge=0, le=1, description="a health score below this raises health_degraded"
+    )
 
     def topic(self, name: str) -> str:
         """Full topic name: ``topic("usage")`` is ``warmcast.usage.v1``.
@@ -77,6 +146,31 @@ class WarmcastSettings(BaseSettings):
         't1.warmup.v1'
         """
         return f"{self.topic_namespace}.{name}.v1"
+
+    @property
+    def health_window_lengths(self) -> tuple[float, ...]:
+        """The rolling health windows in seconds.
+
+        >>> WarmcastSettings(health_windows="60, 300,3600").health_window_lengths
+        (60.0, 300.0, 3600.0)
+        """
+        return tuple(float(w) for w in self.health_windows.split(",") if w.strip())
+
+    @property
+    def disabled_alerts(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.alerts_disabled.split(",") if k.strip())
+
+    @property
+    def anomaly_metric_names(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.anomaly_metrics.split(",") if m.strip())
+
+    @field_validator("health_windows")
+    @classmethod
+    def _windows_are_positive(cls, value: str) -> str:
+        lengths = [w for w in value.split(",") if w.strip()]
+        if not lengths or any(float(w) <= 0 for w in lengths):
+            raise ValueError("health windows are positive seconds, e.g. 60,300,3600")
+        return value
 
     def env_name(self, field: str) -> str:
         """The environment variable a field is read from."""

@@ -31,6 +31,9 @@ async def test_stale_data_and_dead_letter_burst_fire_and_resolve(
         alert_check_seconds=0.5,
         dead_letter_burst=3,
         dead_letter_window_seconds=4,
+        alert_for_seconds=0,
+        alert_keep_firing_seconds=0,
+        alerts_disabled="insufficient_volume,health_degraded",
     ).start()
     alerts = [topic(ns, "alerts")]
     try:

@@ -1,0 +1,39 @@
+"""Health snapshots: the rolling health of changed models, published periodically.
+
+Snapshots go to the compacted health topic keyed by ``model_id``, so the topic holds the
+latest health of every served model. Only models that saw events since the previous
+round are published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.health import ModelHealth
+from streams.app import app, health_topic, model_health
+from streams.partitioning import partition_for
+
+
+def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A model's health as of the newest event time of its partition."""
+    if not stored:
+        return None
+    runtime = app.runtime
+    health = ModelHealth.from_dict(stored)
+    partition = partition_for(model_id, runtime.usage_partitions)
+    now = runtime.partition_event_time.get(partition, health.last_seen)
+    return health.snapshot(now, runtime.settings.health_window_seconds)
+
+
+@app.timer(interval=app.runtime.settings.health_snapshot_seconds)
+async def publish_snapshots() -> None:
+    runtime = app.runtime
+    due, runtime.dirty = runtime.dirty, set()
+    for model_id in sorted(due):
+        document = snapshot(model_id, model_health.get(model_id))
+        if document is None:
+            continue
+        await health_topic.send(key=model_id.encode(), value=orjson.dumps(document))
+        runtime.metrics.health_snapshots.inc()

@@ -1,0 +1,154 @@
+"""The status page served at ``/``: plain HTML and a little JavaScript, no build step.
+
+It reads ``/health`` and ``/health/components`` every few seconds and shows the health
+score, the checks, the seven components, the served models with the most cold starts
+and the recent alerts.
+"""
+
+from __future__ import annotations
+
+#: Seconds between refreshes of the page's data.
+REFRESH_SECONDS = 5
+
+STATUS_PAGE = (
+    """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>warmcast status</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }
+  header { background: #1d2330; color: #fff; padding: 12px 24px; display: flex; gap: 24px;
+           align-items: baseline; }
+  header h1 { font-size: 18px; margin: 0; }
+  main { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; padding: 16px 24px; }
+  section { background: #fff; border-radius: 6px; padding: 12px 16px;
+            box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+  section.wide { grid-column: 1 / 3; }
+  h2 { font-size: 15px; margin: 0 0 8px; }
+  table { border-collapse: collapse; width: 100%; }
+  th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eceef2; }
+  th { font-weight: 600; color: #5b6475; }
+  .score { font-size: 40px; font-weight: 700; }
+  .ok { color: #1a7f37; } .failing, .firing, .critical { color: #c62828; }
+  .warning { color: #b26a00; } .na, .resolved, .info { color: #8a93a3; }
+  #updated { color: #aab2c0; font-size: 12px; }
+</style>
+</head>
+<body>
+<header>
+  <h1>warmcast</h1>
+  <span id="status">loading&hellip;</span>
+  <span id="policy"></span>
+  <span id="worker"></span>
+  <span id="updated"></span>
+</header>
+<main>
+  <section>
+    <h2>Health score</h2>
+    <div class="score" id="score">&ndash;</div>
+    <div id="score-note"></div>
+    <table id="checks"><thead><tr><th>check</th><th>status</th><th>detail</th></tr></thead>
+      <tbody></tbody></table>
+  </section>
+  <section>
+    <h2>Components</h2>
+    <table id="components"><thead><tr><th>component</th><th>applies</th><th>figures</th>
+      <th>last update</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section class="wide">
+    <h2>Served models with the most cold starts</h2>
+    <table id="models"><thead><tr><th>model</th><th>requests</th><th>cold starts</th>
+      <th>cold rate (5 min)</th><th>p95 latency (5 min)</th><th>warmups used / wasted</th>
+      <th>last seen</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section class="wide">
+    <h2>Recent alerts</h2>
+    <table id="alerts"><thead><tr><th>time</th><th>state</th><th>severity</th><th>kind</th>
+      <th>subject</th><th>summary</th></tr></thead><tbody></tbody></table>
+  </section>
+</main>
+<script>
+const REFRESH_MS = """
+    + str(REFRESH_SECONDS * 1000)
+    + """;
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g,
+  (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+const when = (ts) => ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "";
+const num = (v, d = 2) => (v === null || v === undefined) ? "" : Number(v).toFixed(d);
+const ms = (s) => (s === null || s === undefined) ? "" : (s * 1000).toFixed(0) + " ms";
+
+function rows(id, items, render) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.innerHTML = items.map(render).join("") ||
+    '<tr><td class="na" colspan="7">none</td></tr>';
+}
+
+function figures(c) {
+  const parts = [];
+  if (c.data_volume !== null) parts.push("volume " + num(c.data_volume, 0));
+  if (c.precision !== null) parts.push("precision " + num(c.precision));
+  if (c.recall !== null) parts.push("recall " + num(c.recall));
+  if (c.decision_latency_p95 !== null) parts.push("p95 " + ms(c.decision_latency_p95));
+  if (c.queue_depth !== null) parts.push("queue " + c.queue_depth + "/" + c.queue_capacity);
+  if (c.budget_use !== null) parts.push("budget " + num(c.budget_use * 100, 0) + "%");
+  if (c.note) parts.push(c.note);
+  return esc(parts.join(", "));
+}
+
+function showHealth(h) {
+  const score = document.getElementById("score");
+  score.textContent = num(h.score);
+  score.className = "score " + (h.score < h.score_min ? "failing" : "ok");
+  document.getElementById("score-note").textContent =
+    "alerts below " + num(h.score_min) + "; " + h.tracked_models + " served models";
+  const status = document.getElementById("status");
+  status.textContent = h.status;
+  status.className = h.status === "ok" ? "ok" : "warning";
+  document.getElementById("policy").textContent = "policy " + h.policy;
+  document.getElementById("worker").textContent = h.worker;
+  rows("checks", h.checks, (c) => '<tr><td>' + esc(c.name) + '</td><td class="' +
+    (c.status === "not_applicable" ? "na" : esc(c.status)) + '">' +
+    esc(c.status.replace("_", " ")) + '</td><td>' + esc(c.summary) + '</td></tr>');
+  rows("models", h.models, (m) => {
+    const w = (m.windows || {})["300"] || {};
+    const u = m.warmups || {};
+    return '<tr><td>' + esc(m.model_id) + '</td><td>' + m.requests_total + '</td><td>' +
+      m.cold_starts_total + '</td><td>' + num(w.cold_start_rate) + '</td><td>' +
+      ms(w.latency_p95) + '</td><td>' + (u.used ?? 0) + ' / ' + (u.wasted ?? 0) +
+      '</td><td>' + when(m.last_seen) + '</td></tr>';
+  });
+  rows("alerts", h.recent_alerts, (a) => '<tr><td>' + when(a.since || a.ts) +
+    '</td><td class="' + esc(a.state) + '">' + esc(a.state) + '</td><td class="' +
+    esc(a.severity) + '">' + esc(a.severity) + '</td><td>' + esc(a.kind) + '</td><td>' +
+    esc(a.subject) + '</td><td>' + esc(a.summary) + '</td></tr>');
+}
+
+function showComponents(doc) {
+  rows("components", doc.components, (c) => '<tr><td>' + esc(c.name) + '</td><td class="' +
+    (c.applicable ? "ok" : "na") + '">' + (c.applicable ? "yes" : "not applicable") +
+    '</td><td>' + figures(c) + '</td><td>' + when(c.last_update) + '</td></tr>');
+}
+
+async function refresh() {
+  try {
+    const [health, components] = await Promise.all([
+      fetch("/health?limit=10&sort=cold_starts_total").then((r) => r.json()),
+      fetch("/health/components").then((r) => r.json()),
+    ]);
+    showHealth(health);
+    showComponents(components);
+    document.getElementById("updated").textContent = "updated " + when(Date.now() / 1000);
+  } catch (err) {
+    document.getElementById("status").textContent = "unreachable: " + err;
+  }
+}
+
+refresh();
+setInterval(refresh, REFRESH_MS);
+</script>
+</body>
+</html>
+"""
+)
