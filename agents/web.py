@@ -53,6 +53,12 @@ def alert_document(alert: Any) -> dict[str, Any]:
     }
 
 
+def assigned_partitions() -> list[int]:
+    """The usage partitions this worker owns now."""
+    usage = app.runtime.settings.topic("usage")
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == usage)
+
+
 def model_summary(model_id: str, data: dict[str, Any], window: float) -> dict[str, Any]:
     return {
         "model_id": model_id,
@@ -90,6 +96,7 @@ def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str,
         "worker": str(app.conf.canonical_url),
         "policy": runtime.settings.policy,
         "engine_partitions": sorted(runtime.engines),
+        "assigned_partitions": assigned_partitions(),
         "tracked_models": len(stored),
         "window_seconds": window,
         "score": runtime.score,

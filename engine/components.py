@@ -89,6 +89,7 @@ class PolicyProbe:
     queue_depth: int | None = None
     queue_capacity: int | None = None
     queue_overflows: int = 0  # running count over every queue
+    queue_full: bool = False  # some partition's queue is full
     budget_use: float | None = None  # the fullest partition's
     models: dict[str, int] = field(default_factory=dict)  # served models known, by component
     drift_detection: bool = False
@@ -121,8 +122,10 @@ class PolicyProbe:
             self.invoked_minutes += int(getattr(counts, "invoked_minutes", 0))
 
     def _read_queue(self, part: Any) -> None:
-        self.queue_depth = (self.queue_depth or 0) + len(part)
-        self.queue_capacity = (self.queue_capacity or 0) + int(getattr(part, "max_size", 0))
+        depth, capacity = len(part), int(getattr(part, "max_size", 0))
+        self.queue_depth = (self.queue_depth or 0) + depth
+        self.queue_capacity = (self.queue_capacity or 0) + capacity
+        self.queue_full = self.queue_full or (capacity > 0 and depth >= capacity)
         self.queue_overflows += int(getattr(getattr(part, "stats", None), "overflow", 0))
 
     def _read_resources(self, part: Any, minute: int | None) -> None:

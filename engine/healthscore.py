@@ -73,7 +73,8 @@ class Observations:
     decision_latency_p95: float | None = None
     queue_depth: int | None = None
     queue_capacity: int | None = None
-    queue_overflows: int = 0  # items refused or evicted since the previous check
+    queue_full: bool = False
+    queue_overflows: int = 0  # items refused or evicted within the overflow window
     budget_use: float | None = None
     drift_firing: int | None = None
     anomalies_active: int = 0
@@ -210,13 +211,17 @@ def evaluate(obs: Observations, t: HealthThresholds = HealthThresholds()) -> lis
 def _queue(obs: Observations, h: float) -> CheckResult:
     if obs.queue_depth is None:
         return _na("queue_overflow", "the policy has no warmup queue")
-    capacity = obs.queue_capacity or 0
-    full = capacity > 0 and obs.queue_depth >= capacity
-    status: Status = "failing" if full or obs.queue_overflows > 0 else "ok"
-    clear = obs.queue_overflows == 0 and (capacity <= 0 or obs.queue_depth <= capacity * (1 - h))
-    summary = f"queue {obs.queue_depth}/{capacity}, {obs.queue_overflows} overflowed"
+    failing = obs.queue_full or obs.queue_overflows > 0
+    summary = (
+        f"{obs.queue_overflows} warmups overflowed, "
+        f"{obs.queue_depth} of {obs.queue_capacity or 0} queued"
+    )
     return CheckResult(
-        "queue_overflow", status, float(obs.queue_depth), float(capacity), summary, clear
+        "queue_overflow",
+        "failing" if failing else "ok",
+        float(obs.queue_overflows),
+        0.0,
+        summary,
     )
 
 

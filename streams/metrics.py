@@ -17,7 +17,10 @@ class WorkerMetrics:
     """All of a worker's metrics, on a registry of their own."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, input_topics: tuple[str, ...] = ()
+        self,
+        registry: CollectorRegistry | None = None,
+        input_topics: tuple[str, ...] = (),
+        anomaly_metrics: tuple[str, ...] = (),
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -75,7 +78,7 @@ class WorkerMetrics:
         self.warm_commands = self.commands.labels(action="warm")
         self.release_commands = self.commands.labels(action="release")
         self._health_metrics(r)
-        self._initialise_labels(input_topics)
+        self._initialise_labels(input_topics, anomaly_metrics)
 
     def _health_metrics(self, r: CollectorRegistry) -> None:
         self.request_errors = Counter(
@@ -173,7 +176,9 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def _initialise_labels(self, input_topics: tuple[str, ...]) -> None:
+    def _initialise_labels(
+        self, input_topics: tuple[str, ...], anomaly_metrics: tuple[str, ...]
+    ) -> None:
         """Known label values start at zero, so every series exists from the start."""
         for kind in ALERT_KINDS:
             self.alerts_firing.labels(kind=kind).set(0)
@@ -190,6 +195,8 @@ class WorkerMetrics:
             self.messages.labels(topic=topic)
             for reason in DEAD_LETTER_REASONS:
                 self.dead_letters.labels(topic=topic, reason=reason)
+        for metric in anomaly_metrics:
+            self.anomalies.labels(metric=metric)
         self.processing.labels(topic="usage")
         self.health_score.set(1.0)
         self.precision.set(float("nan"))

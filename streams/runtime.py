@@ -17,7 +17,14 @@ from engine.anomaly import MetricAnomalies
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
 from engine.health import ModelHealth
-from engine.healthscore import CheckResult, HealthThresholds, Observations, degraded, evaluate
+from engine.healthscore import (
+    CHECKS,
+    CheckResult,
+    HealthThresholds,
+    Observations,
+    degraded,
+    evaluate,
+)
 from engine.healthscore import score as health_score
 from engine.lease import Command
 from engine.registry import make_policy
@@ -49,6 +56,7 @@ class Runtime:
     partition_event_time: dict[int, float] = field(default_factory=dict)
     started: bool = False  # set once the worker has joined its group and recovered its tables
     dead_letter_window: RateWindow = field(init=False)
+    overflow_window: RateWindow = field(init=False)  # warmup-queue overflows
     volume: RollingWindow = field(init=False)  # usage events, event time
     decisions: RollingWindow = field(init=False)  # engine time per message, wall clock
     dirty: set[str] = field(default_factory=set)  # models whose snapshot is due
@@ -62,9 +70,13 @@ class Runtime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.metrics = WorkerMetrics(input_topics=(s.topic("usage"), s.topic("metrics")))
+        self.metrics = WorkerMetrics(
+            input_topics=(s.topic("usage"), s.topic("metrics")),
+            anomaly_metrics=s.anomaly_metric_names,
+        )
         self.alerts = AlertTracker(s.alert_for_seconds, s.alert_keep_firing_seconds)
         self.dead_letter_window = RateWindow(s.dead_letter_window_seconds)
+        self.overflow_window = RateWindow(s.queue_overflow_window_seconds)
         self.volume = RollingWindow(s.volume_window_seconds, width=1)
         self.decisions = RollingWindow(s.decision_latency_window_seconds, width=0)
         self.usage_partitions = s.partitions
@@ -263,6 +275,7 @@ class Runtime:
         probe = self.probe()
         overflows = max(probe.queue_overflows - self._overflows_seen, 0)
         self._overflows_seen = probe.queue_overflows
+        self.overflow_window.add(now, overflows)
         out = self._drain_policy_alerts(now)
         drift = sum(1 for a in self.alerts.firing.values() if "drift" in a.kind)
         has_drift = probe.drift_detection or any(
@@ -279,7 +292,8 @@ class Runtime:
             decision_latency_p95=activity.decision_latency_p95,
             queue_depth=probe.queue_depth,
             queue_capacity=probe.queue_capacity,
-            queue_overflows=overflows,
+            queue_full=probe.queue_full,
+            queue_overflows=self.overflow_window.count(now),
             budget_use=probe.budget_use,
             drift_firing=drift if has_drift else None,
             anomalies_active=sum(len(w.active) for w in self.anomalies.values()),
@@ -348,8 +362,11 @@ class Runtime:
                 continue
             for raw in drain():
                 alert = as_transition(raw, now)
-                if alert is not None and alert.kind not in self.settings.disabled_alerts:
-                    out += self.alerts.record(alert)
+                if alert is None or alert.kind in self.settings.disabled_alerts:
+                    continue
+                if alert.kind in CHECKS:
+                    continue  # the worker's own check of the same condition speaks for it
+                out += self.alerts.record(alert)
         return out
 
     def _export(self, probe: PolicyProbe, overflows: int, activity: WorkerActivity) -> None:

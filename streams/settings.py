@@ -121,6 +121,11 @@ class WarmcastSettings(BaseSettings):
     decision_latency_window_seconds: float = Field(
         default=300.0, gt=0, description="wall-clock window of the decision latency p95"
     )
+    queue_overflow_window_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="warmup-queue overflows within this window raise queue_overflow",
+    )
     budget_use_max: float = Field(
         default=0.99,
         gt=0,

@@ -1,0 +1,204 @@
+"""Every health check fires and resolves on the alerts topic, driven through the broker.
+
+One worker runs a stand-in ``warmcast`` policy (tests/ops/standin.py) steered by metric
+events, so that accuracy, queue, budget, drift and decision latency can be pushed past
+their thresholds and back. Thresholds and windows are short; ``for`` and keep-firing
+durations are half a second, so the tests also see that nothing flaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas.health import HealthSnapshot
+from streams.partitioning import partition_for
+from tests.integration.harness import Worker, consume, namespace, produce, topic, usage, wait_for
+from tests.ops.workers import AlertLog, ModuleWorker
+
+pytestmark = pytest.mark.integration
+
+SETTINGS: dict[str, Any] = {
+    "policy": "warmcast",
+    "alert_check_seconds": 0.25,
+    "alert_for_seconds": 0.5,
+    "alert_keep_firing_seconds": 0.5,
+    "stale_after_seconds": 2,
+    "min_volume_events": 20,
+    "volume_window_seconds": 600,
+    "accuracy_min_samples": 100,
+    "decision_latency_p95_max_seconds": 0.1,
+    "decision_latency_window_seconds": 1.5,
+    "dead_letter_burst": 3,
+    "dead_letter_window_seconds": 3,
+    "queue_overflow_window_seconds": 2,
+    "anomaly_warmup": 10,
+    "health_snapshot_seconds": 1,
+}
+
+POLICY_KINDS = ("low_accuracy", "queue_overflow", "budget_exhausted", "learner_drift")
+KINDS = (
+    "stale_data",
+    "insufficient_volume",
+    *POLICY_KINDS,
+    "high_decision_latency",
+    "dead_letter_burst",
+    "metric_anomaly",
+    "health_degraded",
+)
+
+
+@pytest.fixture(scope="module")
+def ops_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    workdir = tmp_path_factory.mktemp("ops")
+    worker = ModuleWorker(kafka_bootstrap, workdir, namespace(), "tests.ops.standin", **SETTINGS)
+    yield worker.start()
+    worker.stop()
+
+
+def metric(model_id: str, name: str, value: float) -> tuple[bytes, bytes]:
+    body = {"model_id": model_id, "ts": time.time(), "name": name, "value": value}
+    return model_id.encode(), orjson.dumps(body)
+
+
+def same_partition(model_id: str, n: int) -> list[str]:
+    """``n`` served model names that live on ``model_id``'s partition."""
+    owner = partition_for(model_id, 2)
+    names = (f"{model_id}-{i}" for i in range(1000))
+    return [m for m in names if partition_for(m, 2) == owner][:n]
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(bootstrap: str, usage_topic: str) -> AsyncIterator[None]:
+    """A usage event every 0.3 s while the block runs: the data is never stale."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+
+    async def beat() -> None:
+        while True:
+            event = orjson.dumps(usage("heartbeat", time.time(), latency=0.05))
+            await producer.send_and_wait(usage_topic, event, key=b"heartbeat")
+            await asyncio.sleep(0.3)  # the pace of the traffic, not a synchronisation
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+
+
+def metric_count(worker: Worker, name: str) -> float:
+    return worker.metrics().get(f'warmcast_metric_events_total{{name="{name}"}}', 0.0)
+
+
+async def test_every_check_fires_and_resolves(ops_worker: Worker) -> None:
+    w, bootstrap, ns = ops_worker, ops_worker.bootstrap, ops_worker.namespace
+    usage_topic, metrics_topic = topic(ns, "usage"), topic(ns, "metrics")
+    async with AlertLog(bootstrap, topic(ns, "alerts")) as log:
+        # nothing arrives: the data is stale, there is too little of it, health degrades
+        await log.wait(
+            lambda a: a.fired("stale_data", "insufficient_volume", "health_degraded"),
+            "the checks of an idle worker",
+        )
+        async with heartbeat(bootstrap, usage_topic):
+            bulk = [usage("bulk", time.time(), latency=0.1 + i / 100) for i in range(30)]
+            await produce(bootstrap, usage_topic, [(b"bulk", orjson.dumps(bulk))])
+            await log.wait(
+                lambda a: a.fired_and_resolved("stale_data", "insufficient_volume"),
+                "data to flow again",
+            )
+
+            # then everything goes wrong at once
+            normal = [metric("llama", "load_time", 20.0 + (i % 5) * 0.4) for i in range(15)]
+            await produce(bootstrap, metrics_topic, normal)
+            controls = [
+                ("precision", 0.5),
+                ("recall", 0.9),
+                ("queue_overflow", 3),
+                ("budget_use", 1.0),
+                ("drift", 1),
+                ("decision_delay", 0.15),
+            ]
+            await produce(
+                bootstrap, metrics_topic, [metric("probe", f"standin.{c}", v) for c, v in controls]
+            )
+            await produce(bootstrap, metrics_topic, [metric("llama", "load_time", 300.0)])
+            wait_for(
+                lambda: metric_count(w, "standin.decision_delay") == 1,
+                30,
+                "the stand-in to slow down",
+            )
+            slow = [
+                (m.encode(), orjson.dumps(usage(m, time.time())))
+                for m in same_partition("probe", 5)
+            ]
+            await produce(bootstrap, usage_topic, slow)
+            await produce(bootstrap, usage_topic, [(b"bad", b"{not json")] * 3)
+            await log.wait(lambda a: a.fired(*KINDS[2:]), "every check to fire", timeout=45)
+            health = w.health()
+            assert health["score"] < 0.8 and health["status"] == "degraded"
+            failing = {c["name"] for c in health["checks"] if c["status"] == "failing"}
+            assert {"low_accuracy", "budget_exhausted", "drift", "metric_anomaly"} <= failing
+            components = {
+                c["name"]: c for c in orjson.loads(w.get("/health/components"))["components"]
+            }
+            assert components["PredictionEngine"]["precision"] == 0.5
+            assert components["ResourceManager"]["budget_use"] == 1.0
+            assert components["WarmupQueue"]["queue_overflows"] == 3
+            anomaly = next(a for a in log.alerts if a.kind == "metric_anomaly")
+            assert anomaly.subject == "llama/load_time" and anomaly.value == 300.0
+
+            # and recovers
+            recover = [
+                ("precision", 0.95),
+                ("recall", 0.95),
+                ("queue_depth", 0),
+                ("budget_use", 0.5),
+                ("drift", 0),
+                ("decision_delay", 0),
+            ]
+            await produce(
+                bootstrap, metrics_topic, [metric("probe", f"standin.{c}", v) for c, v in recover]
+            )
+            await produce(bootstrap, metrics_topic, [metric("llama", "load_time", 20.5)])
+            await log.wait(
+                lambda a: a.fired_and_resolved(*KINDS), "every alert to resolve", timeout=45
+            )
+            health = wait_for(
+                lambda: (h := w.health())["score"] == 1.0 and h, 15, "a perfect score again"
+            )
+            assert health["alerts_firing"] == []
+
+    for fp, states in log.by_fingerprint().items():  # deduplicated: never twice in a row
+        assert all(a != b for a, b in itertools.pairwise(states)), (fp, states)
+    assert all(key == a.fingerprint.encode() for key, a in zip(log.keys, log.alerts, strict=True))
+    severities = {a.kind: a.severity for a in log.alerts}
+    assert severities["queue_overflow"] == "critical" and severities["stale_data"] == "warning"
+    metrics = w.metrics()
+    assert metrics['warmcast_alerts_total{kind="metric_anomaly",state="firing"}'] >= 1
+    assert metrics['warmcast_metric_anomalies_total{metric="load_time"}'] >= 1
+    assert metrics["warmcast_warmup_queue_overflows_total"] == 3
+
+    snapshots = await consume(
+        bootstrap,
+        [topic(ns, "health")],
+        lambda r: {x.key for x in r} >= {b"bulk", b"heartbeat"},
+    )
+    bulk_health = [
+        HealthSnapshot.model_validate_json(r.value) for r in snapshots if r.key == b"bulk"
+    ]
+    assert bulk_health[-1].requests_total == 30
+    latest = orjson.loads([r for r in snapshots if r.key == b"bulk"][-1].value)
+    assert latest["windows"]["300"]["requests"] == 30
+    assert 0.1 <= latest["windows"]["300"]["latency_p50"] <= 0.3
