@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest.register(sub)
     bench.register(sub)
+    from tools import fleetsim, replay
+
+    replay.register(sub)
+    fleetsim.register(sub)
     return parser
 
 
