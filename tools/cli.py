@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay.register(sub)
     fleetsim.register(sub)
+    from tools import topics
+
+    topics.register(sub)
     return parser
 
 
