@@ -17,11 +17,22 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiokafka import AIOKafkaProducer
 
 from schemas.health import HealthSnapshot
 from streams.partitioning import partition_for
-from tests.integration.harness import Worker, consume, namespace, produce, topic, usage, wait_for
+from tests.integration.harness import (
+    REPO,
+    Worker,
+    consume,
+    namespace,
+    produce,
+    topic,
+    usage,
+    wait_for,
+)
+from tests.ops.promql import SCRAPE_SERIES, exposed_names, metric_names
 from tests.ops.workers import AlertLog, ModuleWorker
 
 pytestmark = pytest.mark.integration
@@ -202,3 +213,41 @@ async def test_every_check_fires_and_resolves(ops_worker: Worker) -> None:
     latest = orjson.loads([r for r in snapshots if r.key == b"bulk"][-1].value)
     assert latest["windows"]["300"]["requests"] == 30
     assert 0.1 <= latest["windows"]["300"]["latency_p50"] <= 0.3
+
+
+def rule_expressions() -> list[str]:
+    rules = yaml.safe_load((REPO / "ops/prometheus/alerts.yml").read_text())
+    return [r["expr"] for group in rules["groups"] for r in group["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = orjson.loads((REPO / "ops/grafana/dashboards/warmcast.json").read_bytes())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_alert_rules_and_dashboard_use_only_exposed_metrics(ops_worker: Worker) -> None:
+    exposed = exposed_names(ops_worker.get("/metrics").decode())
+    for source, expressions in (
+        ("ops/prometheus/alerts.yml", rule_expressions()),
+        ("ops/grafana/dashboards/warmcast.json", dashboard_expressions()),
+    ):
+        assert expressions, source
+        for expr in expressions:
+            names = metric_names(expr)
+            assert names, f"{source}: no metric in {expr!r}"
+            missing = names - exposed - SCRAPE_SERIES
+            assert not missing, f"{source}: {sorted(missing)} not exposed by a worker ({expr!r})"
+
+
+def test_metric_names_follow_the_conventions(ops_worker: Worker) -> None:
+    text = ops_worker.get("/metrics").decode()
+    types = dict(
+        line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE warmcast_")
+    )
+    for name, kind in types.items():
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        assert not any(unit in name for unit in ("_ms", "_milliseconds", "_percent")), name
+    for line in text.splitlines():
+        if line.startswith("warmcast_"):
+            assert "model" not in line.partition("{")[2], f"a served model as a label: {line}"
