@@ -77,7 +77,8 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g,
   (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 const when = (ts) => ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "";
 const num = (v, d = 2) => (v === null || v === undefined) ? "" : Number(v).toFixed(d);
-const ms = (s) => (s === null || s === undefined) ? "" : (s * 1000).toFixed(0) + " ms";
+const ms = (s) => (s === null || s === undefined) ? "" :
+  (s * 1000).toFixed(s < 0.01 ? 2 : 0) + " ms";
 
 function rows(id, items, render) {
   const body = document.querySelector("#" + id + " tbody");
@@ -100,7 +101,7 @@ function figures(c) {
 function showHealth(h) {
   const score = document.getElementById("score");
   score.textContent = num(h.score);
-  score.className = "score " + (h.score < h.score_min ? "failing" : "ok");
+  score.className = "score " + (h.score < h.score_min ? "failing" : h.score < 1 ? "warning" : "ok");
   document.getElementById("score-note").textContent =
     "alerts below " + num(h.score_min) + "; " + h.tracked_models + " served models";
   const status = document.getElementById("status");

@@ -78,6 +78,7 @@ def model_summary(model_id: str, data: dict[str, Any], window: float) -> dict[st
 
 def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str, Any]:
     runtime = app.runtime
+    runtime.assess(time.time())
     window = runtime.settings.health_window_seconds
     stored = [(m, d) for m, d in list(model_health.items()) if d]
     stored.sort(key=lambda item: item[1].get(sort, 0), reverse=True)
@@ -134,6 +135,7 @@ class HealthView(View):
 class ComponentsView(View):
     async def get(self, request: Request) -> Response:
         runtime = app.runtime
+        runtime.assess(time.time())
         return self.json(
             {
                 "ready": is_ready(),

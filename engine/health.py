@@ -115,9 +115,11 @@ class ModelHealth:
         issued_at: float,
         windows: Iterable[float] = WINDOWS,
     ) -> None:
-        """Follow a warmup command: a new warm lease, or a release."""
+        """Follow a warmup command: a new warm lease, or a release (repeats are ignored)."""
         self._settle(issued_at, windows)
         lease = self.lease
+        if action == "warm" and lease is not None and (lease[0], lease[1]) == (start, end):
+            return
         if lease is not None and not lease[2] and lease[0] < start:
             self._wasted(min(start, lease[1]), windows)  # loaded for a while, never used
         self.lease = None

@@ -65,6 +65,7 @@ class Runtime:
     checks: list[CheckResult] = field(default_factory=list)
     components: list[ComponentReport] = field(default_factory=list)
     score: float = 1.0
+    window_events: float = 0.0
     _overflows_seen: int = 0
     _anomaly_subjects: set[str] = field(default_factory=set)
 
@@ -154,12 +155,13 @@ class Runtime:
             return health
 
         for ev in events:
+            health = health_of(ev.model_id)  # before the engine moves the model's lease
             t0 = time.perf_counter()
             caused = engine.observe(ev.model_id, ev.ts, ev.count)
             engine_time += time.perf_counter() - t0
             n_cold = 1 if ev.cold_start else 0
             n_err = ev.count if ev.error else 0
-            health_of(ev.model_id).update(
+            health.update(
                 ev.ts,
                 ev.count,
                 n_cold,
@@ -271,12 +273,25 @@ class Runtime:
 
     def check_alerts(self, now: float) -> list[AlertTransition]:
         """Run every health check, score the worker, and return the alert transitions."""
-        s = self.settings
         probe = self.probe()
         overflows = max(probe.queue_overflows - self._overflows_seen, 0)
         self._overflows_seen = probe.queue_overflows
         self.overflow_window.add(now, overflows)
         out = self._drain_policy_alerts(now)
+        results = self.assess(now, probe)
+        for r in results:
+            if r.name not in ("drift", "metric_anomaly"):
+                out += self._check(r, now)
+        out += self._check_anomalies(now)
+        out += self._check(degraded(self.score, self.thresholds), now)
+        self._export(probe, overflows)
+        return out
+
+    def assess(self, now: float, probe: PolicyProbe | None = None) -> list[CheckResult]:
+        """The health checks, score and component reports as of ``now`` (kept on ``self``
+        for the health endpoints; alerts are raised by :meth:`check_alerts` alone)."""
+        s = self.settings
+        probe = probe or self.probe()
         drift = sum(1 for a in self.alerts.firing.values() if "drift" in a.kind)
         has_drift = probe.drift_detection or any(
             hasattr(e.policy, "drain_alerts") for e in self.engines.values()
@@ -298,17 +313,11 @@ class Runtime:
             drift_firing=drift if has_drift else None,
             anomalies_active=sum(len(w.active) for w in self.anomalies.values()),
         )
-        results = evaluate(obs, self.thresholds)
-        for r in results:
-            if r.name not in ("drift", "metric_anomaly"):
-                out += self._check(r, now)
-        out += self._check_anomalies(now)
-        self.score = health_score(results)
-        out += self._check(degraded(self.score, self.thresholds), now)
-        self.checks = results
+        self.checks = evaluate(obs, self.thresholds)
+        self.score = health_score(self.checks)
         self.components = component_reports(probe, activity)
-        self._export(probe, overflows, activity)
-        return out
+        self.window_events = activity.usage_events_in_window
+        return self.checks
 
     def _subject(self, check: str) -> str:
         return self.settings.topic("usage") if check == "stale_data" else self.settings.app_id
@@ -369,7 +378,7 @@ class Runtime:
                 out += self.alerts.record(alert)
         return out
 
-    def _export(self, probe: PolicyProbe, overflows: int, activity: WorkerActivity) -> None:
+    def _export(self, probe: PolicyProbe, overflows: int) -> None:
         m = self.metrics
         m.health_score.set(self.score)
         for r in self.checks:
@@ -383,7 +392,7 @@ class Runtime:
         m.queue_capacity.set(probe.queue_capacity or 0)
         m.queue_overflows.inc(overflows)
         m.budget_use.set(_nan(probe.budget_use))
-        m.window_events.set(activity.usage_events_in_window)
+        m.window_events.set(self.window_events)
         m.anomalies_active.set(sum(len(w.active) for w in self.anomalies.values()))
         firing = self.alerts.firing_kinds()
         for kind in {*ALERT_KINDS, *firing}:
