@@ -75,7 +75,7 @@ def ops_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
     worker.stop()
 
 
-def metric(model_id: str, name: str, value: float) -> tuple[bytes, bytes]:
+def metric(model_id: str, name: str, value: float) -> tuple[bytes | None, bytes]:
     body = {"model_id": model_id, "ts": time.time(), "name": name, "value": value}
     return model_id.encode(), orjson.dumps(body)
 
@@ -150,7 +150,7 @@ async def test_every_check_fires_and_resolves(ops_worker: Worker) -> None:
                 30,
                 "the stand-in to slow down",
             )
-            slow = [
+            slow: list[tuple[bytes | None, bytes]] = [
                 (m.encode(), orjson.dumps(usage(m, time.time())))
                 for m in same_partition("probe", 5)
             ]

@@ -76,20 +76,23 @@ def traffic(pair: list[Worker]) -> dict[str, Worker]:
     ]
     llama = partition_for("llama", 2)
     others = [m for m in (f"model-{i}" for i in range(20)) if partition_for(m, 2) != llama][:3]
-    messages = [(e["model_id"].encode(), orjson.dumps(e)) for e in events]
+    messages: list[tuple[bytes | None, bytes]] = [
+        (e["model_id"].encode(), orjson.dumps(e)) for e in events
+    ]
     for i, m in enumerate(others):
         messages += [(m.encode(), orjson.dumps(usage(m, T0 + 5, cold_start=i == 0)))]
     asyncio.run(produce(bootstrap, topic(ns, "usage"), messages))
     owners = {m: owner_of(pair, m) for m in ("llama", *others)}
-    for model_id, worker in owners.items():
-        wait_for(
-            lambda w=worker, m=model_id: any(
-                x["model_id"] == m and (m != "llama" or x["requests_total"] == 4)
-                for x in w.health()["models"]
-            ),
-            30,
-            f"{model_id} in the health of its owner",
+
+    def counted(model_id: str, worker: Worker) -> bool:
+        want = 4 if model_id == "llama" else 1
+        return any(
+            m["model_id"] == model_id and m["requests_total"] == want
+            for m in worker.health()["models"]
         )
+
+    for model_id, worker in owners.items():
+        wait_for(lambda: counted(model_id, worker), 30, f"{model_id} counted by its owner")  # noqa: B023
     return owners
 
 
