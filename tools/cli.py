@@ -173,10 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest.register(sub)
     bench.register(sub)
-    from tools import fleetsim, replay
+    from tools import demo, fleetsim, replay, tail
 
     replay.register(sub)
+    tail.register(sub)
     fleetsim.register(sub)
+    demo.register(sub)
     from tools import topics
 
     topics.register(sub)

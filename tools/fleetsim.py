@@ -62,6 +62,7 @@ from engine.core import WarmupEngine
 from engine.policies import Policy
 from engine.registry import make_policy
 from engine.timebase import MinuteGrid
+from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 from tools.replay import (
     METRICS,
@@ -210,16 +211,21 @@ class LeaseBook:
     def __init__(self) -> None:
         self._entries: dict[str, list[LeaseEntry]] = {}
         self._issued: dict[str, list[int]] = {}
-        self._ids: set[str] = set()
+        self._ids: set[tuple[str, float]] = set()
         self._seq = 0
 
     def apply(self, command: Any) -> LeaseEntry | None:
-        """Record a command; ``None`` for a duplicate (same ``command_id``) or a no-op."""
+        """Record a command; ``None`` for a duplicate delivery.
+
+        A duplicate has the same ``command_id`` and ``issued_at``: the id alone names the
+        lease, and a policy may decide the same lease again later (after another one).
+        """
         model_id, action, issued_at, start, end, cid = command_fields(command)
         if cid is not None:
-            if cid in self._ids:
+            key = (cid, issued_at)
+            if key in self._ids:
                 return None
-            self._ids.add(cid)
+            self._ids.add(key)
         self._seq += 1
         entry = LeaseEntry(
             _minute(issued_at), self._seq, action, _minute(start), _minute(end), issued_at
@@ -466,30 +472,68 @@ class FleetState:
 
 
 class LocalFleet:
-    """A :class:`FleetState` whose commands come from a local engine, not from Kafka:
-    the plain keep-alive fleet, or any policy decided in-process.
+    """A :class:`FleetState` whose commands come from engines run in-process, not from
+    Kafka: the plain keep-alive fleet, or a policy decided offline.
+
+    Given several policies, each is the engine of one partition and serves the models
+    that hash to it (:func:`streams.partitioning.partition_for`), as the worker's
+    partition-scoped engines do. Engines move on their own events only, as the worker's
+    do; ``finish`` closes the last minute, as the backtest does.
 
     >>> from engine.policies import FixedKeepAlive
     >>> fleet = LocalFleet(FixedKeepAlive(10), FixedLoadTime(20.0))
     >>> for minute, requests in ((0, [(0.0, "m", 1)]), (5, [(300.0, "m", 1)]),
     ...                          (20, [(1200.0, "m", 1)])):
     ...     _ = fleet.step(minute, requests)
-    >>> fleet.state.totals(end_minute=25).cold_starts
+    >>> fleet.finish(25).cold_starts
     2
     """
 
-    def __init__(self, policy: Policy, load_times: LoadTimeModel | None = None) -> None:
+    def __init__(
+        self, policy: Policy | Sequence[Policy], load_times: LoadTimeModel | None = None
+    ) -> None:
+        policies = list(policy) if isinstance(policy, Sequence) else [policy]
+        if not policies:
+            raise ValueError("a local fleet needs at least one policy")
         self.state = FleetState(load_times)
-        self.engine = WarmupEngine(policy, grid=MinuteGrid(0.0))
+        self.engines = [WarmupEngine(p, grid=MinuteGrid(0.0)) for p in policies]
+
+    def engine_of(self, model_id: str) -> WarmupEngine:
+        return self.engines[partition_for(model_id, len(self.engines))]
 
     def step(self, minute: int, requests: Sequence[Event]) -> Step:
-        for command in self.engine.advance(60.0 * minute):
-            self.state.apply(command)
         step = self.state.step(minute, requests)
         for ts, model_id, count in requests:
-            for command in self.engine.observe(model_id, ts, count):
+            for command in self.engine_of(model_id).observe(model_id, ts, count):
                 self.state.apply(command)
         return step
+
+    def finish(self, end_minute: int) -> FleetTotals:
+        """Close every engine's minutes up to ``end_minute``; the totals."""
+        for engine in self.engines:
+            for command in engine.advance(60.0 * (end_minute + 1)):
+                self.state.apply(command)
+        return self.state.totals(end_minute)
+
+
+def run_local(
+    trace: Trace,
+    policy: str,
+    *,
+    partitions: int = 1,
+    load_times: LoadTimeModel | None = None,
+    knobs: Mapping[str, Any] | None = None,
+) -> FleetTotals:
+    """``policy`` (with its ``knobs``) over the trace (a :func:`slice_trace`) offline, with
+    ``partitions`` partition-scoped engines; the totals (``cold_by_minute`` included)."""
+    policies = [make_policy(policy, **(knobs or {})) for _ in range(partitions)]
+    fleet = LocalFleet(policies, load_times)
+    events = by_minute(trace.events)
+    first = _minute(trace.t0)
+    end = first + trace.end_minute
+    for minute in range(first, end + 1):
+        fleet.step(minute, events.get(minute, []))
+    return fleet.finish(end)
 
 
 # ---------------------------------------------------------------------------------- input
@@ -1017,7 +1061,7 @@ class FleetSim:
         end = minutes[-1]
         return FleetReport(
             fleet=self.fleet.totals(end),
-            baseline=self.baseline.state.totals(end),
+            baseline=self.baseline.finish(end),
             keepalive=self.keepalive,
             first_minute=minutes[0],
             end_minute=end,
@@ -1192,5 +1236,6 @@ __all__ = [
     "command",
     "load_slice",
     "register",
+    "run_local",
     "slice_trace",
 ]

@@ -1,0 +1,673 @@
+"""``warmcast demo``: the whole loop on one machine, in a few minutes.
+
+It starts the embedded broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), a worker (a
+``python -m tools.cli worker`` subprocess on topics of its own), and the fleet simulator
+(:mod:`tools.fleetsim`) on the shipped sample: 150 functions of the Azure Functions 2019
+trace over 4 hours (CC BY 4.0, see ``tools/samples/README.md``), or on ``--trace``. Then
+it prints cold starts and wasted model-minutes of the worker-driven fleet and of a fixed
+keep-alive fleet, the ``warmcast backtest`` figures of the same slice and policy with the
+difference in %, the alerts raised, and where to look (``/health``, ``/metrics``, a plot
+of cumulative cold starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from engine.registry import PolicyUnavailable, make_policy
+from streams.settings import WarmcastSettings
+from tools.fleetsim import (
+    FleetReport,
+    FleetSim,
+    FleetSimError,
+    FleetTotals,
+    format_fleets,
+    load_slice,
+    load_time_model,
+    read_memory,
+    run_local,
+)
+from tools.replay import (
+    add_trace_flags,
+    iso,
+    positive_float,
+    positive_int,
+    settings_for,
+    time_arg,
+    trace_mapping,
+)
+from tools.traces import Trace, parse_time
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLE = SAMPLES / "azure2019_150fn_4h.csv.gz"
+SAMPLE_MEMORY = SAMPLES / "azure2019_150fn_memory.csv"
+#: The sample's first minute column is minute 481 of a day the trace does not date.
+SAMPLE_T0 = parse_time("2019-07-15T08:00:00Z")
+AGREEMENT_PCT = 2.0
+
+
+class DemoError(RuntimeError):
+    """The demo could not run."""
+
+
+def default_policy() -> tuple[str, str]:
+    """``warmcast`` when the learning policy can be built here, else ``hybrid``; and why."""
+    try:
+        make_policy("warmcast")
+    except (PolicyUnavailable, ImportError, TypeError, ValueError) as exc:
+        return "hybrid", f"default; the warmcast policy is not available here ({exc})"
+    return "warmcast", "default: the learning policy"
+
+
+def pct_diff(streaming: float, offline: float) -> float:
+    """``streaming`` relative to ``offline``, in %.
+
+    >>> pct_diff(102, 100), pct_diff(0, 0), pct_diff(3, 0)
+    (2.0, 0.0, inf)
+    """
+    if offline == 0:
+        return 0.0 if streaming == 0 else float("inf")
+    return 100.0 * (streaming - offline) / offline
+
+
+# --------------------------------------------------------------------------------- worker
+
+
+class WorkerProcess:
+    """``python -m tools.cli worker`` in a subprocess, until ``stop``."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env = env
+        self.port = port
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> WorkerProcess:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DemoError(f"the worker did not become ready within {timeout:.0f}s")
+            time.sleep(0.2)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise DemoError(f"the worker exited with code {self.process.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                return bool(orjson.loads(response.read()).get("ready"))
+        except (OSError, ValueError):
+            return False
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def worker_env(
+    settings: WarmcastSettings, policy: str, port: int, data_dir: Path, knob: float | None
+) -> dict[str, str]:
+    """The worker's environment: the demo's broker, topics, policy and port."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+            "WARMCAST_TOPIC_NAMESPACE": settings.topic_namespace,
+            "WARMCAST_APP_ID": settings.app_id,
+            "WARMCAST_POLICY": policy,
+            "WARMCAST_WEB_PORT": str(port),
+            "WARMCAST_DATA_DIR": str(data_dir),
+            "WARMCAST_PARTITIONS": str(settings.partitions),
+        }
+    )
+    env.setdefault("WARMCAST_LOG_LEVEL", "warning")
+    if knob is not None:
+        env["WARMCAST_KNOB"] = str(knob)
+    return env
+
+
+def pick_port(wanted: int | None) -> int:
+    from streams.broker import free_port, port_in_use
+
+    if wanted:
+        if port_in_use("127.0.0.1", wanted):
+            raise DemoError(f"web port {wanted} is in use: choose another with --web-port")
+        return wanted
+    return 6066 if not port_in_use("127.0.0.1", 6066) else free_port()
+
+
+# --------------------------------------------------------------------------------- alerts
+
+
+class AlertReader:
+    """Reads the alerts topic from its start while the demo runs."""
+
+    def __init__(self, settings: WarmcastSettings) -> None:
+        self.settings = settings
+        self.alerts: list[dict[str, Any]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return self.alerts
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from streams.kafka import client_kwargs
+
+        topic = self.settings.topic("alerts")
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(self.settings), group_id=None, fetch_max_wait_ms=100
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+                if self._stop.is_set():
+                    return
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                stopping = self._stop.is_set()
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            self.alerts.append(orjson.loads(record.value))
+                if stopping:
+                    ends = await consumer.end_offsets(tps)
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                        return
+        finally:
+            await consumer.stop()
+
+
+# ---------------------------------------------------------------------------------- demo
+
+
+@dataclass(slots=True)
+class DemoResult:
+    report: FleetReport
+    policy: str
+    backtest: FleetTotals
+    backtest_reference: FleetTotals
+    backtest_commands: int
+    offline: FleetTotals
+    partitions: int = 1
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cold_diff_pct(self) -> float:
+        return pct_diff(self.report.fleet.cold_starts, self.backtest.cold_starts)
+
+    @property
+    def wasted_diff_pct(self) -> float:
+        return pct_diff(self.report.fleet.wasted_minutes, self.backtest.wasted_minutes)
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.cold_diff_pct) <= AGREEMENT_PCT
+
+
+def backtest_totals(trace: Trace, policy: str, knob: float) -> tuple[FleetTotals, FleetTotals, int]:
+    """``warmcast backtest`` of the slice: the policy's and fixed:10's scores, as totals."""
+    from tools.backtest import run_backtest
+
+    result = run_backtest(trace, [policy], knobs=[knob], progress=False)
+    label = f"warmcast@{knob:g}" if policy == "warmcast" else policy
+    run = result.run(label)
+
+    def totals(score: Any) -> FleetTotals:
+        return FleetTotals(
+            requests=score.requests,
+            cold_starts=score.cold_starts,
+            requested_minutes=score.requested_minutes,
+            loaded_minutes=score.loaded_minutes,
+            wasted_minutes=score.wasted_minutes,
+            models=score.models,
+        )
+
+    return totals(run.score), totals(result.reference.score), run.commands
+
+
+def plot(result: DemoResult, path: Path) -> None:
+    """Cumulative cold starts over event time: the worker-driven fleet, the same engine
+    offline, and the fixed keep-alive fleet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from itertools import accumulate
+
+    import matplotlib.pyplot as plt
+
+    report = result.report
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    minutes = list(range(report.minutes))
+    series = (
+        (report.fleet_label, report.fleet.cold_by_minute, "tab:blue", "-"),
+        (offline_label(result), result.offline.cold_by_minute, "tab:orange", "--"),
+        (
+            f"fixed keep-alive {report.keepalive} min",
+            report.baseline.cold_by_minute,
+            "tab:gray",
+            "-",
+        ),
+    )
+    for label, values, colour, style in series:
+        if values:
+            ax.plot(minutes, list(accumulate(values)), style, color=colour, label=label)
+    ax.set_xlabel(f"minutes of event time from {iso(60.0 * report.first_minute)}")
+    ax.set_ylabel("cumulative cold starts")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def offline_label(result: DemoResult) -> str:
+    if result.partitions == 1:
+        return f"warmcast backtest, {result.policy}"
+    return f"offline, {result.policy}, {result.partitions} partition engines"
+
+
+def results_text(result: DemoResult) -> str:
+    report = result.report
+    rows = [
+        (report.fleet_label, report.fleet),
+        (f"fixed keep-alive {report.keepalive} min", report.baseline),
+        (f"warmcast backtest, {result.policy}", result.backtest),
+        ("warmcast backtest, fixed:10", result.backtest_reference),
+    ]
+    if result.partitions > 1:
+        rows.insert(3, (offline_label(result), result.offline))
+    lines = [format_fleets(rows), ""]
+    verdict = "within" if result.agrees else "NOT within"
+    lines.append(
+        f"streaming vs backtest ({result.policy}): cold starts {result.cold_diff_pct:+.2f} %, "
+        f"wasted model-minutes {result.wasted_diff_pct:+.2f} % ({verdict} "
+        f"{AGREEMENT_PCT:g} %); commands {report.commands} streamed, "
+        f"{result.backtest_commands} offline"
+    )
+    if result.partitions > 1:
+        lines.append(
+            f"streaming vs the same engine offline with {result.partitions} partition-scoped "
+            f"engines: cold starts "
+            f"{pct_diff(report.fleet.cold_starts, result.offline.cold_starts):+.2f} %, wasted "
+            f"model-minutes "
+            f"{pct_diff(report.fleet.wasted_minutes, result.offline.wasted_minutes):+.2f} % "
+            "(the backtest runs one engine for every model)"
+        )
+    base = report.baseline
+    if base.cold_starts:
+        fewer = -pct_diff(report.fleet.cold_starts, base.cold_starts)
+        more = pct_diff(report.fleet.wasted_minutes, base.wasted_minutes)
+        lines.append(
+            f"{result.policy} vs fixed keep-alive {report.keepalive} min: "
+            f"{fewer:.1f} % fewer cold starts, {more:+.1f} % wasted model-minutes"
+        )
+    lines.append(report.describe())
+    return "\n".join(lines)
+
+
+def alerts_text(alerts: list[dict[str, Any]]) -> str:
+    """The alerts read from the topic, one line each.
+
+    >>> alerts_text([])
+    '  none'
+    >>> alerts_text([{"ts": 0, "state": "firing", "kind": "stale_data", "severity": "warning",
+    ...               "subject": "t.usage.v1", "summary": "no usage events for 301s"}])
+    '  1970-01-01T00:00:00Z  firing    warning   stale_data  t.usage.v1: no usage events for 301s'
+    """
+    if not alerts:
+        return "  none"
+    lines = []
+    for a in alerts:
+        ts = a.get("ts")
+        when = iso(float(ts)) if isinstance(ts, int | float) else "?"
+        lines.append(
+            f"  {when}  {a.get('state', ''):<8}  {a.get('severity', ''):<8}  "
+            f"{a.get('kind', '')}  {a.get('subject', '')}: {a.get('summary', '')}"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class DemoOptions:
+    trace: str | None = None
+    policy: str | None = None
+    knob: float | None = None
+    minutes: int | None = None
+    start: float | None = None
+    out: Path = Path("warmcast-demo")
+    web_port: int | None = None
+    partitions: int = 1
+    load_time: float | None = None
+    seed: int = 0
+    speed: float | None = None
+    bootstrap: str | None = None
+    keep_running: bool = False
+    fmt: str = "auto"
+    mapping: dict[str, Any] = field(default_factory=dict)
+
+
+def say(out: TextIO, text: str = "") -> None:
+    print(text, file=out, flush=True)
+
+
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
+    """Run the demo; print as it goes; stop the worker and the broker it started."""
+    from streams.broker import EmbeddedBroker
+
+    out = out if out is not None else sys.stdout
+    outdir = options.out.resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    if options.policy:
+        policy, why = options.policy.strip().lower(), "--policy"
+        make_policy(policy)  # fail now on a bad name
+    else:
+        policy, why = default_policy()
+    sample = options.trace is None
+    path = str(SAMPLE) if sample else str(options.trace)
+    mapping = dict(options.mapping)
+    if sample and mapping.get("t0") is None:
+        mapping["t0"] = SAMPLE_T0
+    trace = load_slice(
+        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
+    )
+    if not trace.events:
+        raise DemoError(f"{path}: no requests in the slice")
+    settings = settings_for(options.bootstrap)
+    knob = options.knob if options.knob is not None else settings.knob
+    say(out, "warmcast demo")
+    say(
+        out,
+        f"  trace    {path}{' (shipped sample, Azure Functions 2019, CC BY 4.0)' if sample else ''}"
+        f"\n           {trace.models} models, {trace.requests:,} requests, "
+        f"{trace.end_minute + 1} minutes from {iso(trace.t0)}",
+    )
+    broker = None
+    worker = None
+    try:
+        if not settings.kafka_bootstrap_servers:
+            broker = EmbeddedBroker(log_path=outdir / "broker.log").start()
+            settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
+            say(out, f"  broker   embedded (Tansu, memory storage) on {broker.bootstrap}")
+        else:
+            say(out, f"  broker   {settings.kafka_bootstrap_servers}")
+        namespace = f"demo-{uuid.uuid4().hex[:8]}"
+        settings = settings.model_copy(
+            update={
+                "topic_namespace": namespace,
+                "app_id": namespace,
+                "partitions": options.partitions,
+            }
+        )
+        port = pick_port(options.web_port)
+        env = worker_env(settings, policy, port, outdir / "worker-data", options.knob)
+        worker = WorkerProcess(env, port, outdir / "worker.log")
+        started = time.monotonic()
+        worker.start()
+        knob_text = f", knob {knob:g}" if policy == "warmcast" else ""
+        scope = (
+            "1 partition: one engine for every model, as the backtest"
+            if options.partitions == 1
+            else f"{options.partitions} partitions: one engine per partition"
+        )
+        say(
+            out,
+            f"  worker   policy {policy}{knob_text} ({why}); ready in "
+            f"{time.monotonic() - started:.1f}s on {worker.url}"
+            f"\n           topics {namespace}.*.v1, {scope}",
+        )
+        memory = read_memory(SAMPLE_MEMORY) if sample else None
+        sim = FleetSim(
+            settings,
+            trace,
+            load_times=load_time_model(options.load_time, options.seed),
+            baseline_load_times=load_time_model(options.load_time, options.seed),
+            memory=memory,
+            worker_urls=[worker.url],
+            speed=options.speed,
+        )
+        say(out, f"  fleet    load times {sim.fleet.load_times.describe()}; running ...")
+
+        async def stream() -> tuple[FleetReport, list[dict[str, Any]]]:
+            reader = AlertReader(settings)
+            reader.start()
+            try:
+                report = await sim.run()
+            finally:
+                alerts = await reader.stop()
+            return report, alerts
+
+        report, alerts = asyncio.run(stream())
+        ours, reference, commands = backtest_totals(trace, policy, knob)
+        knobs = {"knob": knob} if policy == "warmcast" else {}
+        result = DemoResult(
+            report=report,
+            policy=policy,
+            backtest=ours,
+            backtest_reference=reference,
+            backtest_commands=commands,
+            offline=run_local(trace, policy, partitions=options.partitions, knobs=knobs),
+            partitions=options.partitions,
+            alerts=alerts,
+        )
+        png = outdir / "cold_starts.png"
+        plot(result, png)
+        (outdir / "report.json").write_bytes(
+            orjson.dumps(
+                {
+                    "policy": policy,
+                    "fleet_sim": report.to_dict(),
+                    "backtest": ours.to_dict(),
+                    "backtest_fixed_10": reference.to_dict(),
+                    "cold_diff_pct": result.cold_diff_pct,
+                    "wasted_diff_pct": result.wasted_diff_pct,
+                    "alerts": alerts,
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
+        say(out)
+        say(out, f"results ({report.minutes} minutes of event time)")
+        say(out, results_text(result))
+        say(out)
+        say(out, f"alerts raised ({settings.topic('alerts')})")
+        say(out, alerts_text(alerts))
+        say(out)
+        say(out, "where to look")
+        say(out, f"  {worker.url}/health     rolling health per served model")
+        say(out, f"  {worker.url}/metrics    Prometheus metrics")
+        say(out, f"  {png}    cumulative cold starts over event time")
+        say(out, f"  {outdir / 'report.json'}    the numbers above")
+        say(out, f"  {outdir / 'worker.log'}")
+        say(
+            out,
+            f"  warmcast tail warmup --from-beginning --bootstrap "
+            f"{settings.kafka_bootstrap_servers} --namespace {namespace}",
+        )
+        if options.keep_running:
+            say(out, "\nthe worker keeps serving /health and /metrics; Ctrl-C stops the demo")
+            wait_for_interrupt()
+        return result
+    finally:
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def wait_for_interrupt() -> None:
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand to an argparse ``subparsers`` object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="broker + worker + simulated fleet on a shipped sample: cold starts vs keep-alive",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        epilog="exit status: 0 done, 2 the demo could not run",
+    )
+    p.add_argument("--trace", metavar="PATH", help="your own history (default: the sample)")
+    p.add_argument(
+        "--policy",
+        metavar="SPEC",
+        help="warmcast, hybrid or fixed:K (default: warmcast if it can be built here, else hybrid)",
+    )
+    p.add_argument(
+        "--knob", type=positive_float, help="warmcast trade-off knob [env: WARMCAST_KNOB]"
+    )
+    p.add_argument(
+        "--minutes", type=positive_int, default=240, help="minutes of the trace (default 240)"
+    )
+    p.add_argument("--start", type=time_arg, help="start time of the slice")
+    p.add_argument("--out", type=Path, default=Path("warmcast-demo"), help="output directory")
+    p.add_argument("--web-port", type=int, help="worker web port (default 6066, or a free one)")
+    p.add_argument(
+        "--partitions",
+        type=positive_int,
+        default=1,
+        help="partitions of the demo's topics: engines the worker runs (default 1: one engine "
+        "for every model, as warmcast backtest)",
+    )
+    p.add_argument("--load-time", type=positive_float, metavar="SECONDS", help="fixed load time")
+    p.add_argument("--seed", type=int, default=0, help="seed of the load-time draws")
+    p.add_argument(
+        "--speed", type=positive_float, metavar="X", help="event-time pacing (default: max)"
+    )
+    p.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="use this broker [env: KAFKA_BOOTSTRAP_SERVERS]"
+    )
+    stay = p.add_mutually_exclusive_group()
+    stay.add_argument("--keep-running", action="store_true", default=None, help="stay up after")
+    stay.add_argument("--exit", dest="keep_running", action="store_false", help="exit after")
+    add_trace_flags(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """Run the ``demo`` subcommand from parsed arguments; the exit status."""
+    from aiokafka.errors import KafkaError
+
+    from streams.broker import BrokerError
+
+    out = stdout if stdout is not None else sys.stdout
+    keep = args.keep_running
+    if keep is None:
+        isatty = getattr(out, "isatty", None)
+        keep = bool(isatty and isatty() and sys.stdin.isatty())
+    options = DemoOptions(
+        trace=args.trace,
+        policy=args.policy,
+        knob=args.knob,
+        minutes=args.minutes,
+        start=args.start,
+        out=args.out,
+        web_port=args.web_port,
+        partitions=args.partitions,
+        load_time=args.load_time,
+        seed=args.seed,
+        speed=args.speed,
+        bootstrap=args.bootstrap,
+        keep_running=keep,
+        fmt=args.fmt,
+        mapping=trace_mapping(args),
+    )
+    try:
+        result = run_demo(options, out)
+    except (
+        OSError,
+        ValueError,
+        DemoError,
+        FleetSimError,
+        BrokerError,
+        KafkaError,
+        PolicyUnavailable,
+    ) as exc:
+        print(f"warmcast demo: {exc}", file=sys.stderr)
+        return 2
+    del result
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.demo ...``: the subcommand on its own."""
+    parser = argparse.ArgumentParser(prog="warmcast")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["DemoOptions", "DemoResult", "default_policy", "register", "run_demo"]
