@@ -361,7 +361,7 @@ class FleetState:
     >>> _ = fleet.step(2, []), fleet.step(3, [(200.0, "m", 1)])
     >>> t = fleet.totals()
     >>> t.cold_starts, t.requests, t.loaded_minutes, t.wasted_minutes
-    (2, 4, 2, 1)
+    (2, 5, 2, 1)
     """
 
     def __init__(

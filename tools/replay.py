@@ -322,7 +322,7 @@ class BatchSender:
         batch = self._batches.get(slot)
         if batch is None:
             batch = self._batches[slot] = self.producer.create_batch()
-        stamp = int(ts * 1000)
+        stamp = round(ts * 1000)
         if batch.append(timestamp=stamp, key=key.encode(), value=value, headers=[]) is None:
             self.ready.append((topic, partition, batch))
             batch = self._batches[slot] = self.producer.create_batch()

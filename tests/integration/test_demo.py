@@ -1,0 +1,61 @@
+"""``warmcast demo`` end to end on a few minutes of the shipped sample."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.broker import free_port
+from tools.demo import SAMPLE, SAMPLE_MEMORY, DemoOptions, default_policy, run_demo
+from tools.fleetsim import read_memory
+from tools.traces import load_trace
+
+pytestmark = pytest.mark.integration
+
+
+def test_shipped_sample_is_small_attributed_and_complete() -> None:
+    assert SAMPLE.stat().st_size < 1 << 20
+    trace = load_trace(SAMPLE)
+    assert trace.models == 150 and trace.end_minute == 239
+    assert set(read_memory(SAMPLE_MEMORY)) == {model for _, model, _ in trace.events}
+    readme = (SAMPLE.parent / "README.md").read_text()
+    assert "CC BY 4.0" in readme and "Shahrad" in readme
+
+
+def test_default_policy_says_which_and_why() -> None:
+    policy, why = default_policy()
+    assert policy in ("warmcast", "hybrid")
+    assert why
+
+
+def test_demo_prints_results_alerts_and_where_to_look(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = io.StringIO()
+    options = DemoOptions(
+        policy="hybrid",
+        minutes=6,
+        out=tmp_path / "demo",
+        web_port=free_port(),
+        bootstrap=kafka_bootstrap,
+        load_time=20.0,
+    )
+    result = run_demo(options, out)
+    text = out.getvalue()
+    assert result.agrees and result.cold_diff_pct == 0.0
+    assert result.report.fleet.cold_starts == result.backtest.cold_starts > 0
+    for line in (
+        "warmcast worker (hybrid/1)",
+        "fixed keep-alive 10 min",
+        "warmcast backtest, hybrid",
+        "streaming vs backtest (hybrid): cold starts +0.00 %",
+        "alerts raised",
+        "/health",
+        "/metrics",
+        "cold_starts.png",
+    ):
+        assert line in text
+    assert (tmp_path / "demo" / "cold_starts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = orjson.loads((tmp_path / "demo" / "report.json").read_bytes())
+    assert report["fleet_sim"]["fleet"]["cold_starts"] == report["backtest"]["cold_starts"]
