@@ -1,0 +1,401 @@
+"""Usage patterns of served models: idle times, rates, time of day, and who follows whom.
+
+Everything here is an online statistic with bounded memory per served model, updated on
+event time and read as features by the prediction engine:
+
+- :class:`IdleBins`: the bin layout shared by every idle-time histogram (one-minute bins
+  for the first hour, then geometric bins up to two weeks, then one open bin);
+- :class:`ModelUsage`: one served model: invoked minutes, idle-time histogram with its
+  exposure (how many minutes each bin was at risk), exponentially weighted rates over
+  several half-lives, and an hour-of-day profile;
+- :class:`UsagePatternAnalyzer`: all served models of a partition, plus the pooled
+  idle-time histogram that new or rarely invoked models borrow from;
+- :class:`CoOnsetTracker`: which served models tend to wake up shortly after another one
+  wakes up (the cross-model signal that lets a model be warmed before its first request
+  after a long idle time).
+
+Minutes are event-time minutes of the engine's grid. "Invoked minute" means a minute with
+at least one request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+RATE_HALF_LIVES = (10.0, 60.0, 360.0)
+"""Half-lives (minutes) of the exponentially weighted invoked-minute rates."""
+
+
+class IdleBins:
+    """Bins of idle time (``idle = t2 - t1 - 1`` minutes between two invoked minutes).
+
+    One-minute bins below ``exact`` (a day: timers and daily jobs repeat to the minute),
+    then bins growing by ``growth`` up to ``horizon``, then one open bin.
+
+    >>> bins = IdleBins(exact=4, growth=2.0, horizon=32)
+    >>> bins.starts.tolist(), bins.widths.tolist()
+    ([0, 1, 2, 3, 4, 8, 16, 32], [1, 1, 1, 1, 4, 8, 16, 1])
+    >>> bins.index(3), bins.index(9), bins.index(1000)
+    (3, 5, 7)
+    """
+
+    def __init__(self, exact: int = 1440, growth: float = 1.15, horizon: int = 20160) -> None:
+        if exact < 1 or growth <= 1.0 or horizon <= exact:
+            raise ValueError("need exact >= 1, growth > 1 and horizon > exact")
+        starts = list(range(exact))
+        edge = float(exact)
+        while int(edge) < horizon:
+            starts.append(int(edge))
+            edge = max(edge * growth, int(edge) + 1.0)
+        starts.append(horizon)
+        self.exact = exact
+        self.horizon = horizon
+        self.starts = np.asarray(starts, dtype=np.int64)
+        widths = np.diff(self.starts, append=horizon + 1)
+        self.widths = widths
+        self.mids = self.starts + (widths - 1) / 2.0
+        self.size = len(starts)
+        self.start_list: list[int] = self.starts.tolist()
+        self.end_list: list[int] = (self.starts + widths).tolist()
+
+    def index(self, idle: int) -> int:
+        """The bin that holds ``idle``."""
+        if idle < self.exact:
+            return max(idle, 0)
+        return int(np.searchsorted(self.starts, idle, side="right")) - 1
+
+    def exposure(self, idle: int) -> np.ndarray:
+        """Minutes at risk in each bin for one idle period of ``idle`` minutes.
+
+        The minute that ends the period is at risk too (it is the event).
+
+        >>> IdleBins(exact=4, growth=2.0, horizon=32).exposure(9).tolist()
+        [1, 1, 1, 1, 4, 2, 0, 0]
+        """
+        return np.clip(idle - self.starts + 1, 0, self.widths)
+
+    def total_exposure(self, counts: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """The summed exposure of many idle periods, from their bin counts and ``own``
+        (the exposure each period had in its own bin): a period ending in bin ``i`` was
+        at risk through the whole width of every bin before ``i``.
+
+        >>> bins = IdleBins(exact=4, growth=2.0, horizon=32)
+        >>> counts, own = np.zeros(bins.size), np.zeros(bins.size)
+        >>> for idle in (9, 2):
+        ...     j, minutes = bins.own(idle)
+        ...     counts[j] += 1
+        ...     own[j] += minutes
+        >>> (bins.total_exposure(counts, own) == bins.exposure(9) + bins.exposure(2)).all()
+        np.True_
+        """
+        after = np.cumsum(counts[::-1])[::-1] - counts
+        return self.widths * after + own
+
+    def own(self, idle: int) -> tuple[int, int]:
+        """The bin of ``idle`` and the minutes of that bin the period was at risk."""
+        j = self.index(idle)
+        return j, idle - int(self.starts[j]) + 1
+
+
+class ModelUsage:
+    """What is known about one served model's usage (bounded memory).
+
+    The idle-time histogram is sparse (a dict of bin -> count): most models see only a
+    few distinct idle times, and it can never hold more entries than there are bins.
+
+    ``hazard`` is the per-minute probability of a request given the idle time so far:
+    events over exposure in each bin, shrunk towards a ``prior`` hazard with the weight of
+    ``prior_periods`` idle periods.
+
+    >>> bins = IdleBins(exact=10, horizon=40)
+    >>> u = ModelUsage(bins, first=0)
+    >>> [u.record(minute) for minute in (0, 5, 10, 15)]  # idle times completed
+    [None, 4, 4, 4]
+    >>> u.periods, u.minutes
+    (3, 4)
+    >>> h = u.hazard(prior=np.zeros(bins.size), prior_periods=0.0)
+    >>> h[3:6].tolist()
+    [0.0, 1.0, 0.0]
+    """
+
+    __slots__ = (
+        "bins",
+        "counts",
+        "first",
+        "hours",
+        "last",
+        "minutes",
+        "own",
+        "periods",
+        "rate_minute",
+        "rates",
+        "requests",
+    )
+
+    def __init__(self, bins: IdleBins, first: int) -> None:
+        self.bins = bins
+        self.first = first
+        self.last = first - 1  # no invoked minute yet
+        self.minutes = 0
+        self.periods = 0
+        self.requests = 0
+        self.counts: dict[int, int] = {}
+        self.own: dict[int, int] = {}  # exposure in their own bin, for bins wider than 1
+        self.rates = [0.0] * len(RATE_HALF_LIVES)
+        self.rate_minute = first
+        self.hours = [0.0] * 24
+
+    def record(self, minute: int) -> int | None:
+        """Count ``minute`` as invoked; returns the idle period it completes, if any."""
+        if minute <= self.last:
+            return None
+        idle: int | None = None
+        if self.minutes:
+            idle = minute - self.last - 1
+            j, at_risk = self.bins.own(idle)
+            self.counts[j] = self.counts.get(j, 0) + 1
+            if j >= self.bins.exact:
+                self.own[j] = self.own.get(j, 0) + at_risk
+            self.periods += 1
+        self._decay_rates(minute)
+        self.rates = [r + 1.0 - b for r, b in zip(self.rates, _BASES, strict=True)]
+        self.hours[(minute % 1440) // 60] += 1.0
+        self.last = minute
+        self.minutes += 1
+        return idle
+
+    def _decay_rates(self, minute: int) -> None:
+        steps = minute - self.rate_minute
+        if steps > 0:
+            self.rates = [r * b**steps for r, b in zip(self.rates, _BASES, strict=True)]
+            self.rate_minute = minute
+
+    def rates_at(self, minute: int) -> list[float]:
+        """The invoked-minute rates (share of minutes invoked) as known at ``minute``."""
+        steps = max(minute - self.rate_minute, 0)
+        return [r * b**steps for r, b in zip(self.rates, _BASES, strict=True)]
+
+    def hazard(self, prior: np.ndarray, prior_periods: float) -> np.ndarray:
+        """Per-minute request probability in each idle bin (shrunk towards ``prior``)."""
+        bins = self.bins
+        counts = np.zeros(bins.size)
+        own = np.zeros(bins.size)
+        if self.counts:
+            idx = np.fromiter(self.counts.keys(), np.int64, len(self.counts))
+            n = np.fromiter(self.counts.values(), np.float64, len(self.counts))
+            counts[idx] = n
+            exact = idx < bins.exact
+            own[idx[exact]] = n[exact]
+        for j, minutes in self.own.items():
+            own[j] = minutes
+        pseudo = prior_periods * bins.widths
+        exposure = bins.total_exposure(counts, own)
+        return (counts + prior * pseudo) / np.maximum(exposure + pseudo, 1e-9)
+
+    def hazard_at(self, idle: int, prior: np.ndarray, prior_periods: float) -> float:
+        """``hazard(...)`` in the bin of ``idle`` alone (no arrays built)."""
+        bins = self.bins
+        j = bins.index(idle)
+        n = self.counts.get(j, 0)
+        later = sum(c for i, c in self.counts.items() if i > j)
+        width = int(bins.widths[j])
+        own = n if j < bins.exact else self.own.get(j, 0)
+        pseudo = prior_periods * width
+        return (n + float(prior[j]) * pseudo) / max(width * later + own + pseudo, 1e-9)
+
+    def count_at(self, idle: int) -> int:
+        """Idle periods seen in the bin of ``idle``."""
+        return self.counts.get(self.bins.index(idle), 0)
+
+    def hour_share(self, minute: int) -> float:
+        """How much of this model's use falls in ``minute``'s hour of day, relative to an
+        even spread (1.0 = average hour); 1.0 until a full day has been seen."""
+        if self.last - self.first < 1440 or self.minutes == 0:
+            return 1.0
+        return 24.0 * (self.hours[(minute % 1440) // 60] + 0.5) / (self.minutes + 12.0)
+
+
+def _decay(half_life: float, steps: float) -> float:
+    return math.exp(-math.log(2.0) * steps / half_life)
+
+
+_BASES = [_decay(hl, 1) for hl in RATE_HALF_LIVES]
+
+
+class UsagePatternAnalyzer:
+    """Usage statistics of every served model of a partition.
+
+    ``update(model_id, minute)`` records an invoked minute. Completed idle periods are
+    pooled across models only when a minute closes (``close_minute``), so that what one
+    model sees of the others never depends on the order of events within a minute.
+
+    >>> a = UsagePatternAnalyzer()
+    >>> for minute in (0, 1, 2):
+    ...     _ = a.update("m", minute)
+    ...     a.close_minute(minute)
+    >>> a.usage("m").minutes, a.pooled_periods
+    (3, 2)
+    >>> round(float(a.pooled_hazard()[0]), 3)  # both idle periods were 0 minutes long
+    0.667
+    """
+
+    def __init__(self, bins: IdleBins | None = None, prior_periods: float = 2.0) -> None:
+        self.bins = bins or IdleBins()
+        self.prior_periods = prior_periods
+        self._models: dict[str, ModelUsage] = {}
+        self._pool_counts = np.zeros(self.bins.size)
+        self._pool_own = np.zeros(self.bins.size)
+        self._pending_idles: list[int] = []
+        self._pooled: np.ndarray | None = None
+        self.pooled_periods = 0
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._models
+
+    def model_ids(self) -> Iterable[str]:
+        return self._models.keys()
+
+    def usage(self, model_id: str) -> ModelUsage:
+        return self._models[model_id]
+
+    def get(self, model_id: str) -> ModelUsage | None:
+        return self._models.get(model_id)
+
+    def update(self, model_id: str, minute: int) -> ModelUsage:
+        usage = self._models.get(model_id)
+        if usage is None:
+            usage = self._models[model_id] = ModelUsage(self.bins, minute)
+        idle = usage.record(minute)
+        if idle is not None:
+            self._pending_idles.append(idle)
+        return usage
+
+    def close_minute(self, minute: int) -> None:
+        """Fold the idle periods completed in ``minute`` into the pooled histogram."""
+        if not self._pending_idles:
+            return
+        for idle in self._pending_idles:
+            j, at_risk = self.bins.own(idle)
+            self._pool_counts[j] += 1.0
+            self._pool_own[j] += at_risk
+        self.pooled_periods += len(self._pending_idles)
+        self._pending_idles.clear()
+        self._pooled = None
+
+    def pooled_hazard(self) -> np.ndarray:
+        """Per-minute hazard of all models' idle periods together (the prior)."""
+        if self._pooled is None:
+            base = 1e-3
+            exposure = self.bins.total_exposure(self._pool_counts, self._pool_own)
+            self._pooled = (self._pool_counts + base * self.bins.widths) / (
+                exposure + self.bins.widths
+            )
+        return self._pooled
+
+    def hazard(self, model_id: str) -> np.ndarray:
+        return self._models[model_id].hazard(self.pooled_hazard(), self.prior_periods)
+
+    def hazard_at(self, model_id: str, idle: int) -> float:
+        usage = self._models[model_id]
+        return usage.hazard_at(idle, self.pooled_hazard(), self.prior_periods)
+
+    def forget(self, model_id: str) -> None:
+        self._models.pop(model_id, None)
+
+
+class CoOnsetTracker:
+    """Learns which served models wake up within ``window`` minutes after another wakes up.
+
+    An *onset* is an invoked minute after at least ``min_idle`` idle minutes (or a model's
+    first invoked minute). For every onset of a follower, each model with an onset in the
+    ``window`` minutes before it gets one more count towards that follower. A leader's
+    table of followers is cut back to its ``max_followers`` most counted whenever it
+    reaches twice that size, so memory per model is bounded.
+
+    ``followers(leader)`` gives ``(follower, p)``: the share of the leader's onsets that were
+    followed by the follower's onset within the window, shrunk by ``shrink`` onsets.
+
+    >>> co = CoOnsetTracker(window=3, min_idle=5, shrink=0.0)
+    >>> for day in range(4):  # "b" wakes up two minutes after "a", except on day 3
+    ...     t = 100 * day
+    ...     co.close_minute(t, ["a"])
+    ...     co.close_minute(t + 2, ["b"] if day < 3 else [])
+    >>> co.followers("a")
+    [('b', 0.75)]
+    """
+
+    def __init__(
+        self,
+        window: int = 10,
+        min_idle: int = 10,
+        max_followers: int = 24,
+        shrink: float = 2.0,
+    ) -> None:
+        self.window = window
+        self.min_idle = min_idle
+        self.max_followers = max_followers
+        self.shrink = shrink
+        self._onsets: dict[str, int] = {}
+        self._follow: dict[str, dict[str, float]] = {}
+        self._recent: deque[tuple[int, list[str]]] = deque()
+
+    def is_onset(self, idle: int | None) -> bool:
+        """Whether an invoked minute after ``idle`` idle minutes (None: first) is an onset."""
+        return idle is None or idle >= self.min_idle
+
+    def close_minute(self, minute: int, onsets: list[str]) -> None:
+        """Record the onsets of a closed minute (models in a deterministic order)."""
+        recent = self._recent
+        while recent and recent[0][0] < minute - self.window:
+            recent.popleft()
+        if not onsets:
+            return
+        leaders: set[str] = set()
+        for _, models in recent:
+            leaders.update(models)
+        for leader in sorted(leaders):
+            table = self._follow.setdefault(leader, {})
+            for follower in onsets:
+                if follower != leader:
+                    self._count(table, follower)
+        for model_id in onsets:
+            self._onsets[model_id] = self._onsets.get(model_id, 0) + 1
+        recent.append((minute, list(onsets)))
+
+    def _count(self, table: dict[str, float], follower: str) -> None:
+        table[follower] = table.get(follower, 0.0) + 1.0
+        if len(table) >= 2 * self.max_followers:
+            keep = sorted(table.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_followers]
+            table.clear()
+            table.update(keep)
+
+    def followers(self, leader: str) -> list[tuple[str, float]]:
+        """Followers of ``leader`` and the probability that each follows an onset."""
+        table = self._follow.get(leader)
+        if not table:
+            return []
+        denom = max(self._onsets.get(leader, 0), 1) + self.shrink
+        return [(f, min(c / denom, 1.0)) for f, c in sorted(table.items())]
+
+    def onsets(self, model_id: str) -> int:
+        return self._onsets.get(model_id, 0)
+
+    def forget(self, model_id: str) -> None:
+        self._onsets.pop(model_id, None)
+        self._follow.pop(model_id, None)
+        for table in self._follow.values():
+            table.pop(model_id, None)
+
+
+def onsets_of(
+    counts: Mapping[str, int], idles: Mapping[str, int | None], tracker: CoOnsetTracker
+) -> list[str]:
+    """Models of a closed minute whose invoked minute is an onset, in a stable order."""
+    return sorted(m for m in counts if m in idles and tracker.is_onset(idles[m]))

@@ -1,0 +1,467 @@
+"""The warmcast policy: learned, cost-aware warmup leases.
+
+It composes the engine's components behind the :class:`~engine.policies.Policy` contract:
+
+- :class:`~engine.analyzer.UsagePatternAnalyzer` keeps each served model's idle-time
+  hazard, rates and hour-of-day profile; :class:`~engine.analyzer.CoOnsetTracker` learns
+  which models wake up shortly after which;
+- :class:`~engine.prediction.PredictionEngine` turns those into P(request in minute r) with
+  one online logistic regression for all models, learning from delayed labels;
+- :class:`~engine.scheduler.WarmupScheduler` keeps a minute loaded when the expected
+  cold-start cost (predicted load time, times ``knob``) beats the memory cost, and issues
+  one lease per run of such minutes, with a review timer for the next run;
+- :class:`~engine.performance.PerformancePredictor` predicts load times from metric events;
+- :class:`~engine.resources.ResourceManager` and :class:`~engine.queue.WarmupQueue` keep
+  warm leases within a memory and warmup budget (unlimited by default);
+- :class:`~engine.drift.DriftMonitor` watches the learner's error; a model whose learner
+  drifted, a model seen too little, and every model while the learner is still young are
+  decided by the hybrid-histogram baseline instead;
+- :class:`~engine.accuracy.WarmAccuracy` scores the warm decisions online.
+
+Timing rules: the decision at a model's request in minute ``t`` uses only that model's
+own history and what the partition knew when minute ``t - 1`` closed; cross-model signals
+(followers of a model that just woke up) act when minute ``t`` closes. Everything is
+deterministic (sampling of training examples uses a seeded generator).
+
+>>> policy = WarmcastPolicy(min_samples=0, min_periods=1)
+>>> for minute in range(0, 60, 10):  # a timer every ten minutes
+...     lease = policy.on_request("timer", minute)
+...     _ = policy.on_minute_closed(minute, {"timer": 1})
+>>> lease  # decided at minute 50: unloaded in between, loaded for the run at minute 60
+Lease(warm 60..61)
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from engine.accuracy import AccuracyCounts, WarmAccuracy
+from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
+from engine.drift import Alert, DriftMonitor
+from engine.lease import Lease
+from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
+from engine.policies import HybridHistogram
+from engine.prediction import PredictionEngine
+from engine.queue import WarmupQueue
+from engine.resources import ResourceManager
+from engine.scheduler import Block, WarmupScheduler
+
+MEMORY_METRICS = {"memory_bytes": 1.0 / 2**20, "memory_mb": 1.0}
+
+
+@dataclass(slots=True)
+class WarmcastConfig:
+    """Every setting of the warmcast policy (keyword arguments of the constructor)."""
+
+    # cost model and timing
+    cold_cost_per_second: float = 2.0
+    margin_seconds: float = 15.0
+    default_load_seconds: float = 20.0
+    max_block_minutes: int = 1440
+    # usage statistics and learner
+    prior_periods: float = 2.0
+    learning_rate: float = 0.02
+    min_samples: int = 2000
+    min_periods: int = 1
+    samples_per_minute: int = 32
+    replan_minutes: int = 30
+    replan_min_count: int = 8
+    seed: int = 0
+    # cross-model onsets
+    follow_window: int = 10
+    follow_min_idle: int = 10
+    follow_max: int = 24
+    follow_shrink: float = 2.0
+    follow_min_onsets: int = 2
+    # drift
+    drift_delta: float = 0.002
+    drift_hold_minutes: int = 120
+    drift_per_model: bool = True
+    # budgets
+    max_memory: float | None = None
+    max_warmups_per_minute: int | None = None
+    queue_size: int = 10_000
+
+
+@dataclass(slots=True)
+class _Plan:
+    blocks: list[Block]
+    threshold: float
+    confidence: float
+    minute: int
+
+
+@dataclass(slots=True)
+class PolicyStats:
+    learner_decisions: int = 0
+    fallback_decisions: int = 0
+    follow_warmups: int = 0
+    reviews: int = 0
+    queued: int = 0
+    dropped: int = 0
+    alerts: dict[str, int] = field(default_factory=dict)
+
+
+class WarmcastPolicy:
+    """Learned warmup policy (see the module docstring); ``knob`` trades memory time
+    (smaller) for fewer cold starts (larger)."""
+
+    name = "warmcast"
+
+    def __init__(self, knob: float = 1.0, **config: object) -> None:
+        cfg = WarmcastConfig(**config)  # type: ignore[arg-type]
+        self.knob = knob
+        self.config = cfg
+        self.version = "warmcast/1"
+        self.analyzer = UsagePatternAnalyzer(prior_periods=cfg.prior_periods)
+        self.followers = CoOnsetTracker(
+            window=cfg.follow_window,
+            min_idle=cfg.follow_min_idle,
+            max_followers=cfg.follow_max,
+            shrink=cfg.follow_shrink,
+        )
+        self.predictor = PredictionEngine(
+            self.analyzer.bins, learning_rate=cfg.learning_rate, min_samples=cfg.min_samples
+        )
+        self.scheduler = WarmupScheduler(
+            knob,
+            cold_cost_per_second=cfg.cold_cost_per_second,
+            margin_seconds=cfg.margin_seconds,
+            max_block_minutes=cfg.max_block_minutes,
+        )
+        self.performance = PerformancePredictor(cfg.default_load_seconds)
+        self.resources = ResourceManager(cfg.max_memory, cfg.max_warmups_per_minute)
+        self.queue: WarmupQueue[Lease] = WarmupQueue(cfg.queue_size)
+        self.drift = DriftMonitor(
+            hold_minutes=cfg.drift_hold_minutes,
+            delta=cfg.drift_delta,
+            per_model=cfg.drift_per_model,
+        )
+        self.accuracy = WarmAccuracy()
+        self.hybrid = HybridHistogram()
+        self.stats = PolicyStats()
+        self._rng = random.Random(cfg.seed)
+        self._order: list[str] = []  # every tracked model, in a canonical order
+        self._new: list[str] = []
+        self._idles: dict[str, int | None] = {}  # idle time before each request this minute
+        self._plans: dict[str, _Plan] = {}
+        self._boost: dict[str, tuple[int, float]] = {}  # model -> (end, p per minute)
+        self._current: dict[str, Lease] = {}
+        self._reviews: list[tuple[int, str, int]] = []
+        self._review_of: dict[str, int] = {}
+        self._review_seq = 0
+        self._alerts: list[Alert] = []
+        self._overflow_seen = 0
+        self._closed = -1
+
+    # -- the Policy contract -------------------------------------------------------------
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None:
+        self.accuracy.invoked(model_id, minute)
+        if model_id not in self.analyzer:
+            self._new.append(model_id)
+        usage = self.analyzer.get(model_id)
+        idle = None if usage is None or usage.minutes == 0 else minute - usage.last - 1
+        self.analyzer.update(model_id, minute)
+        self._idles[model_id] = idle
+        hybrid = self.hybrid.on_request(model_id, minute)
+        self._boost.pop(model_id, None)
+        if self._fallback(model_id, minute):
+            self.stats.fallback_decisions += 1
+            self._plans.pop(model_id, None)
+            self._cancel_review(model_id)
+            return self._issue(model_id, hybrid, minute)
+        self.stats.learner_decisions += 1
+        plan = self._plans.get(model_id)
+        if plan is None or not self._still_good(plan, model_id, idle, minute):
+            self._plans[model_id] = self._plan(model_id, minute)
+        return self._decide(model_id, minute)
+
+    def on_minute_closed(
+        self, minute: int, counts: Mapping[str, int]
+    ) -> Iterable[tuple[str, Lease]]:
+        self._closed = minute
+        for r in self.predictor.resolve(minute, counts):
+            self.drift.update(r.model_id, abs(float(r.y) - r.p), minute)
+        self.drift.expire(minute)
+        self._alerts.extend(self.drift.drain())
+        self.analyzer.close_minute(minute)
+        if self._new:
+            self._order.extend(sorted(self._new))
+            self._new.clear()
+        touched = set(self._follow(minute, counts))
+        touched.update(self._due_reviews(minute))
+        out: list[tuple[str, Lease]] = []
+        for model_id in sorted(touched):
+            if model_id in counts or model_id not in self._plans:
+                continue
+            if self._fallback(model_id, minute):
+                continue
+            lease = self._decide(model_id, minute)
+            if lease is not None:
+                out.append((model_id, lease))
+        out.extend(self._drain_queue(minute))
+        self._sample(minute)
+        self._idles.clear()
+        self._watch_queue(minute)
+        return out
+
+    def next_review(self) -> int | None:
+        reviews = self._reviews
+        while reviews and self._review_of.get(reviews[0][1]) != reviews[0][2]:
+            heapq.heappop(reviews)
+        return reviews[0][0] if reviews else None
+
+    def forget(self, model_id: str) -> None:
+        self.analyzer.forget(model_id)
+        self.followers.forget(model_id)
+        self.hybrid.forget(model_id)
+        self.performance.forget(model_id)
+        self.resources.forget(model_id)
+        self.queue.remove(model_id)
+        self.accuracy.forget(model_id, max(self._closed, 0))
+        self.drift.forget(model_id)
+        self._plans.pop(model_id, None)
+        self._boost.pop(model_id, None)
+        self._current.pop(model_id, None)
+        self._review_of.pop(model_id, None)
+        if model_id in self._order:
+            self._order.remove(model_id)
+
+    # -- what the worker calls besides the contract --------------------------------------
+
+    def observe_metric(self, model_id: str, name: str, value: float) -> None:
+        """A metric event of a served model: load times teach the performance predictor,
+        memory sizes feed the resource budget; other names are ignored."""
+        if name == LOAD_TIME_METRIC:
+            self.performance.learn_one(model_id, value)
+        elif name in MEMORY_METRICS:
+            self.resources.set_memory(model_id, value * MEMORY_METRICS[name])
+
+    def drain_alerts(self) -> list[Alert]:
+        """Alerts raised since the last call: learner drift (overall or per model) and
+        warmup-queue overflow, each firing then resolved."""
+        out, self._alerts = self._alerts, []
+        for alert in out:
+            self.stats.alerts[alert.kind] = self.stats.alerts.get(alert.kind, 0) + 1
+        return out
+
+    def accuracy_counts(self) -> AccuracyCounts:
+        """Precision / recall of the warm decisions so far (see :mod:`engine.accuracy`)."""
+        return self.accuracy.counts(self._closed + 1)
+
+    def snapshot_stats(self) -> dict[str, object]:
+        """Numbers for health tables and Prometheus (no model ids)."""
+        acc = self.accuracy_counts()
+        return {
+            "models": len(self.analyzer),
+            "learner_samples": self.predictor.samples,
+            "learner_trusted": self.predictor.trusted,
+            "learner_log_loss": self.predictor.log_loss.get(),
+            "learner_brier": self.predictor.brier_score,
+            "pending_labels": len(self.predictor.pending),
+            "precision": acc.precision,
+            "recall": acc.recall,
+            "load_time_mae_seconds": self.performance.mae.get(),
+            "queue_depth": self.queue.depth(),
+            "queue_overflow": self.queue.stats.overflow,
+            "memory_in_use": self.resources.in_use(self._closed + 1),
+            "memory_peak": self.resources.stats.peak_memory,
+            "refused_memory": self.resources.stats.refused_memory,
+            "refused_concurrency": self.resources.stats.refused_concurrency,
+            "drift_detections": self.drift.detections,
+            "learner_decisions": self.stats.learner_decisions,
+            "fallback_decisions": self.stats.fallback_decisions,
+            "follow_warmups": self.stats.follow_warmups,
+            "dropped": self.stats.dropped,
+        }
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _fallback(self, model_id: str, minute: int) -> bool:
+        if not self.predictor.trusted:
+            return True
+        usage = self.analyzer.get(model_id)
+        if usage is None or usage.periods < self.config.min_periods:
+            return True
+        return self.drift.flagged(model_id, minute)
+
+    def _threshold(self, model_id: str) -> tuple[float, int]:
+        load = self.performance.predict_one(model_id)
+        memory = self.resources.memory_of(model_id) / self.resources.default_memory
+        return self.scheduler.threshold(load, memory), self.scheduler.lead_minutes(load)
+
+    def _still_good(self, plan: _Plan, model_id: str, idle: int | None, minute: int) -> bool:
+        """A plan is kept while it is young and the idle time just seen was a common one
+        for the model (one more count there hardly moves its hazard)."""
+        if idle is None or minute - plan.minute >= self.config.replan_minutes:
+            return False
+        return self.analyzer.usage(model_id).count_at(idle) >= self.config.replan_min_count
+
+    def _plan(self, model_id: str, minute: int) -> _Plan:
+        usage = self.analyzer.usage(model_id)
+        probs = self.predictor.profile(usage, self.analyzer.hazard(model_id))
+        threshold, lead = self._threshold(model_id)
+        blocks = self.scheduler.blocks(probs, self.analyzer.bins, threshold, lead)
+        trust = min(1.0, self.predictor.samples / max(self.predictor.min_samples, 1))
+        confidence = round(trust * usage.periods / (usage.periods + 4.0), 3)
+        return _Plan(blocks, threshold, confidence, minute)
+
+    def _decide(self, model_id: str, minute: int) -> Lease | None:
+        plan = self._plans[model_id]
+        usage = self.analyzer.usage(model_id)
+        lease, review = self.scheduler.lease(
+            plan.blocks, usage.last, minute, plan.threshold, confidence=plan.confidence
+        )
+        boost = self._boost.get(model_id)
+        now = minute + 1
+        if boost is not None:
+            end, p = boost
+            if end <= now:
+                del self._boost[model_id]
+            elif lease.action == "warm" and lease.start <= end:
+                lease = Lease(
+                    "warm",
+                    now,
+                    max(lease.end, end),
+                    priority=min(lease.priority, self.scheduler.priority(p, plan.threshold)),
+                    probability=max(lease.probability or 0.0, round(p, 4)),
+                    confidence=plan.confidence,
+                    reason=f"follows a model that woke up; {lease.reason}",
+                )
+                review = max(review or 0, end - 1)
+            else:
+                lease = Lease(
+                    "warm",
+                    now,
+                    end,
+                    priority=self.scheduler.priority(p, plan.threshold),
+                    probability=round(p, 4),
+                    confidence=plan.confidence,
+                    reason=f"follows a model that woke up (p={p:.3f}/min)",
+                )
+                review = end - 1
+        if review is None:
+            self._cancel_review(model_id)
+        else:
+            self._schedule_review(model_id, review)
+        current = self._current.get(model_id)
+        if lease.action == "release" and (current is None or current.end <= now):
+            return None
+        return self._issue(model_id, lease, minute)
+
+    def _issue(self, model_id: str, lease: Lease, minute: int) -> Lease | None:
+        if lease.action == "warm" and not self.resources.admit(model_id, lease, minute):
+            self.stats.queued += 1
+            if self.queue.push(model_id, lease.priority, lease) is not None:
+                self.stats.dropped += 1
+            return None
+        if lease.action == "release":
+            self.resources.release(model_id, minute)
+        self.queue.remove(model_id)
+        self._current[model_id] = lease
+        self.accuracy.decide(model_id, lease, minute)
+        return lease
+
+    def _drain_queue(self, minute: int) -> list[tuple[str, Lease]]:
+        out: list[tuple[str, Lease]] = []
+        if not len(self.queue):
+            return out
+        retry: list[tuple[str, Lease]] = []
+        while (item := self.queue.pop()) is not None:
+            model_id, lease = item
+            if lease.end <= minute + 1:
+                self.stats.dropped += 1  # its time is over
+                continue
+            if self.resources.admit(model_id, lease, minute):
+                self._current[model_id] = lease
+                self.accuracy.decide(model_id, lease, minute)
+                out.append((model_id, lease))
+            else:
+                retry.append(item)
+        for model_id, lease in retry:
+            self.queue.push(model_id, lease.priority, lease)
+        return out
+
+    # -- cross-model followers -----------------------------------------------------------
+
+    def _follow(self, minute: int, counts: Mapping[str, int]) -> list[str]:
+        tracker = self.followers
+        onsets = sorted(m for m, idle in self._idles.items() if tracker.is_onset(idle))
+        tracker.close_minute(minute, onsets)
+        woken: list[str] = []
+        window = tracker.window
+        for leader in onsets:
+            if tracker.onsets(leader) < self.config.follow_min_onsets:
+                continue
+            for follower, p in tracker.followers(leader):
+                if follower in counts or follower not in self._plans:
+                    continue
+                per_minute = p / window
+                plan = self._plans[follower]
+                if per_minute <= plan.threshold:
+                    continue
+                end = minute + 1 + window
+                old = self._boost.get(follower)
+                if old is not None and old[0] >= end and old[1] >= per_minute:
+                    continue
+                self._boost[follower] = (end, max(per_minute, old[1] if old else 0.0))
+                self.stats.follow_warmups += 1
+                woken.append(follower)
+        return woken
+
+    # -- review timers -------------------------------------------------------------------
+
+    def _schedule_review(self, model_id: str, minute: int) -> None:
+        self._review_seq += 1
+        self._review_of[model_id] = self._review_seq
+        heapq.heappush(self._reviews, (minute, model_id, self._review_seq))
+
+    def _cancel_review(self, model_id: str) -> None:
+        self._review_of.pop(model_id, None)
+
+    def _due_reviews(self, minute: int) -> list[str]:
+        due: list[str] = []
+        reviews = self._reviews
+        while reviews and reviews[0][0] <= minute:
+            _, model_id, seq = heapq.heappop(reviews)
+            if self._review_of.get(model_id) == seq:
+                del self._review_of[model_id]
+                due.append(model_id)
+        self.stats.reviews += len(due)
+        return due
+
+    # -- learning ------------------------------------------------------------------------
+
+    def _sample(self, minute: int) -> None:
+        order = self._order
+        k = min(self.config.samples_per_minute, len(order))
+        if k == 0:
+            return
+        analyzer = self.analyzer
+        for i in sorted(self._rng.sample(range(len(order)), k)):
+            model_id = order[i]
+            usage = analyzer.usage(model_id)
+            hazard = analyzer.hazard_at(model_id, minute - usage.last)
+            self.predictor.ask(model_id, usage, hazard, minute + 1)
+
+    def _watch_queue(self, minute: int) -> None:
+        overflow = self.queue.stats.overflow
+        if overflow > self._overflow_seen:
+            self._alerts.append(
+                Alert(
+                    "queue_overflow",
+                    None,
+                    float(overflow),
+                    float(self.queue.max_size),
+                    "firing",
+                    minute,
+                )
+            )
+            self._overflow_seen = overflow
+
+
+__all__ = ["WarmcastConfig", "WarmcastPolicy"]
