@@ -28,8 +28,8 @@ _EVENTS, _REQUESTS, _COLD, _ERRORS, _ISSUED, _USED, _WASTED = range(len(FIELDS))
 
 
 def _one(i: int) -> list[float]:
-    counts = [0.0] * len(FIELDS)
-    counts[i] = 1.0
+    counts: list[float] = [0] * len(FIELDS)
+    counts[i] = 1
     return counts
 
 
@@ -97,13 +97,13 @@ class ModelHealth:
             )
         self.last_seen = max(self.last_seen, ts)
         self._settle(ts, windows)
-        used = 0.0
+        used = 0
         lease = self.lease
         if lease is not None and not lease[2] and lease[0] <= ts < lease[1]:
-            lease[2] = 1.0
-            used = 1.0
+            lease[2] = 1
+            used = 1
             self.warmups_used_total += 1
-        counts = [1.0, float(count), float(cold), float(errors), 0.0, used, 0.0]
+        counts = [1, count, cold, errors, 0, used, 0]
         for w in self._windows(windows):
             w.add(ts, counts, latency, count)
 
@@ -124,7 +124,7 @@ class ModelHealth:
             self._wasted(min(start, lease[1]), windows)  # loaded for a while, never used
         self.lease = None
         if action == "warm":
-            self.lease = [start, end, 0.0]
+            self.lease = [start, end, 0]
             self.warmups_issued_total += 1
             for w in self._windows(windows):
                 w.add(issued_at, _one(_ISSUED))

@@ -56,8 +56,8 @@ class RollingWindow:
         self.current: tuple[list[float], LogSketch] = self._empty()
         self.previous: tuple[list[float], LogSketch] = self._empty()
 
-    def _empty(self) -> tuple[list[float], LogSketch]:
-        return [0.0] * self.width, LogSketch()
+    def _empty(self) -> tuple[list[float], LogSketch]:  # whole counts stay ints
+        return [0] * self.width, LogSketch()
 
     def slot_of(self, ts: float) -> int:
         return math.floor(ts / self.length)
@@ -132,6 +132,6 @@ class RollingWindow:
         length, index, cur, cur_sketch, prev, prev_sketch = data
         window = cls(length, width=len(cur))
         window.index = index
-        window.current = ([float(c) for c in cur], LogSketch.from_list(cur_sketch))
-        window.previous = ([float(c) for c in prev], LogSketch.from_list(prev_sketch))
+        window.current = (list(cur), LogSketch.from_list(cur_sketch))
+        window.previous = (list(prev), LogSketch.from_list(prev_sketch))
         return window

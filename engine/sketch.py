@@ -10,7 +10,7 @@ lowest ones together, so the upper quantiles (p95, p99) stay accurate whatever a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 #: Values below this count as zero (latencies are seconds: a nanosecond is zero).
 MIN_VALUE = 1e-9
@@ -35,17 +35,18 @@ class LogSketch:
     True
     """
 
-    __slots__ = ("bins", "count", "gamma", "max_bins", "offset", "zeros")
+    __slots__ = ("_log_gamma", "bins", "count", "gamma", "max_bins", "offset", "zeros")
 
     def __init__(self, accuracy: float = 0.02, max_bins: int = 256) -> None:
         if not 0 < accuracy < 1:
             raise ValueError("accuracy is a relative error in (0, 1)")
         self.gamma = (1 + accuracy) / (1 - accuracy)
+        self._log_gamma = math.log(self.gamma)
         self.max_bins = max_bins
         self.offset = 0  # bucket index of bins[0]
-        self.bins: list[float] = []
-        self.zeros = 0.0
-        self.count = 0.0
+        self.bins: list[float] = []  # whole counts stay ints: they serialise faster
+        self.zeros: float = 0
+        self.count: float = 0
 
     @property
     def accuracy(self) -> float:
@@ -53,7 +54,7 @@ class LogSketch:
 
     def index(self, value: float) -> int:
         """The bucket of a positive value."""
-        return math.ceil(math.log(value) / math.log(self.gamma))
+        return math.ceil(math.log(value) / self._log_gamma)
 
     def add(self, value: float, weight: float = 1.0) -> None:
         """Count ``value`` (``weight`` times)."""
@@ -72,10 +73,10 @@ class LogSketch:
             bins.append(weight)
             return
         if i < self.offset:
-            bins[:0] = [0.0] * (self.offset - i)
+            bins[:0] = [0] * (self.offset - i)
             self.offset = i
         elif i >= self.offset + len(bins):
-            bins.extend([0.0] * (i - self.offset - len(bins) + 1))
+            bins.extend([0] * (i - self.offset - len(bins) + 1))
         bins[i - self.offset] += weight
         if len(bins) > self.max_bins:
             self._fold_lowest(len(bins) - self.max_bins)
@@ -114,19 +115,14 @@ class LogSketch:
 
     def to_list(self) -> list[float]:
         """Compact form for a table or a topic: ``[offset, zeros, *bins]``."""
-        return [self.offset, _compact(self.zeros), *map(_compact, self.bins)]
+        return [self.offset, self.zeros, *self.bins]
 
     @classmethod
-    def from_list(cls, data: Iterable[float], accuracy: float = 0.02) -> LogSketch:
+    def from_list(cls, data: Sequence[float], accuracy: float = 0.02) -> LogSketch:
         sketch = cls(accuracy)
-        items = list(data)
-        if items:
-            sketch.offset = int(items[0])
-            sketch.zeros = float(items[1])
-            sketch.bins = [float(c) for c in items[2:]]
+        if data:
+            sketch.offset = int(data[0])
+            sketch.zeros = data[1]
+            sketch.bins = list(data[2:])
             sketch.count = sketch.zeros + sum(sketch.bins)
         return sketch
-
-
-def _compact(c: float) -> float:
-    return int(c) if float(c).is_integer() else round(c, 6)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import TP
+from mode.types.signals import BaseSignalT
 
 from streams.kafka import ensure_topics
 from streams.runtime import Runtime
@@ -85,5 +87,16 @@ model_health = app.Table(
     partitions=settings.partitions,
     schema=faust.Schema(key_serializer="json", value_serializer="json"),
 )
+
+
+@app.on_partitions_revoked.connect
+def _drop_decoded_health(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """Partitions going away take their decoded health with them (see Runtime)."""
+    revoked: set[TP] = args[0]
+    usage = settings.topic("usage")
+    app.runtime.drop_decoded({tp.partition for tp in revoked if tp.topic == usage})
+
 
 import agents  # noqa: E402,F401  (registers the agents and web views on ``app``)

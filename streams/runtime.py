@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -60,6 +61,7 @@ class Runtime:
     volume: RollingWindow = field(init=False)  # usage events, event time
     decisions: RollingWindow = field(init=False)  # engine time per message, wall clock
     dirty: set[str] = field(default_factory=set)  # models whose snapshot is due
+    health_cache: dict[int, OrderedDict[str, ModelHealth]] = field(default_factory=dict)
     metric_events: int = 0
     warmups: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WARMUP_OUTCOMES, 0))
     checks: list[CheckResult] = field(default_factory=list)
@@ -143,11 +145,12 @@ class Runtime:
         newest = self.partition_event_time.get(partition, 0.0)
         engine_time = 0.0
         late_before = engine.stats.late_events
+        cache = self.health_cache.setdefault(partition, OrderedDict())
 
         def health_of(model_id: str) -> ModelHealth:
             health = touched.get(model_id)
             if health is None:
-                health = load(model_id) or ModelHealth(model_id)
+                health = cache.get(model_id) or load(model_id) or ModelHealth(model_id)
                 before[0] += health.warmups_used_total
                 before[1] += health.warmups_wasted_total
                 self._follow_engine_lease(health, engine, windows)
@@ -183,6 +186,7 @@ class Runtime:
             errors += n_err
             newest = max(newest, ev.ts)
         self._note_outcomes(before, touched)
+        self._keep_decoded(cache, touched)
         self.note_commands(commands, now)
         self.partition_event_time[partition] = newest
         self.newest_event_time = max(self.newest_event_time or 0.0, newest)
@@ -200,6 +204,23 @@ class Runtime:
         m.last_usage.set(now)
         m.decision_duration.observe(engine_time)
         return commands, touched
+
+    def _keep_decoded(
+        self, cache: OrderedDict[str, ModelHealth], touched: dict[str, ModelHealth]
+    ) -> None:
+        """Keep the most recently used models decoded, so that the hot path does not
+        decode a model's stored health at every message."""
+        for model_id, health in touched.items():
+            cache[model_id] = health
+            cache.move_to_end(model_id)
+        while len(cache) > self.settings.health_cache_models:
+            cache.popitem(last=False)
+
+    def drop_decoded(self, partitions: set[int]) -> None:
+        """Forget decoded health of partitions this worker may no longer own: what comes
+        back after a rebalance is read from the recovered table."""
+        for partition in partitions:
+            self.health_cache.pop(partition, None)
 
     def _follow_engine_lease(
         self, health: ModelHealth, engine: WarmupEngine, windows: tuple[float, ...]

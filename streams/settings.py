@@ -78,6 +78,11 @@ class WarmcastSettings(BaseSettings):
         default="60,300,3600",
         description="rolling health windows, seconds of event time, comma-separated",
     )
+    health_cache_models: int = Field(
+        default=10_000,
+        ge=0,
+        description="served models per partition whose rolling health stays decoded in memory",
+    )
     health_snapshot_seconds: float = Field(
         default=30.0, gt=0, description="how often changed models' health is published"
     )
