@@ -250,16 +250,17 @@ class Runtime:
         engine = self.engine_for(partition)
         watch = self.anomalies_for(partition)
         m = self.metrics
+        self.last_metric_wall = now
         for ev in events:
-            if ev.model_id is not None:
-                engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
-                flagged_before = watch.flagged
-                watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
-                if watch.flagged > flagged_before:
-                    m.anomalies.labels(metric=ev.name).inc()
             m.metric_events.labels(name=ev.name).inc()
             self.metric_events += 1
-        self.last_metric_wall = now
+            if ev.model_id is None:
+                continue
+            flagged_before = watch.flagged
+            watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
+            if watch.flagged > flagged_before:
+                m.anomalies.labels(metric=ev.name).inc()
+            engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
 
     def note_commands(self, commands: list[Command], now: float) -> None:
         if commands:
