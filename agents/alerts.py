@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -24,12 +25,17 @@ async def publish_alert(alert: AlertTransition) -> None:
         "state": alert.state,
         "subject": alert.subject,
         "summary": alert.summary,
-        "value": alert.value,
-        "threshold": alert.threshold,
+        "value": finite(alert.value),
+        "threshold": finite(alert.threshold),
         "ts": alert.ts,
     }
     await alerts_topic.send(key=alert.fingerprint.encode(), value=orjson.dumps(body))
     app.runtime.metrics.alerts.labels(kind=alert.kind, state=alert.state).inc()
+
+
+def finite(value: float | None) -> float | None:
+    """The contract has no NaN or infinity: such a value is published as unknown."""
+    return value if value is None or math.isfinite(value) else None
 
 
 @app.timer(interval=15.0)
