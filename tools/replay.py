@@ -93,6 +93,7 @@ class Events:
     records: list[Record] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
     files: int = 0
+    formats: list[str] = field(default_factory=list)
 
     @property
     def bad_count(self) -> int:
@@ -192,6 +193,7 @@ def read_events(
         merged.records.extend(part.records)
         merged.bad.extend(part.bad)
         merged.files += 1
+        merged.formats.append(kind)
     if len(paths) > 1:
         merged.records.sort(key=lambda r: r[0])
     return merged
@@ -580,6 +582,13 @@ def run_replay(
         print(f"warmcast replay: {bad}", file=report)
     if len(events.bad) > 20:
         print(f"warmcast replay: ... and {len(events.bad) - 20} more bad lines", file=report)
+    if "azure" in events.formats and mapping.get("t0") is None:
+        print(
+            "warmcast replay: Azure per-minute files carry no dates: their minute 1 is "
+            "1970-01-01T00:00:00Z (a broker's time-based retention may delete such "
+            "messages at once); pass --t0 to place them",
+            file=report,
+        )
     if strict and events.bad:
         summary = ReplaySummary(bad_lines=events.bad_count, files=events.files, dry_run=True)
         return summary, events.bad

@@ -180,3 +180,16 @@ def test_help_documents_the_exit_codes() -> None:
     text = replay.register(sub).format_help()
     for line in ("0  every event", "1  --strict", "2  usage error"):
         assert line in text
+
+
+def test_azure_without_t0_is_placed_at_1970_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    azure = tmp_path / "inv.csv"
+    azure.write_text("HashFunction,HashApp,HashOwner,minute_1\nf1,a1,o1,2\n")
+    out = io.StringIO()
+    assert replay.command(parse([str(azure), "--dry-run"]), out) == EXIT_OK
+    assert "1970-01-01T00:00:00Z .. 1970-01-01T00:00:00Z" in out.getvalue()
+    assert "carry no dates" in capsys.readouterr().err
+    assert replay.command(parse([str(azure), "--dry-run", "--t0", "2019-07-15T08:00:00Z"])) == 0
+    assert "carry no dates" not in capsys.readouterr().err
