@@ -231,6 +231,8 @@ class Runtime:
         if lease is None or lease.action != "warm":
             return
         start, end = engine.grid.start_of(lease.start), engine.grid.start_of(lease.end)
+        if end <= health.last_seen:
+            return  # over before the model's latest request: already settled
         current = health.lease
         if current is None or (current[0], current[1]) != (start, end):
             health.on_command("warm", start, end, issued_at=start - 60.0, windows=windows)
