@@ -16,6 +16,8 @@ from prometheus_client import generate_latest
 
 from agents.health import snapshot
 from agents.status_page import STATUS_PAGE
+from engine.alerting import AlertTransition
+from engine.healthscore import CheckResult
 from streams.app import app, model_health, usage_topic
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
@@ -39,7 +41,7 @@ def is_ready() -> bool:
     return app.runtime.started and not app.rebalancing and not app.in_recovery
 
 
-def alert_document(alert: Any) -> dict[str, Any]:
+def alert_document(alert: AlertTransition) -> dict[str, Any]:
     return {
         "fingerprint": alert.fingerprint,
         "kind": alert.kind,
@@ -109,7 +111,7 @@ def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str,
     }
 
 
-def check_document(check: Any) -> dict[str, Any]:
+def check_document(check: CheckResult) -> dict[str, Any]:
     return {
         "name": check.name,
         "status": check.status,
@@ -123,11 +125,13 @@ def check_document(check: Any) -> dict[str, Any]:
 @app.page("/health")
 class HealthView(View):
     async def get(self, request: Request) -> Response:
-        limit = int(request.query.get("limit", 100))
+        limit = request.query.get("limit", "100")
         sort = request.query.get("sort", "requests_total")
         if sort not in SORT_KEYS:
             return self.json({"error": f"sort by one of {', '.join(SORT_KEYS)}"}, status=400)
-        document = health_document(limit, sort)
+        if not limit.isdigit():
+            return self.json({"error": "limit is a whole number of models"}, status=400)
+        document = health_document(int(limit), sort)
         return self.json(document, status=200 if document["ready"] else 503)
 
 

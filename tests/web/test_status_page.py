@@ -111,6 +111,8 @@ def test_health_keeps_its_fields_and_adds_the_score(pair: list[Worker], traffic:
     assert status == 200 and [m["model_id"] for m in by_cold["models"]] == ["llama"]
     status, error = get_json(owner, "/health?sort=model_id")
     assert status == 400 and "sort by" in error["error"]
+    status, error = get_json(owner, "/health?limit=many")
+    assert status == 400 and "limit" in error["error"]
 
 
 def test_components_say_what_applies(pair: list[Worker], traffic: Any) -> None:
