@@ -395,6 +395,7 @@ class DemoOptions:
     load_time: float | None = None
     seed: int = 0
     speed: float | None = None
+    publish_metrics: bool = True
     bootstrap: str | None = None
     keep_running: bool = False
     fmt: str = "auto"
@@ -479,6 +480,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             memory=memory,
             worker_urls=[worker.url],
             speed=options.speed,
+            publish_metrics=options.publish_metrics,
         )
         say(out, f"  fleet    load times {sim.fleet.load_times.describe()}; running ...")
 
@@ -532,7 +534,8 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         say(out, f"  {worker.url}/metrics    Prometheus metrics")
         say(out, f"  {png}    cumulative cold starts over event time")
         say(out, f"  {outdir / 'report.json'}    the numbers above")
-        say(out, f"  {outdir / 'worker.log'}")
+        errors = worker_errors(worker.log)
+        say(out, f"  {worker.log}" + (f"    {errors} errors logged" if errors else ""))
         say(
             out,
             f"  warmcast tail warmup --from-beginning --bootstrap "
@@ -547,6 +550,15 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             worker.stop()
         if broker is not None:
             broker.stop()
+
+
+def worker_errors(log: Path) -> int:
+    """How many errors the worker logged."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines() if "[ERROR]" in line)
 
 
 def wait_for_interrupt() -> None:
@@ -603,6 +615,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap", metavar="HOST:PORT", help="use this broker [env: KAFKA_BOOTSTRAP_SERVERS]"
     )
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="the fleet publishes no metric events (the backtest sees none either)",
+    )
     stay = p.add_mutually_exclusive_group()
     stay.add_argument("--keep-running", action="store_true", default=None, help="stay up after")
     stay.add_argument("--exit", dest="keep_running", action="store_false", help="exit after")
@@ -634,6 +651,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         load_time=args.load_time,
         seed=args.seed,
         speed=args.speed,
+        publish_metrics=not args.no_metrics,
         bootstrap=args.bootstrap,
         keep_running=keep,
         fmt=args.fmt,
