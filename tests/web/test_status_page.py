@@ -178,6 +178,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
             "--window-size=1280,900",
             "--virtual-time-budget=5000",
