@@ -120,16 +120,17 @@ async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_
     ns = namespace()
     first = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
     try:
-        await produce(
-            kafka_bootstrap,
-            topic(ns, "usage"),
-            [(b"llama", orjson.dumps(usage("llama", T0 + i, cold_start=i == 0))) for i in range(3)],
-        )
-        wait_for(
-            lambda: any(m["requests_total"] == 3 for m in first.health()["models"]),
-            30,
-            "the first worker to count three requests",
-        )
+        # One event at a time: each table write then travels in a record batch of its own.
+        # The embedded broker reports a partition's end offset as the last batch's first
+        # offset + 1, so a recovery would stop short of a batch holding several records.
+        for i in range(3):
+            event = orjson.dumps(usage("llama", T0 + i, cold_start=i == 0))
+            await produce(kafka_bootstrap, topic(ns, "usage"), [(b"llama", event)])
+            wait_for(
+                lambda n=i + 1: any(m["requests_total"] == n for m in first.health()["models"]),
+                30,
+                f"the first worker to count {i + 1} requests",
+            )
     finally:
         assert first.stop() == 0
     second = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
