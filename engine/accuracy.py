@@ -58,30 +58,36 @@ class WarmAccuracy:
 
     def __init__(self) -> None:
         self.total = AccuracyCounts()
-        self._leases: dict[str, tuple[Lease, int]] = {}  # lease and the minute it applies from
+        # model -> (lease, the minute it applies from, the lease it replaced if that one
+        # applied already when it was replaced)
+        self._leases: dict[str, tuple[Lease, int, tuple[Lease, int] | None]] = {}
 
     def decide(self, model_id: str, lease: Lease, minute: int) -> None:
         """``lease`` was issued for ``model_id`` at ``minute``."""
         current = self._leases.get(model_id)
+        before: tuple[Lease, int] | None = None
         if current is not None:
             if current[0] == lease:
                 return
             self.total.loaded_minutes += _loaded(current[0], current[1], minute + 1)
-        if lease.action == "release" and current is None:
+            before = (current[0], current[1]) if current[1] <= minute else current[2]
+        elif lease.action == "release":
             return
-        self._leases[model_id] = (lease, minute + 1)
+        self._leases[model_id] = (lease, minute + 1, before)
 
     def invoked(self, model_id: str, minute: int) -> None:
-        """``model_id`` had requests in ``minute`` (call once per invoked minute, before any
-        lease decided in that same minute)."""
+        """``model_id`` had requests in ``minute`` (once per invoked minute)."""
         self.total.invoked_minutes += 1
         current = self._leases.get(model_id)
-        if current is not None and current[1] <= minute and current[0].covers(minute):
+        if current is None:
+            return
+        in_effect = (current[0], current[1]) if current[1] <= minute else current[2]
+        if in_effect is not None and in_effect[0].covers(minute):
             self.total.hits += 1
 
     def counts(self, now: int) -> AccuracyCounts:
         """Counts including the minutes before ``now`` of the leases still running."""
-        running = sum(_loaded(lease, since, now) for lease, since in self._leases.values())
+        running = sum(_loaded(lease, since, now) for lease, since, _ in self._leases.values())
         t = self.total
         return AccuracyCounts(t.loaded_minutes + running, t.hits, t.invoked_minutes)
 

@@ -71,12 +71,15 @@ class IdleBins:
     def exposure(self, idle: int) -> np.ndarray:
         """Minutes at risk in each bin for one idle period of ``idle`` minutes.
 
-        The minute that ends the period is at risk too (it is the event).
+        The minute that ends the period is at risk too (it is the event). The open last
+        bin has no width limit.
 
-        >>> IdleBins(exact=4, growth=2.0, horizon=32).exposure(9).tolist()
-        [1, 1, 1, 1, 4, 2, 0, 0]
+        >>> IdleBins(exact=4, growth=2.0, horizon=32).exposure(40).tolist()
+        [1, 1, 1, 1, 4, 8, 16, 9]
         """
-        return np.clip(idle - self.starts + 1, 0, self.widths)
+        out = np.clip(idle - self.starts + 1, 0, self.widths)
+        out[-1] = max(idle - self.horizon + 1, 0)
+        return out
 
     def total_exposure(self, counts: np.ndarray, own: np.ndarray) -> np.ndarray:
         """The summed exposure of many idle periods, from their bin counts and ``own``

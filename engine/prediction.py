@@ -174,8 +174,9 @@ class PredictionEngine:
         self,
         bins: IdleBins,
         *,
-        learning_rate: float = 0.02,
+        learning_rate: float = 0.05,
         l2: float = 0.0,
+        averaging: float = 0.01,
         min_samples: int = 2000,
         max_pending: int = 100_000,
     ) -> None:
@@ -190,7 +191,9 @@ class PredictionEngine:
         self.positives = 0
         self.log_loss = metrics.LogLoss()
         self.brier = 0.0
+        self.averaging = averaging
         self._weights: dict[str, float] = self.learner.weights
+        self._intercept = float(self.learner.intercept)
 
     def _seed(self) -> None:
         # Start as the plain hazard estimator: logit(p) = logit(hazard).
@@ -202,17 +205,20 @@ class PredictionEngine:
 
     @property
     def weights(self) -> dict[str, float]:
+        """The weights decisions use: a running average of the learner's (its SGD steps
+        are noisy; the average is what it has learned)."""
         return dict(self._weights)
 
     @property
     def intercept(self) -> float:
-        return float(self.learner.intercept)
+        return self._intercept
 
     def predict_one(self, x: Mapping[str, float]) -> float:
-        return float(self.learner.predict_proba_one(dict(x))[True])
+        w = self._weights
+        return _sigmoid(self._intercept + sum(w.get(k, 0.0) * v for k, v in x.items()))
 
     def profile(self, usage: ModelUsage, hazard: np.ndarray) -> np.ndarray:
-        return profile(usage, hazard, self._weights, self.learner.intercept, self.basis)
+        return profile(usage, hazard, self._weights, self._intercept, self.basis)
 
     def ask(self, model_id: str, usage: ModelUsage, hazard: float, target: int) -> None:
         """Predict a request of ``model_id`` in minute ``target`` (``hazard``: its idle-time
@@ -237,7 +243,13 @@ class PredictionEngine:
             self.brier += (float(y) - item.p) ** 2
             out.append(Resolved(item.model_id, item.p, y))
         if out:
-            self._weights = learner.weights
+            a = self.averaging
+            new, old = learner.weights, self._weights
+            self._weights = {
+                k: (1.0 - a) * old.get(k, 0.0) + a * new.get(k, 0.0)
+                for k in sorted(new.keys() | old.keys())
+            }
+            self._intercept = (1.0 - a) * self._intercept + a * float(learner.intercept)
         return out
 
     @property

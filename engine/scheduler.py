@@ -94,9 +94,10 @@ class WarmupScheduler:
         threshold: float,
         lead: int,
         max_blocks: int = 8,
+        from_offset: int = 0,
     ) -> list[Block]:
         """The first ``max_blocks`` runs of idle bins whose probability is above
-        ``threshold``.
+        ``threshold``, among the bins that end after ``from_offset``.
 
         Gaps shorter than ``lead`` minutes are filled (unloading and loading again would
         not be done in time).
@@ -110,6 +111,8 @@ class WarmupScheduler:
         [(2, 6), (9, 10)]
         """
         above = (probs > threshold).view(np.int8)
+        if from_offset > 0:
+            above[: bins.index(from_offset)] = 0
         edges = np.diff(above, prepend=0, append=0)
         firsts = np.flatnonzero(edges == 1).tolist()
         if not firsts:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.accuracy import AccuracyCounts, WarmAccuracy
 from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
@@ -50,6 +50,7 @@ from engine.resources import ResourceManager
 from engine.scheduler import Block, WarmupScheduler
 
 MEMORY_METRICS = {"memory_bytes": 1.0 / 2**20, "memory_mb": 1.0}
+_MAX_BLOCKS = 8  # blocks a plan holds; the plan is extended when they run out
 
 
 @dataclass(slots=True)
@@ -63,10 +64,12 @@ class WarmcastConfig:
     max_block_minutes: int = 1440
     # usage statistics and learner
     prior_periods: float = 2.0
-    learning_rate: float = 0.02
+    learning_rate: float = 0.05
+    averaging: float = 0.01
     min_samples: int = 2000
     min_periods: int = 1
-    samples_per_minute: int = 32
+    sample_share: float = 0.1
+    max_samples_per_minute: int = 100
     replan_minutes: int = 30
     replan_min_count: int = 8
     seed: int = 0
@@ -92,6 +95,7 @@ class _Plan:
     threshold: float
     confidence: float
     minute: int
+    truncated: bool
 
 
 @dataclass(slots=True)
@@ -124,7 +128,10 @@ class WarmcastPolicy:
             shrink=cfg.follow_shrink,
         )
         self.predictor = PredictionEngine(
-            self.analyzer.bins, learning_rate=cfg.learning_rate, min_samples=cfg.min_samples
+            self.analyzer.bins,
+            learning_rate=cfg.learning_rate,
+            averaging=cfg.averaging,
+            min_samples=cfg.min_samples,
         )
         self.scheduler = WarmupScheduler(
             knob,
@@ -173,7 +180,7 @@ class WarmcastPolicy:
             self.stats.fallback_decisions += 1
             self._plans.pop(model_id, None)
             self._cancel_review(model_id)
-            return self._issue(model_id, hybrid, minute)
+            return None if hybrid is None else self._issue(model_id, hybrid, minute)
         self.stats.learner_decisions += 1
         plan = self._plans.get(model_id)
         if plan is None or not self._still_good(plan, model_id, idle, minute):
@@ -301,14 +308,16 @@ class WarmcastPolicy:
             return False
         return self.analyzer.usage(model_id).count_at(idle) >= self.config.replan_min_count
 
-    def _plan(self, model_id: str, minute: int) -> _Plan:
+    def _plan(self, model_id: str, minute: int, from_offset: int = 0) -> _Plan:
         usage = self.analyzer.usage(model_id)
         probs = self.predictor.profile(usage, self.analyzer.hazard(model_id))
         threshold, lead = self._threshold(model_id)
-        blocks = self.scheduler.blocks(probs, self.analyzer.bins, threshold, lead)
+        blocks = self.scheduler.blocks(
+            probs, self.analyzer.bins, threshold, lead, _MAX_BLOCKS, from_offset
+        )
         trust = min(1.0, self.predictor.samples / max(self.predictor.min_samples, 1))
         confidence = round(trust * usage.periods / (usage.periods + 4.0), 3)
-        return _Plan(blocks, threshold, confidence, minute)
+        return _Plan(blocks, threshold, confidence, minute, len(blocks) == _MAX_BLOCKS)
 
     def _decide(self, model_id: str, minute: int) -> Lease | None:
         plan = self._plans[model_id]
@@ -316,6 +325,11 @@ class WarmcastPolicy:
         lease, review = self.scheduler.lease(
             plan.blocks, usage.last, minute, plan.threshold, confidence=plan.confidence
         )
+        if review is None and plan.truncated:  # the plan ran out of blocks: look further
+            plan = self._plans[model_id] = self._plan(model_id, minute, minute - usage.last)
+            lease, review = self.scheduler.lease(
+                plan.blocks, usage.last, minute, plan.threshold, confidence=plan.confidence
+            )
         boost = self._boost.get(model_id)
         now = minute + 1
         if boost is not None:
@@ -376,6 +390,8 @@ class WarmcastPolicy:
             if lease.end <= minute + 1:
                 self.stats.dropped += 1  # its time is over
                 continue
+            if lease.start <= minute:
+                lease = replace(lease, start=minute + 1)
             if self.resources.admit(model_id, lease, minute):
                 self._current[model_id] = lease
                 self.accuracy.decide(model_id, lease, minute)
@@ -438,8 +454,9 @@ class WarmcastPolicy:
 
     def _sample(self, minute: int) -> None:
         order = self._order
-        k = min(self.config.samples_per_minute, len(order))
-        if k == 0:
+        cfg = self.config
+        k = min(max(1, round(cfg.sample_share * len(order))), cfg.max_samples_per_minute)
+        if not order:
             return
         analyzer = self.analyzer
         for i in sorted(self._rng.sample(range(len(order)), k)):
