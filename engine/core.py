@@ -28,6 +28,8 @@ class EngineStats:
     release_commands: int = 0
     evicted_models: int = 0
     metric_events: int = 0
+    capped_models: int = 0  # least recently seen models evicted to stay under max_models
+    suppressed_warm: int = 0  # warm leases not issued while the engine is paused
 
 
 class WarmupEngine:
@@ -44,6 +46,23 @@ class WarmupEngine:
     [('warm', 180.0, 780.0)]
     >>> engine.observe("m", 150.0)  # same minute, same lease: nothing to say
     []
+
+    A paused engine keeps learning but issues no warm lease (an operator's emergency
+    stop); ``release_all`` lets go of every model it keeps warm:
+
+    >>> engine.paused = True
+    >>> engine.observe("n", 190.0)
+    []
+    >>> [(c.model_id, c.action, c.start) for c in engine.release_all()]
+    [('m', 'release', 180.0)]
+
+    At most ``max_models`` served models are tracked; the least recently seen go first:
+
+    >>> engine = WarmupEngine(FixedKeepAlive(10), max_models=2)
+    >>> for model_id in ("a", "b", "c"):
+    ...     _ = engine.observe(model_id, 60.0)
+    >>> sorted(engine.last_seen), engine.stats.capped_models
+    (['b', 'c'], 1)
     """
 
     def __init__(
@@ -52,10 +71,15 @@ class WarmupEngine:
         *,
         grid: MinuteGrid | None = None,
         idle_ttl_minutes: int = 7 * 24 * 60,
+        max_models: int = 10_000_000,
     ) -> None:
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
         self.policy = policy
         self.grid = grid or MinuteGrid()
         self.idle_ttl_minutes = idle_ttl_minutes
+        self.max_models = max_models
+        self.paused = False  # an emergency stop: warm leases are withheld
         self.stats = EngineStats()
         self.leases: dict[str, Lease] = {}
         self.last_seen: dict[str, int] = {}
@@ -88,7 +112,10 @@ class WarmupEngine:
         seen = self._counts.get(model_id)
         if seen is None:
             self._counts[model_id] = count
-            self.last_seen[model_id] = minute
+            last_seen = self.last_seen
+            if last_seen.pop(model_id, None) is None and len(last_seen) >= self.max_models:
+                self._evict_least_recent()
+            last_seen[model_id] = minute  # insertion order is recency order
             lease = self.policy.on_request(model_id, minute)
             if lease is not None:
                 self._apply(model_id, lease, minute, out)
@@ -114,6 +141,17 @@ class WarmupEngine:
     def lease_of(self, model_id: str) -> Lease | None:
         return self.leases.get(model_id)
 
+    def release_all(self, reason: str = "released by operator") -> list[Command]:
+        """Release every model this engine keeps warm, as of the open minute."""
+        out: list[Command] = []
+        if self._open is None:
+            return out
+        minute = self._open
+        for model_id, lease in list(self.leases.items()):
+            if lease.action == "warm":
+                self._apply(model_id, Lease.release(minute, reason), minute, out)
+        return out
+
     def _close_until(self, minute: int, out: list[Command]) -> None:
         assert self._open is not None
         closed = self._open
@@ -133,6 +171,9 @@ class WarmupEngine:
             self._apply(model_id, lease, minute, out)
 
     def _apply(self, model_id: str, lease: Lease, minute: int, out: list[Command]) -> None:
+        if self.paused and lease.action == "warm":
+            self.stats.suppressed_warm += 1
+            return
         current = self.leases.get(model_id)
         if current == lease or (
             lease.action == "release" and (current is None or current.action == "release")
@@ -168,6 +209,14 @@ class WarmupEngine:
         """Whether a model has a warm lease that is not over by ``minute``."""
         lease = self.leases.get(model_id)
         return lease is not None and lease.action == "warm" and lease.end > minute
+
+    def _evict_least_recent(self) -> None:
+        model_id = next(iter(self.last_seen))
+        del self.last_seen[model_id]
+        self.leases.pop(model_id, None)
+        self._counts.pop(model_id, None)
+        self.policy.forget(model_id)
+        self.stats.capped_models += 1
 
     def _evict_idle(self, minute: int) -> None:
         horizon = minute - self.idle_ttl_minutes
