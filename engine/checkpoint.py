@@ -1,0 +1,242 @@
+"""Checkpoints of a partition's learned state: sealed, signed, verified before anything is read.
+
+A checkpoint holds a :class:`PartitionState` (the partition's engine with its policy,
+analyzers, learners and leases, plus its metric anomaly learners) as a compressed pickle,
+behind a JSON header that says what it covers, and signed with HMAC-SHA256::
+
+    b"WCK1" | tag (32 bytes) | header length (4 bytes, big endian) | header | payload
+
+The tag covers everything after it. :func:`unseal` checks the tag in constant time before
+it even parses the header, and :func:`restore` unpickles only classes of ``engine``,
+``river``, numpy and a few standard containers: a record written without the key is never
+deserialised, and one written with it cannot name arbitrary callables either.
+
+>>> from engine.core import WarmupEngine
+>>> from engine.policies import FixedKeepAlive
+>>> engine = WarmupEngine(FixedKeepAlive(10))
+>>> _ = engine.observe("llama", 125.0)
+>>> header = CheckpointHeader(partition=3, offsets={"usage": 42}, policy="fixed:10")
+>>> record = seal(pack(PartitionState(engine)), header, b"k3y")
+>>> got_header, payload = unseal(record, b"k3y")
+>>> got_header.offsets, restore(payload).engine.lease_of("llama")
+({'usage': 42}, Lease(warm 3..13))
+>>> unseal(record[:-1] + b"x", b"k3y")
+Traceback (most recent call last):
+...
+engine.checkpoint.CheckpointRejected: bad_signature: the tag does not match the content
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import pickle
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from engine.core import WarmupEngine
+from engine.policies import Policy
+
+MAGIC = b"WCK1"
+FORMAT_VERSION = 1
+TAG_BYTES = 32
+MAX_HEADER_BYTES = 64 * 1024
+#: Largest uncompressed state :func:`restore` accepts by default.
+MAX_STATE_BYTES = 512 * 1024 * 1024
+
+#: Modules whose every class may be restored (the learned state is made of them).
+_TRUSTED_PREFIXES = ("engine.", "river.")
+#: Anything else a state may hold, by module and name.
+_TRUSTED_NAMES: dict[str, frozenset[str]] = {
+    "builtins": frozenset(
+        {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int"}
+        | {"list", "object", "range", "set", "slice", "str", "tuple"}
+    ),
+    "collections": frozenset({"Counter", "OrderedDict", "defaultdict", "deque"}),
+    "copyreg": frozenset({"_reconstructor"}),
+    "datetime": frozenset({"date", "datetime", "timedelta", "timezone"}),
+    "random": frozenset({"Random"}),
+    "numpy": frozenset({"dtype", "ndarray"}),
+    "numpy._core.numeric": frozenset({"_frombuffer"}),
+    "numpy.core.numeric": frozenset({"_frombuffer"}),
+    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
+    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
+}
+
+
+class CheckpointRejected(ValueError):
+    """A checkpoint that is not used; ``reason`` says why (a label for counters).
+
+    Reasons: ``unsigned`` (not a checkpoint), ``bad_signature``, ``malformed``,
+    ``mismatch`` (signed, but for another partition or namespace), ``too_large``,
+    ``forbidden_class``, ``incompatible`` (does not load into this version's classes).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointHeader:
+    """What a checkpoint covers: the usage partition, and for each input topic the next
+    offset its state has not seen (``{"usage": 1200, "metrics": 87}``)."""
+
+    partition: int
+    offsets: dict[str, int]
+    policy: str
+    namespace: str = ""
+    name: str = ""  # an operator's named snapshot; "" for the periodic checkpoint
+    writer: str = ""
+    created: float = field(default_factory=time.time)
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CheckpointHeader:
+        """Parse a header (only ever called on a verified record).
+
+        >>> CheckpointHeader.from_json(b'{"partition": 1, "offsets": {"usage": 5},'
+        ...                            b' "policy": "hybrid", "created": 0}').offsets
+        {'usage': 5}
+        """
+        try:
+            doc = orjson.loads(raw)
+            offsets = {str(k): int(v) for k, v in dict(doc["offsets"]).items()}
+            return cls(
+                partition=int(doc["partition"]),
+                offsets=offsets,
+                policy=str(doc["policy"]),
+                namespace=str(doc.get("namespace", "")),
+                name=str(doc.get("name", "")),
+                writer=str(doc.get("writer", "")),
+                created=float(doc.get("created", 0.0)),
+                version=int(doc.get("version", FORMAT_VERSION)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointRejected("malformed", f"bad header: {exc}") from None
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Everything a partition has learned.
+
+    ``learned_policy`` is the learning policy set aside while an operator runs the
+    partition on the safe fixed keep-alive; it comes back on resume.
+    """
+
+    engine: WarmupEngine
+    anomalies: Any = None
+    learned_policy: Policy | None = None
+
+
+def pack(state: PartitionState) -> bytes:
+    """The state as a pickle (taken where nothing else mutates it, e.g. the event loop)."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def seal(pickled: bytes, header: CheckpointHeader, key: bytes, *, level: int = 6) -> bytes:
+    """Compress a packed state and sign it with its header; CPU only, safe in a thread."""
+    if not key:
+        raise ValueError("a checkpoint key is needed to sign checkpoints")
+    head = header.to_json()
+    body = len(head).to_bytes(4, "big") + head + zlib.compress(pickled, level)
+    return MAGIC + _tag(key, body) + body
+
+
+def unseal(record: bytes, key: bytes) -> tuple[CheckpointHeader, bytes]:
+    """Verify a sealed record; return its header and its still compressed payload.
+
+    Raises :class:`CheckpointRejected`. Nothing of the record is parsed before its tag
+    has been checked against ``key``.
+    """
+    if not key:
+        raise ValueError("a checkpoint key is needed to verify checkpoints")
+    if len(record) < len(MAGIC) + TAG_BYTES + 4 or not record.startswith(MAGIC):
+        raise CheckpointRejected("unsigned", "not a sealed checkpoint")
+    tag = record[len(MAGIC) : len(MAGIC) + TAG_BYTES]
+    body = record[len(MAGIC) + TAG_BYTES :]
+    if not hmac.compare_digest(tag, _tag(key, body)):
+        raise CheckpointRejected("bad_signature", "the tag does not match the content")
+    size = int.from_bytes(body[:4], "big")
+    if size > MAX_HEADER_BYTES or 4 + size > len(body):
+        raise CheckpointRejected("malformed", f"header of {size} bytes")
+    header = CheckpointHeader.from_json(body[4 : 4 + size])
+    if header.version != FORMAT_VERSION:
+        raise CheckpointRejected("incompatible", f"format version {header.version}")
+    return header, body[4 + size :]
+
+
+def restore(payload: bytes, max_bytes: int = MAX_STATE_BYTES) -> PartitionState:
+    """Decompress and unpickle a verified payload, with trusted classes only."""
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(payload, max_bytes + 1)
+    except zlib.error as exc:
+        raise CheckpointRejected("malformed", f"payload does not decompress: {exc}") from None
+    if len(raw) > max_bytes or inflate.unconsumed_tail:
+        raise CheckpointRejected("too_large", f"state larger than {max_bytes} bytes")
+    try:
+        state = _TrustedUnpickler(io.BytesIO(raw)).load()
+    except CheckpointRejected:
+        raise
+    except Exception as exc:
+        raise CheckpointRejected("incompatible", f"state does not load: {exc!r}") from None
+    if not isinstance(state, PartitionState) or not isinstance(state.engine, WarmupEngine):
+        raise CheckpointRejected("incompatible", f"not a partition state: {type(state)}")
+    return state
+
+
+def key_id(key: bytes) -> str:
+    """A short, non-secret name of a key, for logs.
+
+    >>> key_id(b"k3y")
+    'e4bbe2aa'
+    """
+    return hashlib.sha256(b"warmcast-checkpoint-key\x00" + key).hexdigest()[:8]
+
+
+def trusted(module: str, name: str) -> bool:
+    """Whether a checkpoint may name this class.
+
+    >>> trusted("engine.core", "WarmupEngine"), trusted("os", "system")
+    (True, False)
+    >>> trusted("builtins", "eval")
+    False
+    """
+    if module.startswith(_TRUSTED_PREFIXES):
+        return True
+    return name in _TRUSTED_NAMES.get(module, frozenset())
+
+
+def _tag(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, MAGIC + body, hashlib.sha256).digest()
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if not trusted(module, name):
+            raise CheckpointRejected("forbidden_class", f"{module}.{name} is not restorable")
+        return super().find_class(module, name)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "CheckpointHeader",
+    "CheckpointRejected",
+    "PartitionState",
+    "key_id",
+    "pack",
+    "restore",
+    "seal",
+    "trusted",
+    "unseal",
+]
