@@ -48,7 +48,7 @@ async def advance_idle_partitions() -> None:
     runtime = app.runtime
     now = time.time()
     lag = runtime.settings.idle_advance_seconds
-    from agents.usage import publish_command
+    from agents.usage import publish_commands
 
     for engine in list(runtime.engines.values()):
         watermark = engine.watermark
@@ -56,5 +56,5 @@ async def advance_idle_partitions() -> None:
             continue
         commands = engine.advance(now - lag)
         runtime.note_commands(commands, now)
-        for command in commands:
-            await publish_command(command)
+        if commands:
+            await publish_commands(commands)

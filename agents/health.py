@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from engine.health import ModelHealth
-from streams.app import app, health_topic, model_health
+from streams.app import app, health_store, health_topic
 from streams.partitioning import partition_for
 
 
@@ -27,12 +27,18 @@ def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | N
     return health.snapshot(now, runtime.settings.health_window_seconds)
 
 
+@app.timer(interval=app.runtime.settings.health_flush_seconds)
+async def write_health() -> None:
+    """Write changed rolling health to its table (and so to the changelog)."""
+    health_store.flush()
+
+
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)
 async def publish_snapshots() -> None:
     runtime = app.runtime
     due, runtime.dirty = runtime.dirty, set()
     for model_id in sorted(due):
-        document = snapshot(model_id, model_health.get(model_id))
+        document = snapshot(model_id, health_store.get(model_id))
         if document is None:
             continue
         await health_topic.send(key=model_id.encode(), value=orjson.dumps(document))

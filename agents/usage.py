@@ -9,11 +9,11 @@ import orjson
 from faust.types import EventT, StreamT
 
 from agents.deadletter import dead_letter_all
-from engine.health import ModelHealth
 from engine.lease import Command
 from schemas.envelope import decode
 from schemas.usage import UsageEvent
-from streams.app import app, model_health, usage_topic, warmup_topic
+from streams.app import app, health_store, usage_topic, warmup_topic
+from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
 
 FORWARDED = "warmcast.forwarded"
@@ -68,23 +68,27 @@ async def forward(partition: int, events: list[UsageEvent]) -> None:
 
 async def apply_usage(partition: int, events: list[UsageEvent]) -> None:
     """Events of models this partition owns: engine, rolling health, commands out."""
-    commands, touched = app.runtime.apply_usage(partition, events, load_health, time.time())
-    for model_id, health in touched.items():
-        model_health[model_id] = health.to_dict()  # one table write per model and message
-    for command in commands:
-        await publish_command(command)
+    runtime = app.runtime
+    commands, touched = runtime.apply_usage(partition, events, health_store.decoded, time.time())
+    health_store.mark(touched)
+    if commands:
+        await publish_commands(commands)
 
 
-def load_health(model_id: str) -> ModelHealth | None:
-    stored = model_health.get(model_id)
-    return ModelHealth.from_dict(stored) if stored else None
+_emitter: list[CommandEmitter] = []
 
 
-async def publish_command(command: Command) -> None:
+async def publish_commands(commands: list[Command]) -> None:
+    """Queue commands for delivery, one record batch per warmup partition."""
+    if not _emitter:
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        _emitter.append(
+            CommandEmitter(producer, warmup_topic.get_topic_name(), app.runtime.warmup_partitions)
+        )
+    await _emitter[0].publish(commands)
     metrics = app.runtime.metrics
-    await warmup_topic.send(
-        key=command.model_id.encode(),
-        value=orjson.dumps(command.to_dict()),
-        timestamp=command.issued_at,
-    )
-    (metrics.warm_commands if command.action == "warm" else metrics.release_commands).inc()
+    warm = sum(1 for c in commands if c.action == "warm")
+    if warm:
+        metrics.warm_commands.inc(warm)
+    if len(commands) > warm:
+        metrics.release_commands.inc(len(commands) - warm)

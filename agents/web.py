@@ -18,7 +18,7 @@ from agents.health import snapshot
 from agents.status_page import STATUS_PAGE
 from engine.alerting import AlertTransition
 from engine.healthscore import CheckResult
-from streams.app import app, model_health, usage_topic
+from streams.app import app, health_store, usage_topic
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -82,7 +82,7 @@ def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str,
     runtime = app.runtime
     runtime.assess(time.time())
     window = runtime.settings.health_window_seconds
-    stored = [(m, d) for m, d in list(model_health.items()) if d]
+    stored = [(m, d) for m, d in list(health_store.items()) if d]
     stored.sort(key=lambda item: item[1].get(sort, 0), reverse=True)
     models = [model_summary(m, d, window) for m, d in stored[:limit]]
     for doc, (model_id, data) in zip(models, stored, strict=False):
@@ -158,7 +158,7 @@ async def model_health_view(view: View, request: Request, *args: Any, **kwargs: 
     """One served model's health; asked of the worker that owns its usage partition."""
     runtime = app.runtime
     model_id = request.match_info["model_id"]
-    document = snapshot(model_id, model_health.get(model_id))
+    document = snapshot(model_id, health_store.get(model_id))
     if document is None:
         return view.json({"error": f"no health for served model {model_id!r}"}, status=404)
     anomalies = [a for w in runtime.anomalies.values() for a in w.of_model(model_id)]

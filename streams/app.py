@@ -6,15 +6,20 @@ start if missing; agents are registered by importing :mod:`agents`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
 from faust.types import TP
 from mode.types.signals import BaseSignalT
 
+from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
+from streams.partitioning import partition_for
 from streams.runtime import Runtime
 from streams.settings import WarmcastSettings
+
+log = logging.getLogger(__name__)
 
 
 class WarmcastApp(faust.App):
@@ -25,10 +30,31 @@ class WarmcastApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         runtime = self.runtime
-        partitions = await ensure_topics(runtime.settings)
-        runtime.usage_partitions = partitions.get(
-            runtime.settings.topic("usage"), runtime.settings.partitions
-        )
+        settings = runtime.settings
+        # Faust leaves the root logger at DEBUG whatever the level asked for; every
+        # debug call on the hot path would then build a record only to drop it.
+        logging.getLogger().setLevel(settings.log_level.upper())
+        partitions = await ensure_topics(settings)
+        runtime.usage_partitions = partitions.get(settings.topic("usage"), settings.partitions)
+        runtime.warmup_partitions = partitions.get(settings.topic("warmup"), settings.partitions)
+
+
+def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
+    """Set how long the worker's fetches wait for data (Faust fixes it at 1.5 s).
+
+    A Kafka broker answers a fetch as soon as data arrives; the embedded broker holds an
+    empty fetch for its whole wait, which would add up to that much latency per event.
+    Returns whether the consumer was found.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    if consumer is None:
+        return False
+    consumer._fetch_max_wait_ms = fetch_max_wait_ms
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetch_max_wait_ms = fetch_max_wait_ms
+    return True
 
 
 def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
@@ -51,7 +77,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "web_bind": settings.web_host,
         "web_host": settings.web_advertised_host or settings.web_host,
         "web_port": settings.web_port,
-        "producer_linger_ms": 1,
+        "producer_linger_ms": settings.producer_linger_ms,
     }
     if settings.kafka_security_protocol.startswith("SASL"):
         password = settings.kafka_sasl_password
@@ -68,6 +94,13 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     settings = settings or WarmcastSettings()
     app = WarmcastApp(settings.app_id, **faust_options(settings))
     app.runtime = Runtime(settings)
+    fetch_wait = settings.fetch_max_wait_ms
+
+    @app.task
+    async def tune_fetches() -> None:
+        if not tune_consumer(app, fetch_wait):
+            log.warning("could not set the consumer's fetch wait; latency may be higher")
+
     return app
 
 
@@ -85,8 +118,11 @@ model_health = app.Table(
     "model-health",
     default=None,
     partitions=settings.partitions,
-    schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    key_type=bytes,  # the model id's bytes, partitioned as producers key usage events
+    use_partitioner=True,
 )
+#: The table's entries as the agents see them: changes are written in batches.
+health_store = HealthStore(model_health)
 
 
 @app.on_partitions_revoked.connect
@@ -96,7 +132,18 @@ def _drop_decoded_health(
     """Partitions going away take their decoded health with them (see Runtime)."""
     revoked: set[TP] = args[0]
     usage = settings.topic("usage")
-    app.runtime.drop_decoded({tp.partition for tp in revoked if tp.topic == usage})
+    partitions = {tp.partition for tp in revoked if tp.topic == usage}
+    n = app.runtime.usage_partitions
+    health_store.flush(partitions, lambda model_id: partition_for(model_id, n))
+    app.runtime.drop_decoded(partitions)
+
+
+@app.on_before_shutdown.connect
+async def _write_pending_health(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """The consumer has stopped: write what the health table has not been told yet."""
+    health_store.flush()
 
 
 import agents  # noqa: E402,F401  (registers the agents and web views on ``app``)

@@ -49,6 +49,7 @@ class Runtime:
     anomalies: dict[int, MetricAnomalies] = field(default_factory=dict)
     alerts: AlertTracker = field(init=False)
     usage_partitions: int = 0
+    warmup_partitions: int = 0
     last_usage_wall: float | None = None
     last_metric_wall: float | None = None
     last_command_wall: float | None = None
@@ -83,6 +84,7 @@ class Runtime:
         self.volume = RollingWindow(s.volume_window_seconds, width=1)
         self.decisions = RollingWindow(s.decision_latency_window_seconds, width=0)
         self.usage_partitions = s.partitions
+        self.warmup_partitions = s.partitions
 
     @property
     def thresholds(self) -> HealthThresholds:

@@ -68,6 +68,22 @@ class WarmcastSettings(BaseSettings):
         description="consumer-group session timeout (a group join on the embedded broker "
         "takes about half of it)",
     )
+    health_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often changed rolling health is written to its table (changelog)",
+    )
+    producer_linger_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long the producer gathers commands into one request",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        description="longest a consumer fetch waits for data (the embedded broker holds an "
+        "empty fetch this long, so it bounds event-to-command latency)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     web_advertised_host: str | None = Field(
         default=None,

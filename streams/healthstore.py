@@ -1,0 +1,80 @@
+"""The rolling health table, written in batches.
+
+Per served model the worker keeps a :class:`~engine.health.ModelHealth`; the Faust table
+(with its changelog) is how it survives a restart. Writing the table at every message
+would send a changelog record per model and message, so changed entries are kept apart
+and written on a timer, when partitions are revoked and when the worker stops.
+
+Table keys are the model id's bytes and the table partitions by key exactly as producers
+of usage events do, so a model's health lives in the changelog partition numbered like
+the usage partition that owns the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from engine.health import ModelHealth
+
+
+class HealthStore:
+    """Decoded, not yet written health beside the table that keeps it.
+
+    ``table`` is any mapping from ``model_id.encode()`` to the stored dict (a Faust table
+    in the worker, a plain dict in tests).
+
+    >>> store = HealthStore({})
+    >>> h = ModelHealth("m")
+    >>> h.update(60.0)
+    >>> store.mark({"m": h})
+    >>> store.get("m")["requests_total"], store.table
+    (1, {})
+    >>> store.flush(), store.table[b"m"]["requests_total"]
+    (1, 1)
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending: dict[str, ModelHealth] = {}
+
+    def mark(self, changed: dict[str, ModelHealth]) -> None:
+        """Remember changed models until the next :meth:`flush`."""
+        self.pending.update(changed)
+
+    def decoded(self, model_id: str) -> ModelHealth | None:
+        """The model's health as an object (pending first, else from the table)."""
+        health = self.pending.get(model_id)
+        if health is not None:
+            return health
+        stored = self.table.get(model_id.encode())
+        return ModelHealth.from_dict(stored) if stored else None
+
+    def get(self, model_id: str) -> dict[str, Any] | None:
+        """The model's health as stored (pending changes included)."""
+        health = self.pending.get(model_id)
+        if health is not None:
+            return health.to_dict()
+        stored = self.table.get(model_id.encode())
+        return dict(stored) if stored else None
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every model this worker holds, with its latest health."""
+        pending = self.pending
+        for key, stored in list(self.table.items()):
+            model_id = key.decode() if isinstance(key, bytes) else str(key)
+            if model_id not in pending and stored:
+                yield model_id, stored
+        for model_id, health in list(pending.items()):
+            yield model_id, health.to_dict()
+
+    def flush(self, partitions: set[int] | None = None, owner: Any = None) -> int:
+        """Write pending changes to the table; only those of ``partitions`` when given
+        (``owner(model_id)`` tells a model's partition). Returns how many were written."""
+        if partitions is None:
+            due = list(self.pending)
+        else:
+            due = [m for m in self.pending if owner(m) in partitions]
+        for model_id in due:
+            self.table[model_id.encode()] = self.pending.pop(model_id).to_dict()
+        return len(due)
