@@ -1,7 +1,8 @@
-"""Publishing warmup commands: one record batch per partition and message, not a send each.
+"""Publishing warmup commands straight to the producer that Faust runs.
 
-A message of usage events can cause a command per event; building the records into one
-batch per warmup partition costs a fraction of producing them one by one.
+Commands are keyed by ``model_id`` and sent to the partition a keyed producer would use;
+they join the producer's open record batch for that partition (no wait for delivery: the
+producer is flushed before consumer offsets are committed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from streams.partitioning import partition_for
 
 
 class CommandEmitter:
-    """Sends commands keyed by ``model_id`` to the partition a keyed producer would use."""
+    """Sends commands with the least work per command that the Kafka client allows."""
 
     def __init__(self, producer: Any, topic: str, partitions: int) -> None:
         self.producer = producer  # aiokafka.AIOKafkaProducer
@@ -23,21 +24,13 @@ class CommandEmitter:
         self.partitions = partitions
 
     async def publish(self, commands: list[Command]) -> None:
-        """Queue the commands for delivery (the producer flushes before offsets commit)."""
-        producer, topic = self.producer, self.topic
-        batches: dict[int, Any] = {}
+        send, topic, n = self.producer.send, self.topic, self.partitions
         dumps = orjson.dumps
         for command in commands:
-            partition = partition_for(command.model_id, self.partitions)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = producer.create_batch()
-            key = command.model_id.encode()
-            value = dumps(command.to_dict())
-            timestamp = int(command.issued_at * 1000)
-            if batch.append(key=key, value=value, timestamp=timestamp) is None:
-                await producer.send_batch(batch, topic, partition=partition)
-                batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=timestamp)
-        for partition, batch in batches.items():
-            await producer.send_batch(batch, topic, partition=partition)
+            await send(
+                topic,
+                dumps(command.to_dict()),
+                key=command.model_id.encode(),
+                partition=partition_for(command.model_id, n),
+                timestamp_ms=int(command.issued_at * 1000),
+            )
