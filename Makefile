@@ -1,11 +1,11 @@
-# warmcast: `make run` starts the demo job on the embedded broker, `make test` runs every test.
+# warmcast: `make run` runs the demo on the embedded broker, `make test` runs every test.
 # Both create .venv and install the project into it on first use.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean schemas
+.PHONY: run worker test lint bench clean schemas
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "warmcast needs $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/warmcast demo $(ARGS)
+
+worker: $(STAMP)
 	$(BIN)/warmcast run $(ARGS)
 
 test: $(STAMP)
@@ -24,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/warmcast bench $(ARGS)
 
 schemas: $(STAMP)
 	$(BIN)/warmcast schemas export

@@ -10,10 +10,11 @@ from schemas._types import EpochSeconds, Finite, Identifier, Label
 
 
 class MetricEvent(BaseModel):
-    """A measurement: ``load_time`` (s), ``latency`` (s), ``memory`` (bytes), ...
+    """A measurement in base units: ``load_time_seconds`` (what the warmcast policy learns
+    lead times from), ``latency_seconds``, ``memory_bytes``, ...
 
-    >>> MetricEvent(model_id="m", ts=0, name="load_time", value=23.5, unit="seconds").name
-    'load_time'
+    >>> MetricEvent(model_id="m", ts=0, name="load_time_seconds", value=23.5, unit="seconds").name
+    'load_time_seconds'
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -21,7 +22,9 @@ class MetricEvent(BaseModel):
     model_id: Identifier | None = None
     node_id: Identifier | None = None
     ts: EpochSeconds
-    name: Identifier = Field(description="what was measured, e.g. load_time, latency, memory")
+    name: Identifier = Field(
+        description="what was measured, e.g. load_time_seconds, latency_seconds, memory_bytes"
+    )
     value: Finite
     unit: Label = Field(default="", description="base unit: seconds, bytes, ratio")
 
