@@ -21,7 +21,7 @@ E = TypeVar("E", bound=BaseModel)
 class EventError:
     """Why an event (``index`` in its envelope, or ``None`` for the whole message) failed."""
 
-    reason: str  # malformed_json, schema_violation, oversize, bad_envelope
+    reason: str  # malformed_json, schema_violation, oversize, bad_envelope, timestamp_skew
     error_class: str
     message: str
     index: int | None = None
@@ -33,6 +33,12 @@ class Decoded(Generic[E]):
     events: list[E] = field(default_factory=list)
     errors: list[EventError] = field(default_factory=list)
     envelope: bool = False
+    #: Index in the envelope of each event, once an event has failed (``None``: the
+    #: events are the envelope's items in order).
+    positions: list[int] | None = None
+
+    def position(self, i: int) -> int:
+        return i if self.positions is None else self.positions[i]
 
 
 def _short(exc: ValidationError) -> str:
@@ -102,7 +108,64 @@ def decode(
                     "ValidationError",
                     _short(exc),
                     index=i if out.envelope else None,
-                    raw=orjson.dumps(item) if out.envelope else data,
+                    raw=_item_bytes(item, data) if out.envelope else data,
                 )
             )
+            if out.positions is None:
+                out.positions = list(range(len(out.events)))
+            continue
+        if out.positions is not None:
+            out.positions.append(i)
     return out
+
+
+def _item_bytes(item: Any, message: bytes) -> bytes:
+    """One envelope item as JSON; the whole message when the item cannot be written
+    back (nested deeper than the JSON writer goes)."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return message
+
+
+def reject_skewed(
+    decoded: Decoded[E], now: float, max_future: float = 0.0, max_past: float = 0.0
+) -> Decoded[E]:
+    """Move events whose ``ts`` is more than ``max_future`` seconds ahead of the wall clock
+    ``now``, or more than ``max_past`` behind it, to the errors (``timestamp_skew``).
+    A bound of 0 is no bound. Returns ``decoded``, changed in place.
+
+    >>> from schemas.usage import UsageEvent
+    >>> raw = b'[{"model_id": "a", "ts": 1000}, {"model_id": "b", "ts": 9000}]'
+    >>> out = decode(raw, UsageEvent)
+    >>> out = reject_skewed(out, now=1000.0, max_future=3600)
+    >>> [e.model_id for e in out.events], [(x.index, x.reason) for x in out.errors]
+    (['a'], [(1, 'timestamp_skew')])
+    """
+    if (max_future <= 0 and max_past <= 0) or not decoded.events:
+        return decoded
+    latest = now + max_future if max_future > 0 else float("inf")
+    earliest = now - max_past if max_past > 0 else float("-inf")
+    if all(earliest <= e.ts <= latest for e in decoded.events):  # type: ignore[attr-defined]
+        return decoded
+    kept: list[E] = []
+    positions: list[int] = []
+    for i, event in enumerate(decoded.events):
+        ts: float = event.ts  # type: ignore[attr-defined]
+        at = decoded.position(i)
+        if earliest <= ts <= latest:
+            kept.append(event)
+            positions.append(at)
+            continue
+        side = "ahead of" if ts > latest else "behind"
+        decoded.errors.append(
+            EventError(
+                "timestamp_skew",
+                "TimestampSkew",
+                f"event time {ts:.3f} is {abs(ts - now):.0f}s {side} the wall clock {now:.3f}",
+                index=at if decoded.envelope else None,
+                raw=orjson.dumps(event.model_dump(exclude_none=True)) if decoded.envelope else b"",
+            )
+        )
+    decoded.events, decoded.positions = kept, positions
+    return decoded
