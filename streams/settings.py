@@ -164,6 +164,70 @@ class WarmcastSettings(BaseSettings):
     health_score_min: float = Field(
         default=0.8, ge=0, le=1, description="a health score below this raises health_degraded"
     )
+    checkpoint_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key that signs checkpoints of learned state; unset: "
+        "checkpoints are off and a restarted worker starts learning again",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often each partition's learned state is checkpointed (it also is "
+        "when a partition is revoked and at shutdown)",
+    )
+    checkpoint_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="largest checkpoint written or read, compressed",
+    )
+    max_models_per_partition: int = Field(
+        default=100_000,
+        ge=1,
+        description="served models an engine tracks; past it the least recently seen is evicted",
+    )
+    max_future_skew_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="usage events further ahead of the wall clock are dead-lettered "
+        "(timestamp_skew); 0: no bound",
+    )
+    max_past_skew_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="usage events further behind the wall clock are dead-lettered; 0: no bound "
+        "(replays of history need none)",
+    )
+    control_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the /control endpoints; unset: they are off",
+    )
+    control_max_bytes: int = Field(
+        default=4096, ge=256, le=1 << 20, description="largest control command accepted"
+    )
+    safe_policy: str = Field(
+        default="fixed:10", description="policy every engine switches to on reset-to-safe"
+    )
+    broker_stall_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="no answer from the broker for this long raises broker_unreachable",
+    )
+    max_consumer_lag: int = Field(
+        default=100_000,
+        ge=1,
+        description="usage messages behind the log end that raise consumer_lag",
+    )
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle that signs the brokers' certificates (TLS)"
+    )
+    kafka_ssl_certfile: str | None = Field(
+        default=None, description="client certificate for mutual TLS (PEM)"
+    )
+    kafka_ssl_keyfile: str | None = Field(default=None, description="client key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="check that a broker's certificate names its host"
+    )
 
     def topic(self, name: str) -> str:
         """Full topic name: ``topic("usage")`` is ``warmcast.usage.v1``.
@@ -189,6 +253,14 @@ class WarmcastSettings(BaseSettings):
     @property
     def anomaly_metric_names(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.anomaly_metrics.split(",") if m.strip())
+
+    @field_validator("safe_policy")
+    @classmethod
+    def _safe_policy_is_fixed(cls, value: str) -> str:
+        kind, _, minutes = value.strip().lower().partition(":")
+        if kind != "fixed" or not minutes.isdigit() or int(minutes) < 1:
+            raise ValueError("the safe policy is a fixed keep-alive: fixed:K, K minutes")
+        return value.strip().lower()
 
     @field_validator("health_windows")
     @classmethod
