@@ -17,6 +17,7 @@ from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
 from streams.runtime import Runtime
+from streams.security import broker_credentials
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,9 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "producer_linger_ms": settings.producer_linger_ms,
     }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password
-        options["broker_credentials"] = faust.SASLCredentials(
-            username=settings.kafka_sasl_username or "",
-            password=password.get_secret_value() if password else "",
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=None,
-        )
+    credentials = broker_credentials(settings)  # SASL and TLS; None: plaintext
+    if credentials is not None:
+        options["broker_credentials"] = credentials
     return options
 
 

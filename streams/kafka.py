@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
+from streams.security import ssl_context
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    max_message_bytes: int | None = None  # the broker's default when None
 
 
 def topic_specs(settings: WarmcastSettings) -> list[TopicSpec]:
@@ -39,7 +40,24 @@ def topic_specs(settings: WarmcastSettings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic("warmup"), n))
     specs.append(TopicSpec(settings.topic("alerts"), n))
     specs.append(TopicSpec(settings.topic("health"), n, compacted=True))
+    # Checkpoints of learned state, keyed by usage partition (see streams/checkpoint.py).
+    room = settings.checkpoint_max_bytes + 64 * 1024
+    specs.append(
+        TopicSpec(settings.topic("checkpoints"), n, compacted=True, max_message_bytes=room)
+    )
     return specs
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """Kafka topic configs of a new topic.
+
+    >>> topic_configs(TopicSpec("t", 1, compacted=True, max_message_bytes=2048))
+    {'cleanup.policy': 'compact', 'max.message.bytes': '2048'}
+    """
+    configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+    if spec.max_message_bytes is not None:
+        configs["max.message.bytes"] = str(spec.max_message_bytes)
+    return configs
 
 
 def client_kwargs(settings: WarmcastSettings) -> dict[str, Any]:
@@ -50,8 +68,9 @@ def client_kwargs(settings: WarmcastSettings) -> dict[str, Any]:
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "security_protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl.create_default_context()
+    context = ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
     if settings.kafka_security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
@@ -81,7 +100,7 @@ async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> di
                 s.name,
                 s.partitions,
                 settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+                topic_configs=topic_configs(s),
             )
             for s in missing
         ]
