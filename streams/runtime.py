@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
 from engine.anomaly import MetricAnomalies
+from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
 from engine.health import ModelHealth
@@ -28,6 +29,7 @@ from engine.healthscore import (
 )
 from engine.healthscore import score as health_score
 from engine.lease import Command
+from engine.policies import Policy
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
 from schemas.metric import MetricEvent
@@ -39,6 +41,9 @@ WARMUP_OUTCOMES = ("issued", "used", "wasted")
 
 #: Reads a served model's stored health (``None``: not known yet).
 HealthLoader = Callable[[str], ModelHealth | None]
+#: Where the message being processed comes from: (input, partition, offset), input being
+#: ``"usage"`` or ``"metrics"``; ``None`` outside of a message.
+PositionSource = Callable[[], tuple[str, int, int] | None]
 
 
 @dataclass
@@ -71,6 +76,13 @@ class Runtime:
     window_events: float = 0.0
     _overflows_seen: int = 0
     _anomaly_subjects: set[str] = field(default_factory=set)
+    # Operator controls and checkpoints (agents/control.py, agents/recovery.py).
+    paused: bool = False  # emergency stop: engines withhold warm leases
+    safe_mode: bool = False  # engines run the safe fixed keep-alive
+    learned_policies: dict[int, Policy] = field(default_factory=dict)  # set aside meanwhile
+    #: (input, partition) -> offset of the latest message whose events reached the engine.
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    position_source: PositionSource | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -103,11 +115,78 @@ class Runtime:
     def engine_for(self, partition: int) -> WarmupEngine:
         engine = self.engines.get(partition)
         if engine is None:
-            spec = self.settings.policy
-            knobs = {"knob": self.settings.knob} if spec.strip().lower() == "warmcast" else {}
-            policy = make_policy(spec, **knobs)
-            engine = self.engines[partition] = WarmupEngine(policy)
+            engine = WarmupEngine(
+                self.new_policy(), max_models=self.settings.max_models_per_partition
+            )
+            engine = self.engines[partition] = self._under_controls(partition, engine)
+        if self.position_source is not None:
+            where = self.position_source()
+            if where is not None and where[1] == partition:
+                self.positions[where[0], partition] = where[2]
         return engine
+
+    def new_policy(self) -> Policy:
+        spec = self.settings.policy
+        knobs = {"knob": self.settings.knob} if spec.strip().lower() == "warmcast" else {}
+        return make_policy(spec, **knobs)
+
+    def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
+        """Apply the operator's current controls to an engine joining this worker."""
+        engine.paused = self.paused
+        engine.max_models = self.settings.max_models_per_partition
+        if self.safe_mode and partition not in self.learned_policies:
+            self.learned_policies[partition] = engine.policy
+            engine.policy = make_policy(self.settings.safe_policy)
+        elif not self.safe_mode and partition in self.learned_policies:
+            engine.policy = self.learned_policies.pop(partition)
+        return engine
+
+    # -- operator controls and checkpoints ---------------------------------------------
+
+    def pause(self, release: bool = False) -> list[Command]:
+        """Emergency stop: no engine issues warm leases any more; with ``release``, every
+        model kept warm is released now. Returns the release commands."""
+        self.paused = True
+        out: list[Command] = []
+        for engine in self.engines.values():
+            engine.paused = True
+            if release:
+                out += engine.release_all("emergency stop")
+        return out
+
+    def enter_safe_mode(self) -> None:
+        """Reset to safe: every engine runs the fixed keep-alive; learned policies are set
+        aside (and come back on :meth:`resume`)."""
+        self.safe_mode = True
+        for partition, engine in self.engines.items():
+            self._under_controls(partition, engine)
+
+    def resume(self) -> tuple[bool, bool]:
+        """Leave the emergency stop and the safe mode; returns whether each was on."""
+        was = (self.paused, self.safe_mode)
+        self.paused = self.safe_mode = False
+        for partition, engine in self.engines.items():
+            self._under_controls(partition, engine)
+        return was
+
+    def partition_state(self, partition: int) -> PartitionState | None:
+        """What a partition has learned, to checkpoint it (``None``: nothing yet)."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            return None
+        return PartitionState(
+            engine, self.anomalies.get(partition), self.learned_policies.get(partition)
+        )
+
+    def install_state(self, partition: int, state: PartitionState) -> WarmupEngine:
+        """Take over a partition's restored state, under the current controls."""
+        self.learned_policies.pop(partition, None)
+        if state.learned_policy is not None:
+            self.learned_policies[partition] = state.learned_policy
+        if state.anomalies is not None:
+            self.anomalies[partition] = state.anomalies
+        self.engines[partition] = self._under_controls(partition, state.engine)
+        return self.engines[partition]
 
     def anomalies_for(self, partition: int) -> MetricAnomalies:
         watch = self.anomalies.get(partition)
@@ -123,6 +202,9 @@ class Runtime:
             self.engines.pop(partition, None)
             self.anomalies.pop(partition, None)
             self.partition_event_time.pop(partition, None)
+            self.learned_policies.pop(partition, None)
+            for kind in ("usage", "metrics"):
+                self.positions.pop((kind, partition), None)
 
     def tracked_models(self) -> int:
         return sum(len(e.last_seen) for e in self.engines.values())
