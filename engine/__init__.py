@@ -24,3 +24,21 @@ __all__ = [
     "WarmupEngine",
     "command_id",
 ]
+
+# The learned policy and its parts import river and numpy: loaded on first use, so that
+# ``import engine`` stays light for the baselines and the event-time loop.
+_LAZY = {
+    "WarmcastPolicy": "engine.warmcast",
+    "WarmcastConfig": "engine.warmcast",
+    "Alert": "engine.drift",
+    "AccuracyCounts": "engine.accuracy",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

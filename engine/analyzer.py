@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -314,16 +314,18 @@ class UsagePatternAnalyzer:
 
 
 class CoOnsetTracker:
-    """Learns which served models wake up within ``window`` minutes after another wakes up.
+    """Learns which served models wake up within ``window`` minutes after another wakes up,
+    and after how many minutes.
 
     An *onset* is an invoked minute after at least ``min_idle`` idle minutes (or a model's
     first invoked minute). For every onset of a follower, each model with an onset in the
-    ``window`` minutes before it gets one more count towards that follower. A leader's
-    table of followers is cut back to its ``max_followers`` most counted whenever it
-    reaches twice that size, so memory per model is bounded.
+    ``window`` minutes before it gets one more count towards that follower, at the lag
+    between the two. A leader's table of followers is cut back to its ``max_followers``
+    most counted whenever it reaches twice that size, so memory per model is bounded.
 
-    ``followers(leader)`` gives ``(follower, p)``: the share of the leader's onsets that were
-    followed by the follower's onset within the window, shrunk by ``shrink`` onsets.
+    ``followers(leader)`` gives ``(follower, p, lags)``: ``p`` is the share of the leader's
+    onsets that were followed by the follower's onset within the window, ``lags[d - 1]``
+    the share followed exactly ``d`` minutes later, both shrunk by ``shrink`` onsets.
 
     >>> co = CoOnsetTracker(window=3, min_idle=5, shrink=0.0)
     >>> for day in range(4):  # "b" wakes up two minutes after "a", except on day 3
@@ -331,7 +333,7 @@ class CoOnsetTracker:
     ...     co.close_minute(t, ["a"])
     ...     co.close_minute(t + 2, ["b"] if day < 3 else [])
     >>> co.followers("a")
-    [('b', 0.75)]
+    [('b', 0.75, (0.0, 0.75, 0.0))]
     """
 
     def __init__(
@@ -346,7 +348,7 @@ class CoOnsetTracker:
         self.max_followers = max_followers
         self.shrink = shrink
         self._onsets: dict[str, int] = {}
-        self._follow: dict[str, dict[str, float]] = {}
+        self._follow: dict[str, dict[str, list[float]]] = {}  # counts: total, then per lag
         self._recent: deque[tuple[int, list[str]]] = deque()
 
     def is_onset(self, idle: int | None) -> bool:
@@ -360,32 +362,41 @@ class CoOnsetTracker:
             recent.popleft()
         if not onsets:
             return
-        leaders: set[str] = set()
-        for _, models in recent:
-            leaders.update(models)
-        for leader in sorted(leaders):
+        latest: dict[str, int] = {}
+        for t, models in recent:
+            for leader in models:
+                latest[leader] = t
+        for leader in sorted(latest):
             table = self._follow.setdefault(leader, {})
+            lag = minute - latest[leader]
             for follower in onsets:
                 if follower != leader:
-                    self._count(table, follower)
+                    self._count(table, follower, lag)
         for model_id in onsets:
             self._onsets[model_id] = self._onsets.get(model_id, 0) + 1
         recent.append((minute, list(onsets)))
 
-    def _count(self, table: dict[str, float], follower: str) -> None:
-        table[follower] = table.get(follower, 0.0) + 1.0
+    def _count(self, table: dict[str, list[float]], follower: str, lag: int) -> None:
+        counts = table.get(follower)
+        if counts is None:
+            counts = table[follower] = [0.0] * (self.window + 1)
+        counts[0] += 1.0
+        counts[lag] += 1.0
         if len(table) >= 2 * self.max_followers:
-            keep = sorted(table.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_followers]
+            keep = sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0]))[: self.max_followers]
             table.clear()
             table.update(keep)
 
-    def followers(self, leader: str) -> list[tuple[str, float]]:
-        """Followers of ``leader`` and the probability that each follows an onset."""
+    def followers(self, leader: str) -> list[tuple[str, float, tuple[float, ...]]]:
+        """Followers of ``leader``: probability of following, and of each lag."""
         table = self._follow.get(leader)
         if not table:
             return []
         denom = max(self._onsets.get(leader, 0), 1) + self.shrink
-        return [(f, min(c / denom, 1.0)) for f, c in sorted(table.items())]
+        return [
+            (f, min(c[0] / denom, 1.0), tuple(min(x / denom, 1.0) for x in c[1:]))
+            for f, c in sorted(table.items())
+        ]
 
     def onsets(self, model_id: str) -> int:
         return self._onsets.get(model_id, 0)
@@ -395,10 +406,3 @@ class CoOnsetTracker:
         self._follow.pop(model_id, None)
         for table in self._follow.values():
             table.pop(model_id, None)
-
-
-def onsets_of(
-    counts: Mapping[str, int], idles: Mapping[str, int | None], tracker: CoOnsetTracker
-) -> list[str]:
-    """Models of a closed minute whose invoked minute is an onset, in a stable order."""
-    return sorted(m for m in counts if m in idles and tracker.is_onset(idles[m]))

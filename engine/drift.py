@@ -2,10 +2,13 @@
 
 Each resolved prediction has an error ``|y - p|``. One ADWIN detector watches the error of
 every prediction (the learner as a whole) and one watches each served model's own
-predictions. When a detector finds that the error went *up*, its subject is flagged: an
-alert fires, and the policy decides that subject's models with the hybrid-histogram
-policy until ``hold_minutes`` have passed without a new detection; then the alert
-resolves. A detection where the error went down (the learner got better) is not a drift.
+predictions. When a detector finds that the error went *up*, its subject is flagged and an
+alert fires; the alert resolves when ``hold_minutes`` have passed without a new detection.
+A flagged model is decided by the hybrid-histogram policy meanwhile. A drift of the whole
+learner only alerts by default (``global_fallback=False``): usage that follows the time of
+day makes the overall error rise and fall every day, and sending every model to the
+fallback for it costs more than it saves. A detection where the error went down (the
+learner got better) is not a drift.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class DriftMonitor:
     >>> for i in range(300):  # good predictions, then bad ones
     ...     mon.update("m", 0.05 if i < 200 else 0.9, minute=i)
     >>> mon.flagged("m", minute=250), mon.flagged("other", minute=250)
-    (True, True)
+    (True, False)
     >>> [(a.kind, a.model_id, a.state) for a in mon.drain()][:2]
     [('learner_drift', None, 'firing'), ('learner_drift', 'm', 'firing')]
     >>> mon.expire(minute=1000)
@@ -67,11 +70,13 @@ class DriftMonitor:
         hold_minutes: int = 120,
         delta: float = 0.002,
         per_model: bool = True,
+        global_fallback: bool = False,
         kind: str = "learner_drift",
     ) -> None:
         self.hold_minutes = hold_minutes
         self.delta = delta
         self.per_model = per_model
+        self.global_fallback = global_fallback
         self.kind = kind
         self.detections = 0
         self._global = _Watch(delta)
@@ -103,8 +108,9 @@ class DriftMonitor:
         self._flagged[subject] = watch
 
     def flagged(self, model_id: str, minute: int) -> bool:
-        """Whether ``model_id`` should fall back (its own or the whole learner's drift)."""
-        if self._global.flagged_until >= minute:
+        """Whether ``model_id`` should fall back (its own drift, or the whole learner's when
+        ``global_fallback``)."""
+        if self.global_fallback and self._global.flagged_until >= minute:
             return True
         watch = self._models.get(model_id)
         return watch is not None and watch.flagged_until >= minute

@@ -176,4 +176,4 @@ class WarmupScheduler:
 def _reason(start: int, end: int, now: int, p: float) -> str:
     if start == now:
         return f"keep {end - start} min (p={p:.3f}/min)"
-    return f"pre-warm in {start - now + 1} min for {end - start} min (p={p:.3f}/min)"
+    return f"pre-warm after {start - now} idle min, for {end - start} min (p={p:.3f}/min)"

@@ -43,7 +43,7 @@ from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
 from engine.drift import Alert, DriftMonitor
 from engine.lease import Lease
 from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
-from engine.policies import HybridHistogram
+from engine.policies import HybridHistogram, IdleHistogram
 from engine.prediction import PredictionEngine
 from engine.queue import WarmupQueue
 from engine.resources import ResourceManager
@@ -58,7 +58,7 @@ class WarmcastConfig:
     """Every setting of the warmcast policy (keyword arguments of the constructor)."""
 
     # cost model and timing
-    cold_cost_per_second: float = 2.0
+    cold_cost_per_second: float = 5.0
     margin_seconds: float = 15.0
     default_load_seconds: float = 20.0
     max_block_minutes: int = 1440
@@ -79,14 +79,30 @@ class WarmcastConfig:
     follow_max: int = 24
     follow_shrink: float = 2.0
     follow_min_onsets: int = 2
+    follow_lag_prior: float = 3.0
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
     drift_per_model: bool = True
+    drift_global_fallback: bool = False
     # budgets
     max_memory: float | None = None
     max_warmups_per_minute: int | None = None
     queue_size: int = 10_000
+
+
+class _HybridFallback(HybridHistogram):
+    """The hybrid-histogram baseline as a fallback: its idle-time history is kept for every
+    model (cheap), its windows are worked out only for the models it decides."""
+
+    def observe(self, model_id: str, minute: int) -> None:
+        last = self._last.get(model_id)
+        if last is not None and minute > last:
+            hist = self._hist.get(model_id)
+            if hist is None:
+                hist = self._hist[model_id] = IdleHistogram(self.bins)
+            hist.add(minute - last - 1)
+        self._last[model_id] = minute
 
 
 @dataclass(slots=True)
@@ -146,16 +162,18 @@ class WarmcastPolicy:
             hold_minutes=cfg.drift_hold_minutes,
             delta=cfg.drift_delta,
             per_model=cfg.drift_per_model,
+            global_fallback=cfg.drift_global_fallback,
         )
         self.accuracy = WarmAccuracy()
-        self.hybrid = HybridHistogram()
+        self.hybrid = _HybridFallback()
         self.stats = PolicyStats()
         self._rng = random.Random(cfg.seed)
         self._order: list[str] = []  # every tracked model, in a canonical order
         self._new: list[str] = []
         self._idles: dict[str, int | None] = {}  # idle time before each request this minute
         self._plans: dict[str, _Plan] = {}
-        self._boost: dict[str, tuple[int, float]] = {}  # model -> (end, p per minute)
+        # model -> (start, end, p per minute): minutes a woken leader says it will be wanted
+        self._boost: dict[str, tuple[int, int, float]] = {}
         self._current: dict[str, Lease] = {}
         self._reviews: list[tuple[int, str, int]] = []
         self._review_of: dict[str, int] = {}
@@ -174,13 +192,14 @@ class WarmcastPolicy:
         idle = None if usage is None or usage.minutes == 0 else minute - usage.last - 1
         self.analyzer.update(model_id, minute)
         self._idles[model_id] = idle
-        hybrid = self.hybrid.on_request(model_id, minute)
         self._boost.pop(model_id, None)
         if self._fallback(model_id, minute):
             self.stats.fallback_decisions += 1
             self._plans.pop(model_id, None)
             self._cancel_review(model_id)
+            hybrid = self.hybrid.on_request(model_id, minute)
             return None if hybrid is None else self._issue(model_id, hybrid, minute)
+        self.hybrid.observe(model_id, minute)
         self.stats.learner_decisions += 1
         plan = self._plans.get(model_id)
         if plan is None or not self._still_good(plan, model_id, idle, minute):
@@ -330,16 +349,17 @@ class WarmcastPolicy:
             lease, review = self.scheduler.lease(
                 plan.blocks, usage.last, minute, plan.threshold, confidence=plan.confidence
             )
-        boost = self._boost.get(model_id)
         now = minute + 1
+        boost = self._boost.get(model_id)
         if boost is not None:
-            end, p = boost
+            start, end, p = boost
+            start = max(start, now)
             if end <= now:
                 del self._boost[model_id]
-            elif lease.action == "warm" and lease.start <= end:
+            elif lease.action == "warm" and lease.start <= end and start <= lease.end:
                 lease = Lease(
                     "warm",
-                    now,
+                    min(start, lease.start),
                     max(lease.end, end),
                     priority=min(lease.priority, self.scheduler.priority(p, plan.threshold)),
                     probability=max(lease.probability or 0.0, round(p, 4)),
@@ -347,10 +367,10 @@ class WarmcastPolicy:
                     reason=f"follows a model that woke up; {lease.reason}",
                 )
                 review = max(review or 0, end - 1)
-            else:
+            elif lease.action == "release" or start < lease.start:
                 lease = Lease(
                     "warm",
-                    now,
+                    start,
                     end,
                     priority=self.scheduler.priority(p, plan.threshold),
                     probability=round(p, 4),
@@ -413,18 +433,26 @@ class WarmcastPolicy:
         for leader in onsets:
             if tracker.onsets(leader) < self.config.follow_min_onsets:
                 continue
-            for follower, p in tracker.followers(leader):
+            for follower, p, lags in tracker.followers(leader):
                 if follower in counts or follower not in self._plans:
                     continue
-                per_minute = p / window
-                plan = self._plans[follower]
-                if per_minute <= plan.threshold:
+                threshold = self._plans[follower].threshold
+                # P(it follows exactly d minutes later), shrunk towards an even spread
+                even, beta = p / window, self.config.follow_lag_prior
+                n = tracker.onsets(leader) + tracker.shrink
+                probs = [(q * n + beta * even) / (n + beta) for q in lags]
+                likely = [d for d, q in enumerate(probs, 1) if q > threshold]
+                if not likely:
                     continue
-                end = minute + 1 + window
+                start, end = minute + likely[0], minute + likely[-1] + 1
+                per_minute = max(probs[d - 1] for d in likely)
                 old = self._boost.get(follower)
-                if old is not None and old[0] >= end and old[1] >= per_minute:
-                    continue
-                self._boost[follower] = (end, max(per_minute, old[1] if old else 0.0))
+                if old is not None and old[1] > minute + 1:
+                    start, end = min(start, old[0]), max(end, old[1])
+                    per_minute = max(per_minute, old[2])
+                    if (start, end) == old[:2]:
+                        continue
+                self._boost[follower] = (start, end, per_minute)
                 self.stats.follow_warmups += 1
                 woken.append(follower)
         return woken

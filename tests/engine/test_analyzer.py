@@ -89,16 +89,19 @@ def test_pooled_hazard_waits_for_the_minute_to_close() -> None:
 
 def naive_followers(
     onsets: list[tuple[int, str]], leader: str, window: int, shrink: float
-) -> dict[str, float]:
+) -> dict[str, tuple[float, list[float]]]:
     n = sum(1 for _, m in onsets if m == leader)
-    counts: dict[str, int] = {}
+    counts: dict[str, list[int]] = {}
     for t, follower in onsets:
         if follower == leader:
             continue
-        leaders_before = {m for s, m in onsets if t - window <= s < t}
-        if leader in leaders_before:
-            counts[follower] = counts.get(follower, 0) + 1
-    return {f: min(c / (max(n, 1) + shrink), 1.0) for f, c in counts.items()}
+        times = [s for s, m in onsets if m == leader and t - window <= s < t]
+        if times:
+            c = counts.setdefault(follower, [0] * (window + 1))
+            c[0] += 1
+            c[t - max(times)] += 1  # the lag from its latest onset
+    denom = max(n, 1) + shrink
+    return {f: (min(c[0] / denom, 1.0), [x / denom for x in c[1:]]) for f, c in counts.items()}
 
 
 @settings(max_examples=60, deadline=None)
@@ -119,10 +122,11 @@ def test_co_onsets_match_a_naive_count(raw: list[tuple[int, str]]) -> None:
         tracker.close_minute(t, sorted(by_minute[t]))
     for leader in "abcde":
         expected = naive_followers(onsets, leader, 5, 1.0)
-        got = dict(tracker.followers(leader))
+        got = {f: (p, lags) for f, p, lags in tracker.followers(leader)}
         assert got.keys() == expected.keys()
-        for k, v in expected.items():
-            assert math.isclose(got[k], v)
+        for k, (p, lags) in expected.items():
+            assert math.isclose(got[k][0], p)
+            assert all(math.isclose(a, b) for a, b in zip(got[k][1], lags, strict=True))
 
 
 def test_co_onset_tables_stay_bounded() -> None:
