@@ -1,0 +1,54 @@
+"""Operator controls, on ``warmcast.control.v1`` (every worker applies every command).
+
+>>> ControlCommand.model_validate({"command": "emergency_stop", "release": True}).release
+True
+>>> from pydantic import ValidationError
+>>> try:
+...     ControlCommand.model_validate({"command": "snapshot"})
+... except ValidationError as exc:
+...     print(exc.errors()[0]["msg"])
+Value error, snapshot needs a name
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas._types import EpochSeconds, Label
+
+Action = Literal["emergency_stop", "resume", "reset_to_safe", "snapshot", "restore"]
+#: A snapshot's name: letters, digits, dot, dash, underscore.
+SnapshotName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class ControlCommand(BaseModel):
+    """One operator command.
+
+    - ``emergency_stop``: issue no more warm commands (``release``: also release every
+      model kept warm now);
+    - ``resume``: leave the emergency stop and the safe mode;
+    - ``reset_to_safe``: every engine runs the safe fixed keep-alive until resumed;
+    - ``snapshot``: checkpoint every partition's learned state under ``name``;
+    - ``restore``: take the learned state of snapshot ``name`` back.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Action
+    id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="acknowledgements carry it"
+    )
+    release: bool = False
+    name: SnapshotName | None = None
+    issued_by: Label = ""
+    ts: EpochSeconds = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _named_when_needed(self) -> Self:
+        if self.command in ("snapshot", "restore") and self.name is None:
+            raise ValueError(f"{self.command} needs a name")
+        return self
