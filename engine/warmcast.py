@@ -79,7 +79,6 @@ class WarmcastConfig:
     follow_max: int = 24
     follow_shrink: float = 2.0
     follow_min_onsets: int = 2
-    follow_lag_prior: float = 3.0
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
@@ -429,7 +428,6 @@ class WarmcastPolicy:
         onsets = sorted(m for m, idle in self._idles.items() if tracker.is_onset(idle))
         tracker.close_minute(minute, onsets)
         woken: list[str] = []
-        window = tracker.window
         for leader in onsets:
             if tracker.onsets(leader) < self.config.follow_min_onsets:
                 continue
@@ -437,15 +435,14 @@ class WarmcastPolicy:
                 if follower in counts or follower not in self._plans:
                     continue
                 threshold = self._plans[follower].threshold
-                # P(it follows exactly d minutes later), shrunk towards an even spread
-                even, beta = p / window, self.config.follow_lag_prior
-                n = tracker.onsets(leader) + tracker.shrink
-                probs = [(q * n + beta * even) / (n + beta) for q in lags]
-                likely = [d for d, q in enumerate(probs, 1) if q > threshold]
-                if not likely:
+                # the lags it has followed at so far, and the chance per minute between them
+                seen = [d for d, q in enumerate(lags, 1) if q > 0.0]
+                if not seen:
                     continue
-                start, end = minute + likely[0], minute + likely[-1] + 1
-                per_minute = max(probs[d - 1] for d in likely)
+                start, end = minute + seen[0], minute + seen[-1] + 1
+                per_minute = p / (end - start)
+                if per_minute <= threshold:
+                    continue
                 old = self._boost.get(follower)
                 if old is not None and old[1] > minute + 1:
                     start, end = min(start, old[0]), max(end, old[1])
