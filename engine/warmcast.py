@@ -37,6 +37,7 @@ import heapq
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from engine.accuracy import AccuracyCounts, WarmAccuracy
 from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
@@ -179,6 +180,7 @@ class WarmcastPolicy:
         self._review_seq = 0
         self._alerts: list[Alert] = []
         self._overflow_seen = 0
+        self._overflowing = False
         self._closed = -1
 
     # -- the Policy contract -------------------------------------------------------------
@@ -491,19 +493,25 @@ class WarmcastPolicy:
             self.predictor.ask(model_id, usage, hazard, minute + 1)
 
     def _watch_queue(self, minute: int) -> None:
+        """``queue_overflow`` fires in a minute that overflowed the warmup queue and
+        resolves once a minute closes without overflow and with the queue half empty."""
         overflow = self.queue.stats.overflow
-        if overflow > self._overflow_seen:
+        state: Literal["firing", "resolved"] | None = None
+        if overflow > self._overflow_seen and not self._overflowing:
+            state = "firing"
+        elif (
+            overflow == self._overflow_seen
+            and self._overflowing
+            and len(self.queue) <= self.queue.max_size // 2
+        ):
+            state = "resolved"
+        self._overflow_seen = overflow
+        if state is not None:
+            self._overflowing = state == "firing"
+            limit = float(self.queue.max_size)
             self._alerts.append(
-                Alert(
-                    "queue_overflow",
-                    None,
-                    float(overflow),
-                    float(self.queue.max_size),
-                    "firing",
-                    minute,
-                )
+                Alert("queue_overflow", None, float(overflow), limit, state, minute)
             )
-            self._overflow_seen = overflow
 
 
 __all__ = ["WarmcastConfig", "WarmcastPolicy"]

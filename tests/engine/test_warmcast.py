@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,10 @@ def test_memory_budget_holds_in_the_policy() -> None:
     assert max(sum(s[t] for s in states) for t in range(2001)) <= 2
     assert policy.resources.stats.refused_memory > 0
     assert policy.resources.stats.peak_memory <= 2.0
+    overflow = [a for a in policy.drain_alerts() if a.kind == "queue_overflow"]
+    assert overflow and overflow[0].firing and overflow[0].threshold == 3.0
+    transitions = [a.state for a in overflow]  # firing and resolved alternate
+    assert all(a != b for a, b in pairwise(transitions))
     assert policy.snapshot_stats()["memory_peak"] == policy.resources.stats.peak_memory
 
 
