@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import topics
 
     topics.register(sub)
+    from tools import soak
+
+    soak.register(sub)
     return parser
 
 
