@@ -323,9 +323,9 @@ class CoOnsetTracker:
     between the two. A leader's table of followers is cut back to its ``max_followers``
     most counted whenever it reaches twice that size, so memory per model is bounded.
 
-    ``followers(leader)`` gives ``(follower, p, lags)``: ``p`` is the share of the leader's
-    onsets that were followed by the follower's onset within the window, ``lags[d - 1]``
-    the share followed exactly ``d`` minutes later, both shrunk by ``shrink`` onsets.
+    ``followers(leader)`` gives ``(follower, p, first, last)``: ``p`` is the share of the
+    leader's onsets that were followed by the follower's onset within the window (shrunk
+    by ``shrink`` onsets), ``first`` and ``last`` the shortest and longest lag seen.
 
     >>> co = CoOnsetTracker(window=3, min_idle=5, shrink=0.0)
     >>> for day in range(4):  # "b" wakes up two minutes after "a", except on day 3
@@ -333,7 +333,9 @@ class CoOnsetTracker:
     ...     co.close_minute(t, ["a"])
     ...     co.close_minute(t + 2, ["b"] if day < 3 else [])
     >>> co.followers("a")
-    [('b', 0.75, (0.0, 0.75, 0.0))]
+    [('b', 0.75, 2, 2)]
+    >>> co.lag_shares("a", "b")
+    [0.0, 0.75, 0.0]
     """
 
     def __init__(
@@ -387,16 +389,26 @@ class CoOnsetTracker:
             table.clear()
             table.update(keep)
 
-    def followers(self, leader: str) -> list[tuple[str, float, tuple[float, ...]]]:
-        """Followers of ``leader``: probability of following, and of each lag."""
+    def followers(self, leader: str) -> list[tuple[str, float, int, int]]:
+        """Followers of ``leader``: the probability that each follows an onset, and the
+        shortest and longest lag (minutes) it has followed at."""
         table = self._follow.get(leader)
         if not table:
             return []
         denom = max(self._onsets.get(leader, 0), 1) + self.shrink
-        return [
-            (f, min(c[0] / denom, 1.0), tuple(min(x / denom, 1.0) for x in c[1:]))
-            for f, c in sorted(table.items())
-        ]
+        out = []
+        for follower, counts in sorted(table.items()):
+            lags = [d for d in range(1, len(counts)) if counts[d]]
+            out.append((follower, min(counts[0] / denom, 1.0), lags[0], lags[-1]))
+        return out
+
+    def lag_shares(self, leader: str, follower: str) -> list[float]:
+        """Share of the leader's onsets followed exactly ``d`` minutes later, ``d`` = 1.."""
+        counts = self._follow.get(leader, {}).get(follower)
+        if counts is None:
+            return [0.0] * self.window
+        denom = max(self._onsets.get(leader, 0), 1) + self.shrink
+        return [min(c / denom, 1.0) for c in counts[1:]]
 
     def onsets(self, model_id: str) -> int:
         return self._onsets.get(model_id, 0)

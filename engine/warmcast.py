@@ -433,17 +433,13 @@ class WarmcastPolicy:
         for leader in onsets:
             if tracker.onsets(leader) < self.config.follow_min_onsets:
                 continue
-            for follower, p, lags in tracker.followers(leader):
+            for follower, p, first, last in tracker.followers(leader):
                 if follower in counts or follower not in self._plans:
                     continue
-                threshold = self._plans[follower].threshold
-                # the lags it has followed at so far, and the chance per minute between them
-                seen = [d for d, q in enumerate(lags, 1) if q > 0.0]
-                if not seen:
-                    continue
-                start, end = minute + seen[0], minute + seen[-1] + 1
+                # warm it over the lags it has followed at, the chance spread over them
+                start, end = minute + first, minute + last + 1
                 per_minute = p / (end - start)
-                if per_minute <= threshold:
+                if per_minute <= self._plans[follower].threshold:
                     continue
                 old = self._boost.get(follower)
                 if old is not None and old[1] > minute + 1:

@@ -122,11 +122,14 @@ def test_co_onsets_match_a_naive_count(raw: list[tuple[int, str]]) -> None:
         tracker.close_minute(t, sorted(by_minute[t]))
     for leader in "abcde":
         expected = naive_followers(onsets, leader, 5, 1.0)
-        got = {f: (p, lags) for f, p, lags in tracker.followers(leader)}
+        got = {f: (p, first, last) for f, p, first, last in tracker.followers(leader)}
         assert got.keys() == expected.keys()
         for k, (p, lags) in expected.items():
             assert math.isclose(got[k][0], p)
-            assert all(math.isclose(a, b) for a, b in zip(got[k][1], lags, strict=True))
+            seen = [d for d, share in enumerate(lags, 1) if share > 0]
+            assert got[k][1:] == (seen[0], seen[-1])
+            shares = tracker.lag_shares(leader, k)
+            assert all(math.isclose(a, b) for a, b in zip(shares, lags, strict=True))
 
 
 def test_co_onset_tables_stay_bounded() -> None:
