@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "a control token for the tests"
 KEY = "a checkpoint key for the tests"
+PASSWORD = "a SASL password for the tests"  # set, unused on a plaintext broker
 T0 = 1_700_000_040.0
 
 
@@ -67,6 +68,7 @@ def start(bootstrap: str, tmp_path: Path, ns: str) -> Worker:
         policy="hybrid",
         control_token=TOKEN,
         checkpoint_key=KEY,
+        kafka_sasl_password=PASSWORD,
         alert_check_seconds=0.5,
         alerts_disabled="insufficient_volume,health_degraded,stale_data",
     ).start()
@@ -176,6 +178,8 @@ async def test_operator_controls(kafka_bootstrap: str, tmp_path: Path) -> None:
         )
         assert restarted.metrics()['warmcast_warmup_commands_total{action="warm"}'] == 0
         log = restarted.log.read_text() + worker.log.read_text()
-        assert TOKEN not in log and KEY not in log
+        assert "checkpoints on" in log
+        for secret in (TOKEN, KEY, PASSWORD):
+            assert secret not in log
     finally:
         restarted.stop()

@@ -499,5 +499,6 @@ async def test_hostile_input_ends_processed_or_dead_lettered(
         assert metrics["warmcast_models_evicted_total"] >= len(flood) - cap * PARTITIONS
         assert w.health()["ready"]
         assert w.process is not None and w.process.poll() is None
+        assert "checkpoints are off (no WARMCAST_CHECKPOINT_KEY)" in w.log.read_text()
     finally:
         w.stop()
