@@ -7,7 +7,7 @@ import time
 from faust.types import EventT, StreamT
 
 from agents.deadletter import dead_letter_all
-from schemas.envelope import decode
+from schemas.envelope import decode, reject_skewed
 from schemas.metric import MetricEvent
 from streams.app import app, metrics_topic
 
@@ -28,6 +28,9 @@ async def process_metrics(event: EventT) -> None:
         MetricEvent,
         max_bytes=settings.max_message_bytes,
         max_events=settings.max_envelope_events,
+    )
+    decoded = reject_skewed(
+        decoded, time.time(), settings.max_future_skew_seconds, settings.max_past_skew_seconds
     )
     if decoded.errors:
         await dead_letter_all(event, decoded.errors)

@@ -10,7 +10,7 @@ from faust.types import EventT, StreamT
 
 from agents.deadletter import dead_letter_all
 from engine.lease import Command
-from schemas.envelope import decode
+from schemas.envelope import decode, reject_skewed
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.emit import CommandEmitter
@@ -37,6 +37,9 @@ async def process_usage(event: EventT) -> None:
             UsageEvent,
             max_bytes=settings.max_message_bytes,
             max_events=settings.max_envelope_events,
+        )
+        decoded = reject_skewed(
+            decoded, time.time(), settings.max_future_skew_seconds, settings.max_past_skew_seconds
         )
         if decoded.errors:
             await dead_letter_all(event, decoded.errors)
