@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.alert import Alert
+from schemas.control import ControlCommand
 from schemas.health import HealthSnapshot
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
@@ -19,6 +20,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "warmup_command": WarmupCommand,
     "alert": Alert,
     "health_snapshot": HealthSnapshot,
+    "control_command": ControlCommand,
 }
 
 SCHEMA_DIR = Path(__file__).parent / "json"

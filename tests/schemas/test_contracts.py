@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from schemas import Alert, HealthSnapshot, MetricEvent, UsageEvent, WarmupCommand, decode
+from schemas.control import ControlCommand
 from schemas.export import CONTRACTS, drifted, export, render
 
 ids = st.text(min_size=1, max_size=40)
@@ -78,6 +79,22 @@ STRATEGIES: dict[type[BaseModel], st.SearchStrategy[BaseModel]] = {
         latency_mean=st.none() | positive,
         last_seen=epoch,
         loaded_until=st.none() | epoch,
+    ),
+    ControlCommand: st.one_of(
+        st.builds(
+            ControlCommand,
+            command=st.sampled_from(["emergency_stop", "resume", "reset_to_safe"]),
+            id=st.text(min_size=1, max_size=64),
+            release=st.booleans(),
+            issued_by=st.text(max_size=20),
+            ts=epoch,
+        ),
+        st.builds(
+            ControlCommand,
+            command=st.sampled_from(["snapshot", "restore"]),
+            name=st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+            ts=epoch,
+        ),
     ),
 }
 
