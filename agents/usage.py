@@ -74,6 +74,10 @@ async def apply_usage(partition: int, events: list[UsageEvent]) -> None:
     runtime = app.runtime
     commands, touched = runtime.apply_usage(partition, events, health_store.decoded, time.time())
     health_store.mark(touched)
+    gone = runtime.engine_for(partition).drain_evicted()
+    if gone:  # health follows the engine: a flood of new model ids stays bounded
+        health_store.forget(gone)
+        runtime.forget_health(partition, gone)
     if commands:
         await publish_commands(commands)
 

@@ -7,6 +7,7 @@ event time moves past them, and turns every lease that changes into a :class:`Co
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class WarmupEngine:
         self.grid = grid or MinuteGrid()
         self.idle_ttl_minutes = idle_ttl_minutes
         self.max_models = max_models
+        self._evicted: deque[str] = deque(maxlen=100_000)
         self.paused = False  # an emergency stop: warm leases are withheld
         self.stats = EngineStats()
         self.leases: dict[str, Lease] = {}
@@ -210,8 +212,16 @@ class WarmupEngine:
         lease = self.leases.get(model_id)
         return lease is not None and lease.action == "warm" and lease.end > minute
 
+    def drain_evicted(self) -> list[str]:
+        """Models evicted since the last call, so that state kept beside the engine (the
+        worker's rolling health) can follow; only the most recent are remembered."""
+        gone = list(self._evicted)
+        self._evicted.clear()
+        return gone
+
     def _evict_least_recent(self) -> None:
         model_id = next(iter(self.last_seen))
+        self._evicted.append(model_id)
         del self.last_seen[model_id]
         self.leases.pop(model_id, None)
         self._counts.pop(model_id, None)
@@ -223,6 +233,7 @@ class WarmupEngine:
         stale = [
             m for m, seen in self.last_seen.items() if seen < horizon and not self._holds(m, minute)
         ]
+        self._evicted.extend(stale)
         for model_id in stale:
             del self.last_seen[model_id]
             self.leases.pop(model_id, None)

@@ -68,6 +68,15 @@ class HealthStore:
         for model_id, health in list(pending.items()):
             yield model_id, health.to_dict()
 
+    def forget(self, model_ids: list[str]) -> None:
+        """Drop models the engine no longer tracks (a tombstone in the changelog)."""
+        table = self.table
+        for model_id in model_ids:
+            self.pending.pop(model_id, None)
+            key = model_id.encode()
+            if key in table:
+                del table[key]
+
     def flush(self, partitions: set[int] | None = None, owner: Any = None) -> int:
         """Write pending changes to the table; only those of ``partitions`` when given
         (``owner(model_id)`` tells a model's partition). Returns how many were written."""

@@ -300,6 +300,13 @@ class Runtime:
         while len(cache) > self.settings.health_cache_models:
             cache.popitem(last=False)
 
+    def forget_health(self, partition: int, model_ids: list[str]) -> None:
+        """Drop the decoded health of models the partition's engine evicted."""
+        cache = self.health_cache.get(partition)
+        if cache is not None:
+            for model_id in model_ids:
+                cache.pop(model_id, None)
+
     def drop_decoded(self, partitions: set[int]) -> None:
         """Forget decoded health of partitions this worker may no longer own: what comes
         back after a rebalance is read from the recovered table."""

@@ -116,3 +116,12 @@ def test_idle_models_are_evicted_after_their_ttl() -> None:
     assert "old" not in engine.last_seen and "new" in engine.last_seen
     assert policy.forgotten == ["old"]
     assert engine.stats.evicted_models == 1
+
+
+def test_evicted_models_are_reported_once() -> None:
+    engine = WarmupEngine(FixedKeepAlive(10), max_models=2)
+    for i, model_id in enumerate(["a", "b", "c", "d"]):
+        engine.observe(model_id, 60.0 * i)
+    assert engine.drain_evicted() == ["a", "b"]
+    assert engine.drain_evicted() == []
+    assert sorted(engine.last_seen) == ["c", "d"]
