@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,6 +62,21 @@ class IdleBins:
         self.size = len(starts)
         self.start_list: list[int] = self.starts.tolist()
         self.end_list: list[int] = (self.starts + widths).tolist()
+        # coarse groups of bins (a few minutes wide near 0, growing by a third): a model's
+        # own idle times smoothed over them are the prior of its one-minute bins
+        edges, edge = [], 0.0
+        while int(edge) < horizon:
+            edges.append(self.index(int(edge)))
+            edge = max(edge * 1.33, int(edge) + 1.0, 4.0 if edge < 4 else 0.0)
+        self.groups = np.unique(np.asarray(edges, dtype=np.int64))
+        self.group_of = np.repeat(
+            np.arange(len(self.groups)), np.diff(self.groups, append=self.size)
+        )
+        self.group_widths = np.add.reduceat(self.widths, self.groups)
+
+    def group_average(self, per_bin: np.ndarray) -> np.ndarray:
+        """A per-minute quantity of each bin averaged over each coarse group."""
+        return np.add.reduceat(per_bin * self.widths, self.groups) / self.group_widths
 
     def index(self, idle: int) -> int:
         """The bin that holds ``idle``."""
@@ -182,33 +198,74 @@ class ModelUsage:
         steps = max(minute - self.rate_minute, 0)
         return [r * b**steps for r, b in zip(self.rates, _BASES, strict=True)]
 
-    def hazard(self, prior: np.ndarray, prior_periods: float) -> np.ndarray:
-        """Per-minute request probability in each idle bin (shrunk towards ``prior``)."""
+    def hazards(self, prior: np.ndarray, prior_periods: float) -> Hazards:
+        """Per-minute request probability in each idle bin, two ways: one-minute bins
+        shrunk towards ``prior`` (sharp: timers repeat to the minute) and coarse groups of
+        bins shrunk towards ``prior`` (smooth: scattered idle times borrow from their
+        neighbourhood); plus how regular the model is (share of its idle periods in its
+        three most common bins)."""
         bins = self.bins
         counts = np.zeros(bins.size)
         own = np.zeros(bins.size)
+        regularity = 0.0
         if self.counts:
             idx = np.fromiter(self.counts.keys(), np.int64, len(self.counts))
             n = np.fromiter(self.counts.values(), np.float64, len(self.counts))
             counts[idx] = n
             exact = idx < bins.exact
             own[idx[exact]] = n[exact]
+            regularity = float(np.sort(n)[-3:].sum()) / self.periods
         for j, minutes in self.own.items():
             own[j] = minutes
-        pseudo = prior_periods * bins.widths
         exposure = bins.total_exposure(counts, own)
-        return (counts + prior * pseudo) / np.maximum(exposure + pseudo, 1e-9)
+        pseudo = prior_periods * bins.widths
+        sharp = (counts + prior * pseudo) / np.maximum(exposure + pseudo, 1e-9)
+        groups = bins.groups
+        g_widths = bins.group_widths
+        g_prior = bins.group_average(prior)
+        g_pseudo = prior_periods * g_widths
+        smooth = (np.add.reduceat(counts, groups) + g_prior * g_pseudo) / np.maximum(
+            np.add.reduceat(exposure, groups) + g_pseudo, 1e-9
+        )
+        return Hazards(sharp, smooth[bins.group_of], regularity)
 
-    def hazard_at(self, idle: int, prior: np.ndarray, prior_periods: float) -> float:
-        """``hazard(...)`` in the bin of ``idle`` alone (no arrays built)."""
+    def hazards_at(
+        self, idle: int, prior: np.ndarray, group_prior: np.ndarray, prior_periods: float
+    ) -> tuple[float, float, float]:
+        """:meth:`hazards` in the bin of ``idle`` alone, without building arrays
+        (``group_prior``: ``prior`` averaged over each coarse group)."""
         bins = self.bins
         j = bins.index(idle)
-        n = self.counts.get(j, 0)
-        later = sum(c for i, c in self.counts.items() if i > j)
+        g = int(bins.group_of[j])
+        a = int(bins.groups[g])
+        b = int(bins.groups[g + 1]) if g + 1 < len(bins.groups) else bins.size
+        starts, exact = bins.start_list, bins.exact
+        n_j = later = n_g = 0
+        e_g = 0.0
+        width_g = float(bins.group_widths[g])
+        for i, c in self.counts.items():
+            if i > j:
+                later += c
+            elif i == j:
+                n_j = c
+            if i >= b:
+                e_g += c * width_g
+            elif i >= a:
+                n_g += c
+                e_g += c * (starts[i] - starts[a]) + (c if i < exact else self.own[i])
         width = int(bins.widths[j])
-        own = n if j < bins.exact else self.own.get(j, 0)
+        own = n_j if j < exact else self.own.get(j, 0)
         pseudo = prior_periods * width
-        return (n + float(prior[j]) * pseudo) / max(width * later + own + pseudo, 1e-9)
+        sharp = (n_j + float(prior[j]) * pseudo) / max(width * later + own + pseudo, 1e-9)
+        g_pseudo = prior_periods * width_g
+        smooth = (n_g + float(group_prior[g]) * g_pseudo) / max(e_g + g_pseudo, 1e-9)
+        top = sorted(self.counts.values())[-3:]
+        regularity = sum(top) / self.periods if self.periods else 0.0
+        return sharp, smooth, regularity
+
+    def hazard(self, prior: np.ndarray, prior_periods: float) -> np.ndarray:
+        """The one-minute-bin hazard of :meth:`hazards`."""
+        return self.hazards(prior, prior_periods).sharp
 
     def count_at(self, idle: int) -> int:
         """Idle periods seen in the bin of ``idle``."""
@@ -220,6 +277,18 @@ class ModelUsage:
         if self.last - self.first < 1440 or self.minutes == 0:
             return 1.0
         return 24.0 * (self.hours[(minute % 1440) // 60] + 0.5) / (self.minutes + 12.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Hazards:
+    """Idle-time hazards of one model (see :meth:`ModelUsage.hazards`)."""
+
+    sharp: np.ndarray
+    smooth: np.ndarray
+    regularity: float
+
+    def at(self, j: int) -> tuple[float, float, float]:
+        return float(self.sharp[j]), float(self.smooth[j]), self.regularity
 
 
 def _decay(half_life: float, steps: float) -> float:
@@ -254,6 +323,7 @@ class UsagePatternAnalyzer:
         self._pool_own = np.zeros(self.bins.size)
         self._pending_idles: list[int] = []
         self._pooled: np.ndarray | None = None
+        self._pooled_groups: np.ndarray | None = None
         self.pooled_periods = 0
 
     def __len__(self) -> int:
@@ -291,6 +361,7 @@ class UsagePatternAnalyzer:
         self.pooled_periods += len(self._pending_idles)
         self._pending_idles.clear()
         self._pooled = None
+        self._pooled_groups = None
 
     def pooled_hazard(self) -> np.ndarray:
         """Per-minute hazard of all models' idle periods together (the prior)."""
@@ -305,9 +376,17 @@ class UsagePatternAnalyzer:
     def hazard(self, model_id: str) -> np.ndarray:
         return self._models[model_id].hazard(self.pooled_hazard(), self.prior_periods)
 
-    def hazard_at(self, model_id: str, idle: int) -> float:
+    def hazards(self, model_id: str) -> Hazards:
+        return self._models[model_id].hazards(self.pooled_hazard(), self.prior_periods)
+
+    def hazards_at(self, model_id: str, idle: int) -> tuple[float, float, float]:
+        """:meth:`hazards` of ``model_id`` in the bin of ``idle`` (sharp, smooth,
+        regularity)."""
+        pooled = self.pooled_hazard()
+        if self._pooled_groups is None:
+            self._pooled_groups = self.bins.group_average(pooled)
         usage = self._models[model_id]
-        return usage.hazard_at(idle, self.pooled_hazard(), self.prior_periods)
+        return usage.hazards_at(idle, pooled, self._pooled_groups, self.prior_periods)
 
     def forget(self, model_id: str) -> None:
         self._models.pop(model_id, None)

@@ -26,9 +26,19 @@ from dataclasses import dataclass
 import numpy as np
 from river import linear_model, metrics, optim
 
-from engine.analyzer import RATE_HALF_LIVES, IdleBins, ModelUsage, _decay
+from engine.analyzer import RATE_HALF_LIVES, Hazards, IdleBins, ModelUsage, _decay
 
-FEATURES = ("hazard", "idle", "rate_10", "rate_60", "rate_360", "volume", "hour")
+FEATURES = (
+    "hazard",
+    "idle",
+    "rate_10",
+    "rate_60",
+    "rate_360",
+    "volume",
+    "hour",
+    "smooth",
+    "regular",
+)
 _SCALE = 4.0  # features are logs divided by this, so that they stay near [-3, 3]
 _EPS = 1e-5
 
@@ -45,20 +55,26 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def features_one(usage: ModelUsage, hazard: float, target: int) -> dict[str, float]:
-    """Features of a request in minute ``target`` (known: everything before it).
+def features_one(
+    usage: ModelUsage, hazards: tuple[float, float, float], target: int
+) -> dict[str, float]:
+    """Features of a request in minute ``target`` (known: everything before it);
+    ``hazards`` are the model's sharp and smooth hazards in the idle bin of ``target``
+    and its regularity (:meth:`engine.analyzer.Hazards.at`).
 
     >>> from engine.analyzer import IdleBins, ModelUsage
-    >>> import numpy as np
     >>> bins = IdleBins(exact=10, horizon=40)
     >>> u = ModelUsage(bins, first=0)
     >>> _ = u.record(0)
-    >>> x = features_one(u, hazard=0.5, target=1)
-    >>> x["hazard"], round(x["idle"], 3)
-    (0.0, 0.0)
+    >>> x = features_one(u, (0.5, 0.5, 0.0), target=1)
+    >>> x["hazard"], x["smooth"], round(x["idle"], 3)
+    (0.0, 0.0, 0.0)
     """
+    sharp, smooth, regularity = hazards
     idle = max(target - usage.last - 1, 0)
-    x = {"hazard": _logit(hazard) / _SCALE, "idle": math.log1p(idle) / _SCALE}
+    x = {"hazard": _logit(sharp) / _SCALE, "idle": math.log1p(idle) / _SCALE}
+    x["smooth"] = _logit(smooth) / _SCALE
+    x["regular"] = regularity * x["hazard"]
     rates = usage.rates_at(usage.last)
     for name, rate, half_life in zip(FEATURES[2:5], rates, RATE_HALF_LIVES, strict=True):
         x[name] = math.log(rate * _decay(half_life, idle) + 1e-4) / _SCALE
@@ -78,19 +94,27 @@ class ProfileBasis:
         self.offsets = np.floor(mids).astype(np.int64) + 1  # target minus last invoked minute
 
 
+def _logits(p: np.ndarray) -> np.ndarray:
+    z = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.log(z / (1.0 - z))
+
+
 def profile(
     usage: ModelUsage,
-    hazard: np.ndarray,
+    hazards: Hazards,
     weights: Mapping[str, float],
     intercept: float,
     basis: ProfileBasis,
 ) -> np.ndarray:
     """P(request in minute ``last + 1 + k``) for ``k`` in each idle bin (bin middles).
 
-    The vectorised twin of ``predict_proba_one(features_one(...))``.
+    The vectorised twin of ``predict_one(features_one(...))``.
     """
-    z = np.clip(hazard, _EPS, 1.0 - _EPS)
-    logit = np.log(z / (1.0 - z)) * (weights.get("hazard", 0.0) / _SCALE)
+    w_sharp = weights.get("hazard", 0.0) + hazards.regularity * weights.get("regular", 0.0)
+    logit = _logits(hazards.sharp) * (w_sharp / _SCALE)
+    w_smooth = weights.get("smooth", 0.0)
+    if w_smooth:
+        logit += _logits(hazards.smooth) * (w_smooth / _SCALE)
     logit += basis.idle * weights.get("idle", 0.0)
     rates = usage.rates_at(usage.last)
     for name, rate, decay in zip(FEATURES[2:5], rates, basis.decays, strict=True):
@@ -163,7 +187,7 @@ class PredictionEngine:
     >>> a = UsagePatternAnalyzer()
     >>> eng = PredictionEngine(a.bins)
     >>> u = a.update("m", 0)
-    >>> eng.ask("m", u, a.hazard_at("m", 0), target=1)  # a prediction about minute 1
+    >>> eng.ask("m", u, a.hazards("m").at(0), target=1)  # a prediction about minute 1
     >>> [(r.model_id, r.y) for r in eng.resolve(1, {"m": 3})]  # minute 1 closed: it came
     [('m', True)]
     >>> eng.samples
@@ -217,13 +241,19 @@ class PredictionEngine:
         w = self._weights
         return _sigmoid(self._intercept + sum(w.get(k, 0.0) * v for k, v in x.items()))
 
-    def profile(self, usage: ModelUsage, hazard: np.ndarray) -> np.ndarray:
-        return profile(usage, hazard, self._weights, self._intercept, self.basis)
+    def profile(self, usage: ModelUsage, hazards: Hazards) -> np.ndarray:
+        return profile(usage, hazards, self._weights, self._intercept, self.basis)
 
-    def ask(self, model_id: str, usage: ModelUsage, hazard: float, target: int) -> None:
-        """Predict a request of ``model_id`` in minute ``target`` (``hazard``: its idle-time
-        hazard there) and wait for the label."""
-        x = features_one(usage, hazard, target)
+    def ask(
+        self,
+        model_id: str,
+        usage: ModelUsage,
+        hazards: tuple[float, float, float],
+        target: int,
+    ) -> None:
+        """Predict a request of ``model_id`` in minute ``target`` (``hazards``: its idle-time
+        hazards there, see :func:`features_one`) and wait for the label."""
+        x = features_one(usage, hazards, target)
         self.pending.push(Pending(target, model_id, x, self.predict_one(x)))
 
     def resolve(self, minute: int, counts: Mapping[str, int]) -> list[Resolved]:

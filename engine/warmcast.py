@@ -80,6 +80,7 @@ class WarmcastConfig:
     follow_max: int = 24
     follow_shrink: float = 2.0
     follow_min_onsets: int = 2
+    follow_min_lift: float = 1.5
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
@@ -330,7 +331,7 @@ class WarmcastPolicy:
 
     def _plan(self, model_id: str, minute: int, from_offset: int = 0) -> _Plan:
         usage = self.analyzer.usage(model_id)
-        probs = self.predictor.profile(usage, self.analyzer.hazard(model_id))
+        probs = self.predictor.profile(usage, self.analyzer.hazards(model_id))
         threshold, lead = self._threshold(model_id)
         blocks = self.scheduler.blocks(
             probs, self.analyzer.bins, threshold, lead, _MAX_BLOCKS, from_offset
@@ -436,10 +437,15 @@ class WarmcastPolicy:
             for follower, p, first, last in tracker.followers(leader):
                 if follower in counts or follower not in self._plans:
                     continue
-                # warm it over the lags it has followed at, the chance spread over them
+                # warm it over the lags it has followed at, the chance spread over them,
+                # if following the leader is much likelier than waking up by chance
                 start, end = minute + first, minute + last + 1
                 per_minute = p / (end - start)
                 if per_minute <= self._plans[follower].threshold:
+                    continue
+                usage = self.analyzer.usage(follower)
+                chance = tracker.onsets(follower) / max(minute - usage.first + 1, 1)
+                if per_minute < self.config.follow_min_lift * chance:
                     continue
                 old = self._boost.get(follower)
                 if old is not None and old[1] > minute + 1:
@@ -485,8 +491,8 @@ class WarmcastPolicy:
         for i in sorted(self._rng.sample(range(len(order)), k)):
             model_id = order[i]
             usage = analyzer.usage(model_id)
-            hazard = analyzer.hazard_at(model_id, minute - usage.last)
-            self.predictor.ask(model_id, usage, hazard, minute + 1)
+            hazards = analyzer.hazards_at(model_id, minute - usage.last)
+            self.predictor.ask(model_id, usage, hazards, minute + 1)
 
     def _watch_queue(self, minute: int) -> None:
         """``queue_overflow`` fires in a minute that overflowed the warmup queue and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from itertools import pairwise
 
 import numpy as np
 from hypothesis import given, settings
@@ -20,7 +21,10 @@ from engine.analyzer import (
 BINS = IdleBins(exact=30, growth=1.5, horizon=600)
 
 
-def naive_hazard(idles: list[int], bins: IdleBins, prior: np.ndarray, weight: float) -> np.ndarray:
+def naive_hazards(
+    idles: list[int], bins: IdleBins, prior: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sharp (per bin) and smooth (per coarse group, spread back on its bins) hazards."""
     counts = np.zeros(bins.size)
     exposure = np.zeros(bins.size)
     for idle in idles:
@@ -31,7 +35,15 @@ def naive_hazard(idles: list[int], bins: IdleBins, prior: np.ndarray, weight: fl
                 hi = idle + 1  # the open bin
             exposure[j] += max(0, min(idle + 1, hi) - lo)  # minutes lo..idle inside the bin
     pseudo = weight * bins.widths
-    return (counts + prior * pseudo) / np.maximum(exposure + pseudo, 1e-9)
+    sharp = (counts + prior * pseudo) / np.maximum(exposure + pseudo, 1e-9)
+    smooth = np.zeros(bins.size)
+    edges = [*bins.groups.tolist(), bins.size]
+    for a, b in pairwise(edges):
+        width = bins.widths[a:b].sum()
+        g_prior = (prior[a:b] * bins.widths[a:b]).sum() / width
+        g = (counts[a:b].sum() + g_prior * weight * width) / (exposure[a:b].sum() + weight * width)
+        smooth[a:b] = g
+    return sharp, smooth
 
 
 @settings(max_examples=60, deadline=None)
@@ -45,12 +57,14 @@ def test_hazard_matches_a_recount_after_every_idle_period(gaps: list[int]) -> No
         minute += gap + 1
         assert usage.record(minute) == gap
         idles.append(gap)
-        expected = naive_hazard(idles, BINS, prior, 1.5)
-        got = usage.hazard(prior, 1.5)
-        assert np.allclose(got, expected)
+        sharp, smooth = naive_hazards(idles, BINS, prior, 1.5)
+        got = usage.hazards(prior, 1.5)
+        assert np.allclose(got.sharp, sharp) and np.allclose(got.smooth, smooth)
         for idle in {0, gap, gap + 3, 700}:
             j = BINS.index(idle)
-            assert math.isclose(usage.hazard_at(idle, prior, 1.5), expected[j])
+            one = usage.hazards_at(idle, prior, BINS.group_average(prior), 1.5)
+            assert np.allclose(one[:2], (sharp[j], smooth[j]))
+        assert 0.0 < got.regularity <= 1.0
 
 
 def test_bins_cover_every_idle_time_once() -> None:

@@ -20,9 +20,11 @@ def test_profile_agrees_with_predict_one_on_exact_bins() -> None:
     eng.learner.intercept = -0.2
     eng._weights = eng.learner.weights
     usage = a.usage("m")
-    probs = eng.profile(usage, a.hazard("m"))
+    eng.learner._weights.update({"smooth": 0.7, "regular": -0.4})
+    eng._weights = eng.learner.weights
+    probs = eng.profile(usage, a.hazards("m"))
     for k in (0, 1, 5, 59, 119):
-        x = features_one(usage, a.hazard_at("m", k), usage.last + 1 + k)
+        x = features_one(usage, a.hazards_at("m", k), usage.last + 1 + k)
         assert math.isclose(probs[k], eng.predict_one(x), rel_tol=1e-9)
 
 
@@ -33,7 +35,7 @@ def test_seeded_learner_starts_as_the_hazard() -> None:
         a.close_minute(t)
     eng = PredictionEngine(a.bins)
     h = a.hazard("m")
-    probs = eng.profile(a.usage("m"), h)
+    probs = eng.profile(a.usage("m"), a.hazards("m"))
     assert abs(probs[9] - h[9]) < 1e-4
     assert probs[9] > 0.5 > probs[5]
 
@@ -42,9 +44,9 @@ def test_pending_labels_resolve_late_and_empty_minutes_count_as_no_request() -> 
     a = UsagePatternAnalyzer()
     eng = PredictionEngine(a.bins)
     u = a.update("m", 0)
-    eng.ask("m", u, a.hazard_at("m", 0), target=1)
-    eng.ask("m", u, a.hazard_at("m", 0), target=2)
-    eng.ask("m", u, a.hazard_at("m", 0), target=5)
+    eng.ask("m", u, a.hazards_at("m", 0), target=1)
+    eng.ask("m", u, a.hazards_at("m", 0), target=2)
+    eng.ask("m", u, a.hazards_at("m", 0), target=5)
     assert eng.resolve(0, {"m": 1}) == []  # nothing due yet
     got = [(r.y) for r in eng.resolve(4, {"m": 2})]  # minutes 1..3 closed empty
     assert got == [False, False]
@@ -69,8 +71,8 @@ def test_learner_learns_that_a_timer_comes_every_five_minutes() -> None:
         eng.resolve(minute, counts)
         a.close_minute(minute)
         u = a.usage("timer")
-        eng.ask("timer", u, a.hazard_at("timer", minute - u.last), minute + 1)
-    probs = eng.profile(a.usage("timer"), a.hazard("timer"))
+        eng.ask("timer", u, a.hazards_at("timer", minute - u.last), minute + 1)
+    probs = eng.profile(a.usage("timer"), a.hazards("timer"))
     assert probs[4] > 0.9
     assert max(probs[:4]) < 0.05
     assert eng.log_loss.get() < 0.2
