@@ -73,6 +73,7 @@ class WarmupEngine:
         grid: MinuteGrid | None = None,
         idle_ttl_minutes: int = 7 * 24 * 60,
         max_models: int = 10_000_000,
+        report_evictions: bool = False,
     ) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
@@ -80,7 +81,8 @@ class WarmupEngine:
         self.grid = grid or MinuteGrid()
         self.idle_ttl_minutes = idle_ttl_minutes
         self.max_models = max_models
-        self._evicted: deque[str] = deque(maxlen=100_000)
+        if report_evictions:
+            self._evicted = deque(maxlen=100_000)
         self.paused = False  # an emergency stop: warm leases are withheld
         self.stats = EngineStats()
         self.leases: dict[str, Lease] = {}
@@ -212,16 +214,22 @@ class WarmupEngine:
         lease = self.leases.get(model_id)
         return lease is not None and lease.action == "warm" and lease.end > minute
 
+    #: Models evicted and not yet drained (with ``report_evictions`` only).
+    _evicted: deque[str] | None = None
+
     def drain_evicted(self) -> list[str]:
-        """Models evicted since the last call, so that state kept beside the engine (the
-        worker's rolling health) can follow; only the most recent are remembered."""
+        """Models evicted since the last call (``report_evictions=True``), so that state
+        kept beside the engine (the worker's rolling health) can follow."""
+        if not self._evicted:
+            return []
         gone = list(self._evicted)
         self._evicted.clear()
         return gone
 
     def _evict_least_recent(self) -> None:
         model_id = next(iter(self.last_seen))
-        self._evicted.append(model_id)
+        if self._evicted is not None:
+            self._evicted.append(model_id)
         del self.last_seen[model_id]
         self.leases.pop(model_id, None)
         self._counts.pop(model_id, None)
@@ -233,7 +241,8 @@ class WarmupEngine:
         stale = [
             m for m, seen in self.last_seen.items() if seen < horizon and not self._holds(m, minute)
         ]
-        self._evicted.extend(stale)
+        if self._evicted is not None:
+            self._evicted.extend(stale)
         for model_id in stale:
             del self.last_seen[model_id]
             self.leases.pop(model_id, None)

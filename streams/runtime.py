@@ -116,7 +116,9 @@ class Runtime:
         engine = self.engines.get(partition)
         if engine is None:
             engine = WarmupEngine(
-                self.new_policy(), max_models=self.settings.max_models_per_partition
+                self.new_policy(),
+                max_models=self.settings.max_models_per_partition,
+                report_evictions=True,
             )
             engine = self.engines[partition] = self._under_controls(partition, engine)
         if self.position_source is not None:

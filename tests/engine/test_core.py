@@ -119,7 +119,8 @@ def test_idle_models_are_evicted_after_their_ttl() -> None:
 
 
 def test_evicted_models_are_reported_once() -> None:
-    engine = WarmupEngine(FixedKeepAlive(10), max_models=2)
+    assert WarmupEngine(FixedKeepAlive(10), max_models=1).drain_evicted() == []
+    engine = WarmupEngine(FixedKeepAlive(10), max_models=2, report_evictions=True)
     for i, model_id in enumerate(["a", "b", "c", "d"]):
         engine.observe(model_id, 60.0 * i)
     assert engine.drain_evicted() == ["a", "b"]
