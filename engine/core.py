@@ -136,11 +136,12 @@ class WarmupEngine:
         return out
 
     def observe_metric(self, model_id: str, name: str, value: float, ts: float) -> None:
-        """Hand a metric event (load time, latency, memory) to the policy, if it learns them."""
+        """Hand a metric event (load time, latency, memory) to the policy, if it learns
+        them (``policy.observe_metric(model_id, name, value)``)."""
         self.stats.metric_events += 1
         learn = getattr(self.policy, "observe_metric", None)
         if learn is not None:
-            learn(model_id, name, value, ts)
+            learn(model_id, name, value)
 
     def lease_of(self, model_id: str) -> Lease | None:
         return self.leases.get(model_id)

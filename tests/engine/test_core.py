@@ -126,3 +126,16 @@ def test_evicted_models_are_reported_once() -> None:
     assert engine.drain_evicted() == ["a", "b"]
     assert engine.drain_evicted() == []
     assert sorted(engine.last_seen) == ["c", "d"]
+
+
+def test_metric_events_reach_a_policy_that_learns_them() -> None:
+    from engine.warmcast import WarmcastPolicy
+
+    policy = WarmcastPolicy()
+    engine = WarmupEngine(policy)
+    before = policy.performance.predict_one("m")
+    for _ in range(50):
+        engine.observe_metric("m", "load_time_seconds", 170.0, 0.0)
+    engine.observe_metric("m", "latency_seconds", 0.2, 0.0)  # not learned, not an error
+    assert engine.stats.metric_events == 51
+    assert policy.performance.predict_one("m") > before
