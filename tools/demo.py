@@ -40,7 +40,6 @@ from tools.fleetsim import (
     format_fleets,
     load_slice,
     load_time_model,
-    read_memory,
     run_local,
 )
 from tools.replay import (
@@ -471,7 +470,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             f"{time.monotonic() - started:.1f}s on {worker.url}"
             f"\n           topics {namespace}.*.v1, {scope}",
         )
-        memory = read_memory(SAMPLE_MEMORY) if sample else None
+        # No memory metric events: the backtest beside it has no model sizes, and sizes change
+        # the warmcast policy's memory cost, so the two would no longer be comparable.
+        memory = None
         sim = FleetSim(
             settings,
             trace,
