@@ -131,15 +131,10 @@ class WorkerProcess:
             return False
 
     def stop(self, timeout: float = 20.0) -> None:
+        from streams.broker import terminate
+
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        terminate(proc, timeout)
 
 
 def worker_env(
