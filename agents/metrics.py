@@ -22,7 +22,7 @@ async def process_metrics(event: EventT) -> None:
     runtime = app.runtime
     settings = runtime.settings
     message = event.message
-    runtime.metrics.messages.labels(topic=message.topic).inc()
+    runtime.metrics.consumed(message.topic).inc()
     decoded = decode(
         message.value,
         MetricEvent,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Any
 
 import orjson
 from faust.types import EventT, StreamT
+from mode.types.signals import BaseSignalT
 
 from agents.deadletter import dead_letter_all
 from engine.lease import Command
@@ -30,8 +32,9 @@ async def process_usage(event: EventT) -> None:
     settings = runtime.settings
     metrics = runtime.metrics
     message = event.message
-    metrics.messages.labels(topic=message.topic).inc()
-    with metrics.processing.labels(topic="usage").time():
+    metrics.consumed(message.topic).inc()
+    started = time.perf_counter()
+    try:
         decoded = decode(
             message.value,
             UsageEvent,
@@ -43,19 +46,24 @@ async def process_usage(event: EventT) -> None:
         )
         if decoded.errors:
             await dead_letter_all(event, decoded.errors)
-        if not decoded.events:
+        events = decoded.events
+        if not events:
             return
         partition = message.partition
         n_partitions = runtime.usage_partitions
-        mine: list[UsageEvent] = []
-        foreign: dict[int, list[UsageEvent]] = defaultdict(list)
-        for ev in decoded.events:
-            owner = partition_for(ev.model_id, n_partitions)
-            (mine if owner == partition else foreign[owner]).append(ev)
-        for owner, events in foreign.items():
-            await forward(owner, events)
-        if mine:
-            await apply_usage(partition, mine)
+        if any(partition_for(ev.model_id, n_partitions) != partition for ev in events):
+            mine: list[UsageEvent] = []
+            foreign: dict[int, list[UsageEvent]] = defaultdict(list)
+            for ev in events:
+                owner = partition_for(ev.model_id, n_partitions)
+                (mine if owner == partition else foreign[owner]).append(ev)
+            for owner, theirs in foreign.items():
+                await forward(owner, theirs)
+            events = mine
+        if events:
+            await apply_usage(partition, events)
+    finally:
+        metrics.usage_processing.observe(time.perf_counter() - started)
 
 
 async def forward(partition: int, events: list[UsageEvent]) -> None:
@@ -85,17 +93,50 @@ async def apply_usage(partition: int, events: list[UsageEvent]) -> None:
 _emitter: list[CommandEmitter] = []
 
 
-async def publish_commands(commands: list[Command]) -> None:
-    """Queue commands for delivery, one record batch per warmup partition."""
+def emitter() -> CommandEmitter:
+    """The worker's command emitter, made at first use and drained before every offset
+    commit: the producer's flush, which Faust awaits ahead of a commit, waits for it."""
     if not _emitter:
+        runtime = app.runtime
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        _emitter.append(
-            CommandEmitter(producer, warmup_topic.get_topic_name(), app.runtime.warmup_partitions)
+        failures = runtime.metrics.command_failures
+        made = CommandEmitter(
+            producer,
+            warmup_topic.get_topic_name(),
+            runtime.warmup_partitions,
+            on_failure=lambda n, exc: failures.inc(n),
+            linger_seconds=runtime.settings.producer_linger_ms / 1000,
         )
-    await _emitter[0].publish(commands)
+        flush = app.producer.flush
+
+        async def drain_then_flush() -> None:
+            await made.drain()
+            await flush()
+
+        app.producer.flush = drain_then_flush  # type: ignore[method-assign]
+        _emitter.append(made)
+    return _emitter[0]
+
+
+async def publish_commands(commands: list[Command]) -> None:
+    """Queue commands for delivery, in record batches per warmup partition; wait for the
+    queue to empty when the broker falls behind."""
+    queue = emitter()
+    queue.publish(commands)
+    if queue.queued > app.runtime.settings.command_queue_max:
+        await queue.drain()
     metrics = app.runtime.metrics
     warm = sum(1 for c in commands if c.action == "warm")
     if warm:
         metrics.warm_commands.inc(warm)
     if len(commands) > warm:
         metrics.release_commands.inc(len(commands) - warm)
+
+
+@app.on_before_shutdown.connect
+async def _drain_commands(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """The consumer has stopped: hand what is queued to the producer before it stops."""
+    if _emitter:
+        await _emitter[0].drain()

@@ -32,6 +32,7 @@ class MetricsView(View):
     async def get(self, request: Request) -> Response:
         runtime = app.runtime
         runtime.metrics.tracked_models.set(runtime.tracked_models())
+        runtime.metrics.sync()
         return self.bytes(
             generate_latest(runtime.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE
         )

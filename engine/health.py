@@ -13,11 +13,14 @@ event time, so a replay at any speed and a live run give the same figures.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.rolling import RollingWindow
+import orjson
+
+from engine.rolling import RollingWindow, WindowView, estimate
+from engine.sketch import LogSketch
 
 #: Default rolling windows, seconds of event time.
 WINDOWS: tuple[float, ...] = (60.0, 300.0, 3600.0)
@@ -25,12 +28,12 @@ WINDOWS: tuple[float, ...] = (60.0, 300.0, 3600.0)
 #: The counters of each rolling window, in this order.
 FIELDS = ("events", "requests", "cold_starts", "errors", "issued", "used", "wasted")
 _EVENTS, _REQUESTS, _COLD, _ERRORS, _ISSUED, _USED, _WASTED = range(len(FIELDS))
-
-
-def _one(i: int) -> list[float]:
-    counts: list[float] = [0] * len(FIELDS)
-    counts[i] = 1
-    return counts
+_WIDTH = len(FIELDS)
+#: Per window, ``slots`` holds the current slot number, then the current slot's counters,
+#: then the previous slot's: one flat list for every window of a model.
+_STRIDE = 1 + 2 * _WIDTH
+#: Version of the stored form (:meth:`ModelHealth.to_bytes`).
+_FORM = 2
 
 
 @dataclass(slots=True)
@@ -68,7 +71,13 @@ class ModelHealth:
     warmups_used_total: int = 0
     warmups_wasted_total: int = 0
     lease: list[float] | None = None  # [start, end, used] of the current warm lease
-    windows: dict[str, RollingWindow] = field(default_factory=dict)
+    #: Window lengths (seconds) that ``slots`` and ``sketches`` are laid out for.
+    lengths: tuple[float, ...] = ()
+    #: Per window: current slot number, current counters, previous counters (flat).
+    slots: list[Any] = field(default_factory=list)
+    #: Per window: the current and the previous slot's latency sketch; ``None`` until a
+    #: latency is seen (most of a fleet's state is then counters only).
+    sketches: list[LogSketch | None] | None = None
 
     def update(
         self,
@@ -79,11 +88,12 @@ class ModelHealth:
         window: float = 300.0,
         *,
         errors: int = 0,
-        windows: Iterable[float] = WINDOWS,
+        windows: Sequence[float] = WINDOWS,
     ) -> None:
         """Count ``count`` requests at ``ts`` (``cold`` of them cold, ``errors`` failed)."""
-        if self.requests_total and ts > self.last_seen:
-            decay = math.exp(-(ts - self.last_seen) / window)
+        last_seen = self.last_seen
+        if self.requests_total and ts > last_seen:
+            decay = math.exp((last_seen - ts) / window)
             self.weighted_requests *= decay
             self.weighted_cold *= decay
         self.weighted_requests += count
@@ -92,20 +102,44 @@ class ModelHealth:
         self.cold_starts_total += cold
         self.errors_total += errors
         if latency is not None:
-            self.latency_mean = (
-                latency if self.latency_mean is None else 0.9 * self.latency_mean + 0.1 * latency
-            )
-        self.last_seen = max(self.last_seen, ts)
-        self._settle(ts, windows)
-        used = 0
+            mean = self.latency_mean
+            self.latency_mean = latency if mean is None else 0.9 * mean + 0.1 * latency
+        if ts > last_seen:
+            self.last_seen = ts
         lease = self.lease
-        if lease is not None and not lease[2] and lease[0] <= ts < lease[1]:
-            lease[2] = 1
-            used = 1
-            self.warmups_used_total += 1
-        counts = [1, count, cold, errors, 0, used, 0]
-        for w in self._windows(windows):
-            w.add(ts, counts, latency, count)
+        used = 0
+        if lease is not None:
+            if lease[1] <= ts:  # over: settle it first
+                self._settle(ts, windows)
+            elif not lease[2] and lease[0] <= ts:
+                lease[2] = 1
+                used = 1
+                self.warmups_used_total += 1
+        if self.lengths != windows:
+            self._layout(windows)
+        slots = self.slots
+        sketches = self.sketches
+        if latency is not None and sketches is None:
+            sketches = self.sketches = [None] * (2 * len(self.lengths))
+        base = 0
+        for j, length in enumerate(self.lengths):
+            at = self._slot(base, ts // length)
+            if at >= 0:
+                slots[at] += 1
+                slots[at + 1] += count
+                if cold:
+                    slots[at + 2] += cold
+                if errors:
+                    slots[at + 3] += errors
+                if used:
+                    slots[at + 5] += 1
+                if sketches is not None and latency is not None:
+                    i = 2 * j + (at - base - 1) // _WIDTH
+                    sketch = sketches[i]
+                    if sketch is None:
+                        sketch = sketches[i] = LogSketch()
+                    sketch.add(latency, count)
+            base += _STRIDE
 
     def on_command(
         self,
@@ -113,44 +147,77 @@ class ModelHealth:
         start: float,
         end: float,
         issued_at: float,
-        windows: Iterable[float] = WINDOWS,
+        windows: Sequence[float] = WINDOWS,
     ) -> None:
         """Follow a warmup command: a new warm lease, or a release (repeats are ignored)."""
-        self._settle(issued_at, windows)
         lease = self.lease
-        if action == "warm" and lease is not None and (lease[0], lease[1]) == (start, end):
+        if lease is not None and lease[1] <= issued_at:
+            self._settle(issued_at, windows)
+            lease = None
+        if action == "warm" and lease is not None and lease[0] == start and lease[1] == end:
             return
         if lease is not None and not lease[2] and lease[0] < start:
-            self._wasted(min(start, lease[1]), windows)  # loaded for a while, never used
+            self._count(min(start, lease[1]), _WASTED, windows)  # loaded, never used
+            self.warmups_wasted_total += 1
         self.lease = None
         if action == "warm":
             self.lease = [start, end, 0]
             self.warmups_issued_total += 1
-            for w in self._windows(windows):
-                w.add(issued_at, _one(_ISSUED))
+            self._count(issued_at, _ISSUED, windows)
 
-    def _settle(self, ts: float, windows: Iterable[float]) -> None:
+    def _settle(self, ts: float, windows: Sequence[float]) -> None:
         """A lease that ended by ``ts`` is done: wasted if no request came."""
         lease = self.lease
         if lease is not None and lease[1] <= ts:
             if not lease[2]:
-                self._wasted(lease[1], windows)
+                self.warmups_wasted_total += 1
+                self._count(lease[1], _WASTED, windows)
             self.lease = None
 
-    def _wasted(self, ts: float, windows: Iterable[float]) -> None:
-        self.warmups_wasted_total += 1
-        for w in self._windows(windows):
-            w.add(ts, _one(_WASTED))
+    def _count(self, ts: float, index: int, windows: Sequence[float]) -> None:
+        """Add one to counter ``index`` at ``ts`` in every window."""
+        if self.lengths != windows:
+            self._layout(windows)
+        slots = self.slots
+        base = 0
+        for length in self.lengths:
+            at = self._slot(base, ts // length)
+            if at >= 0:
+                slots[at + index] += 1
+            base += _STRIDE
 
-    def _windows(self, lengths: Iterable[float]) -> list[RollingWindow]:
-        out = []
-        for length in lengths:
-            key = _key(length)
-            w = self.windows.get(key)
-            if w is None:
-                w = self.windows[key] = RollingWindow(length, len(FIELDS))
-            out.append(w)
-        return out
+    def _slot(self, base: int, k: float) -> int:
+        """Where in ``slots`` the counters of slot number ``k`` of the window at ``base``
+        start, after rolling the window forward to ``k`` if needed; -1: too old."""
+        slots = self.slots
+        index = slots[base]
+        if index is None or k > index:
+            sketches = self.sketches
+            j = 2 * (base // _STRIDE)
+            if index is not None and k == index + 1:  # current becomes previous
+                slots[base + 1 + _WIDTH : base + _STRIDE] = slots[base + 1 : base + 1 + _WIDTH]
+                if sketches is not None:
+                    sketches[j + 1] = sketches[j]
+            else:
+                slots[base + 1 + _WIDTH : base + _STRIDE] = _ZEROS
+                if sketches is not None:
+                    sketches[j + 1] = None
+            slots[base + 1 : base + 1 + _WIDTH] = _ZEROS
+            if sketches is not None:
+                sketches[j] = None
+            slots[base] = int(k)
+            return base + 1
+        if k == index:
+            return base + 1
+        if k == index - 1:
+            return base + 1 + _WIDTH
+        return -1
+
+    def _layout(self, windows: Sequence[float]) -> None:
+        """Lay out empty windows of these lengths (a change of lengths starts afresh)."""
+        self.lengths = tuple(float(w) for w in windows)
+        self.slots = ([None] + _ZEROS * 2) * len(self.lengths)
+        self.sketches = None
 
     def request_rate(self, window: float) -> float:
         """Requests per second over the recent window."""
@@ -162,11 +229,27 @@ class ModelHealth:
             return 0.0
         return min(1.0, self.weighted_cold / self.weighted_requests)
 
+    def view(self, length: float, now: float) -> WindowView | None:
+        """The rolling window of ``length`` seconds ending at ``now`` (``None``: not kept)."""
+        try:
+            j = self.lengths.index(float(length))
+        except ValueError:
+            return None
+        base = j * _STRIDE
+        slots, sketches = self.slots, self.sketches
+        current = slots[base + 1 : base + 1 + _WIDTH]
+        previous = slots[base + 1 + _WIDTH : base + _STRIDE]
+        cur_sketch = prev_sketch = None
+        if sketches is not None:
+            cur_sketch, prev_sketch = sketches[2 * j], sketches[2 * j + 1]
+        return estimate(
+            length, slots[base], (current, cur_sketch), (previous, prev_sketch), now, _WIDTH
+        )
+
     def window(self, length: float, now: float) -> dict[str, Any]:
         """Figures of the rolling window of ``length`` seconds ending at ``now``."""
-        w = self.windows.get(_key(length))
-        counts = w.view(now) if w is not None else None
-        c = counts.counts if counts is not None else [0.0] * len(FIELDS)
+        counts = self.view(length, now)
+        c = counts.counts if counts is not None else [0.0] * _WIDTH
         requests = c[_REQUESTS]
         return {
             "seconds": length,
@@ -187,7 +270,7 @@ class ModelHealth:
 
         A lease that ended unused before ``now`` counts as wasted here (on this object).
         """
-        self._settle(now, [float(k) for k in self.windows])
+        self._settle(now, self.lengths)
         lease = self.lease
         return {
             "model_id": self.model_id,
@@ -204,10 +287,29 @@ class ModelHealth:
             "warmups_issued_total": self.warmups_issued_total,
             "warmups_used_total": self.warmups_used_total,
             "warmups_wasted_total": self.warmups_wasted_total,
-            "windows": {k: self.window(w.length, now) for k, w in self.windows.items()},
+            "windows": {_key(length): self.window(length, now) for length in self.lengths},
         }
 
+    def _windows_as_lists(self) -> dict[str, list[Any]]:
+        """Each window as :meth:`RollingWindow.to_list` writes it."""
+        out: dict[str, list[Any]] = {}
+        slots, sketches = self.slots, self.sketches
+        for j, length in enumerate(self.lengths):
+            base = j * _STRIDE
+            cur = sketches[2 * j] if sketches is not None else None
+            prev = sketches[2 * j + 1] if sketches is not None else None
+            out[_key(length)] = [
+                length,
+                slots[base],
+                slots[base + 1 : base + 1 + _WIDTH],
+                (cur or _EMPTY_SKETCH).to_list(),
+                slots[base + 1 + _WIDTH : base + _STRIDE],
+                (prev or _EMPTY_SKETCH).to_list(),
+            ]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
+        """Everything the model's health holds, as JSON-ready values."""
         return {
             "model_id": self.model_id,
             "requests_total": self.requests_total,
@@ -221,15 +323,78 @@ class ModelHealth:
             "warmups_used_total": self.warmups_used_total,
             "warmups_wasted_total": self.warmups_wasted_total,
             "lease": self.lease,
-            "windows": {k: w.to_list() for k, w in self.windows.items()},
+            "windows": self._windows_as_lists(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelHealth:
-        plain = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "windows"}
-        health = cls(**plain)
-        health.windows = {k: RollingWindow.from_list(v) for k, v in data.get("windows", {}).items()}
+        plain = {k: data[k] for k in _SCALARS if k in data}
+        health = cls(data["model_id"], **plain)
+        windows = [RollingWindow.from_list(v) for v in data.get("windows", {}).values()]
+        if windows:
+            health._layout([w.length for w in windows])
+            for j, w in enumerate(windows):
+                base = j * _STRIDE
+                health.slots[base] = w.index
+                health.slots[base + 1 : base + _STRIDE] = [*w.current[0], *w.previous[0]]
+                for i, sketch in ((2 * j, w.current[1]), (2 * j + 1, w.previous[1])):
+                    if sketch.count > 0:
+                        if health.sketches is None:
+                            health.sketches = [None] * (2 * len(windows))
+                        health.sketches[i] = sketch
         return health
+
+    def to_bytes(self) -> bytes:
+        """The compact stored form (a table value): a JSON array, no field names.
+
+        >>> h = ModelHealth("m")
+        >>> h.update(60.0, count=3, latency=0.5)
+        >>> again = ModelHealth.from_bytes("m", h.to_bytes())
+        >>> again.snapshot(60.0) == h.snapshot(60.0), len(h.to_bytes()) < 256
+        (True, True)
+        """
+        sketches = self.sketches
+        return orjson.dumps(
+            [
+                _FORM,
+                [getattr(self, k) for k in _SCALARS],
+                self.lengths,
+                self.slots,
+                None if sketches is None else [s and s.to_list() for s in sketches],
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, model_id: str, data: bytes) -> ModelHealth:
+        """Read :meth:`to_bytes`' form (or, from older tables, :meth:`to_dict`'s as JSON)."""
+        doc = orjson.loads(data)
+        if isinstance(doc, dict):
+            return cls.from_dict({**doc, "model_id": model_id})
+        _, scalars, lengths, slots, sketches = doc
+        health = cls(model_id, **dict(zip(_SCALARS, scalars, strict=True)))
+        health.lengths = tuple(lengths)
+        health.slots = slots
+        if sketches is not None:
+            health.sketches = [s and LogSketch.from_list(s) for s in sketches]
+        return health
+
+
+#: Fields stored as they are, in the stored form's order.
+_SCALARS = (
+    "requests_total",
+    "cold_starts_total",
+    "weighted_requests",
+    "weighted_cold",
+    "latency_mean",
+    "last_seen",
+    "errors_total",
+    "warmups_issued_total",
+    "warmups_used_total",
+    "warmups_wasted_total",
+    "lease",
+)
+_ZEROS: list[Any] = [0] * _WIDTH
+_EMPTY_SKETCH = LogSketch()
 
 
 def _key(length: float) -> str:

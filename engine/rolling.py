@@ -97,24 +97,7 @@ class RollingWindow:
 
     def view(self, now: float) -> WindowView:
         """The estimate of the ``length`` seconds that end at ``now``."""
-        out = WindowView([0.0] * self.width)
-        if self.index is None:
-            return out
-        k = self.slot_of(now)
-        elapsed = min(max(now / self.length - self.index, 0.0), 1.0)
-        if k <= self.index:
-            parts = [(self.current, 1.0), (self.previous, 1.0 - elapsed)]
-        elif k == self.index + 1:
-            parts = [(self.current, 1.0 - min(max(now / self.length - k, 0.0), 1.0))]
-        else:
-            parts = []
-        for (counts, sketch), weight in parts:
-            if weight <= 0:
-                continue
-            for i, c in enumerate(counts):
-                out.counts[i] = round(out.counts[i] + c * weight, 6)
-            out.latency.merge(sketch, weight)
-        return out
+        return estimate(self.length, self.index, self.current, self.previous, now, self.width)
 
     def to_list(self) -> list[Any]:
         """Compact form: ``[length, index, current counts, sketch, previous counts, sketch]``."""
@@ -135,3 +118,38 @@ class RollingWindow:
         window.current = (list(cur), LogSketch.from_list(cur_sketch))
         window.previous = (list(prev), LogSketch.from_list(prev_sketch))
         return window
+
+
+#: One tumbling slot: its counters and its latency sketch (``None``: no latency yet).
+Slot = tuple[Sequence[float], LogSketch | None]
+
+
+def estimate(
+    length: float, index: int | None, current: Slot, previous: Slot, now: float, width: int
+) -> WindowView:
+    """The sliding-window estimate of the ``length`` seconds that end at ``now``, from the
+    slot numbered ``index`` (``current``) and the one before it (``previous``).
+
+    >>> estimate(60.0, 1, ([4], None), ([10], None), 90.0, 1).counts
+    [9.0]
+    """
+    out = WindowView([0.0] * width)
+    if index is None:
+        return out
+    k = math.floor(now / length)
+    elapsed = min(max(now / length - index, 0.0), 1.0)
+    if k <= index:
+        parts = [(current, 1.0), (previous, 1.0 - elapsed)]
+    elif k == index + 1:
+        parts = [(current, 1.0 - min(max(now / length - k, 0.0), 1.0))]
+    else:
+        parts = []
+    totals = out.counts
+    for (counts, sketch), weight in parts:
+        if weight <= 0:
+            continue
+        for i, c in enumerate(counts):
+            totals[i] = round(totals[i] + c * weight, 6)
+        if sketch is not None:
+            out.latency.merge(sketch, weight)
+    return out

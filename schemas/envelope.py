@@ -9,10 +9,11 @@ dead-lettered while the rest is processed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -97,6 +98,12 @@ def decode(
             )
         )
         return out
+    if out.envelope:
+        try:  # the whole envelope in one pass; item by item only when one fails
+            out.events = _list_adapter(schema).validate_python(items)
+            return out
+        except ValidationError:
+            pass
     validate = schema.model_validate
     for i, item in enumerate(items):
         try:
@@ -117,6 +124,11 @@ def decode(
         if out.positions is not None:
             out.positions.append(i)
     return out
+
+
+@cache
+def _list_adapter(schema: type[E]) -> TypeAdapter[list[E]]:
+    return TypeAdapter(list[schema])  # type: ignore[valid-type]
 
 
 def _item_bytes(item: Any, message: bytes) -> bytes:

@@ -79,6 +79,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "web_host": settings.web_advertised_host or settings.web_host,
         "web_port": settings.web_port,
         "producer_linger_ms": settings.producer_linger_ms,
+        "producer_max_batch_size": settings.producer_batch_bytes,
     }
     credentials = broker_credentials(settings)  # SASL and TLS; None: plaintext
     if credentials is not None:
@@ -115,6 +116,7 @@ model_health = app.Table(
     default=None,
     partitions=settings.partitions,
     key_type=bytes,  # the model id's bytes, partitioned as producers key usage events
+    value_type=bytes,  # ModelHealth.to_bytes: compact, decoded only when needed
     use_partitioner=True,
 )
 #: The table's entries as the agents see them: changes are written in batches.

@@ -21,8 +21,9 @@ from engine.health import ModelHealth
 class HealthStore:
     """Decoded, not yet written health beside the table that keeps it.
 
-    ``table`` is any mapping from ``model_id.encode()`` to the stored dict (a Faust table
-    in the worker, a plain dict in tests).
+    ``table`` is any mapping from ``model_id.encode()`` to the stored form,
+    :meth:`ModelHealth.to_bytes` (a Faust table in the worker, a plain dict in tests).
+    Bytes keep a large fleet's health small: a decoded model costs several times more.
 
     >>> store = HealthStore({})
     >>> h = ModelHealth("m")
@@ -30,7 +31,7 @@ class HealthStore:
     >>> store.mark({"m": h})
     >>> store.get("m")["requests_total"], store.table
     (1, {})
-    >>> store.flush(), store.table[b"m"]["requests_total"]
+    >>> store.flush(), ModelHealth.from_bytes("m", store.table[b"m"]).requests_total
     (1, 1)
     """
 
@@ -47,24 +48,25 @@ class HealthStore:
         health = self.pending.get(model_id)
         if health is not None:
             return health
-        stored = self.table.get(model_id.encode())
-        return ModelHealth.from_dict(stored) if stored else None
+        return _decode(model_id, self.table.get(model_id.encode()))
 
     def get(self, model_id: str) -> dict[str, Any] | None:
         """The model's health as stored (pending changes included)."""
         health = self.pending.get(model_id)
         if health is not None:
             return health.to_dict()
-        stored = self.table.get(model_id.encode())
-        return dict(stored) if stored else None
+        health = _decode(model_id, self.table.get(model_id.encode()))
+        return health.to_dict() if health is not None else None
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every model this worker holds, with its latest health."""
         pending = self.pending
         for key, stored in list(self.table.items()):
             model_id = key.decode() if isinstance(key, bytes) else str(key)
-            if model_id not in pending and stored:
-                yield model_id, stored
+            if model_id not in pending:
+                health = _decode(model_id, stored)
+                if health is not None:
+                    yield model_id, health.to_dict()
         for model_id, health in list(pending.items()):
             yield model_id, health.to_dict()
 
@@ -85,5 +87,14 @@ class HealthStore:
         else:
             due = [m for m in self.pending if owner(m) in partitions]
         for model_id in due:
-            self.table[model_id.encode()] = self.pending.pop(model_id).to_dict()
+            self.table[model_id.encode()] = self.pending.pop(model_id).to_bytes()
         return len(due)
+
+
+def _decode(model_id: str, stored: Any) -> ModelHealth | None:
+    """A stored entry as an object: the bytes form, or the dict older workers wrote."""
+    if not stored:
+        return None
+    if isinstance(stored, dict):
+        return ModelHealth.from_dict({**stored, "model_id": model_id})
+    return ModelHealth.from_bytes(model_id, stored)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from engine.components import COMPONENTS
@@ -11,6 +14,27 @@ from engine.healthscore import CHECKS
 ALERT_KINDS = (*CHECKS, "health_degraded")
 DEAD_LETTER_REASONS = ("malformed_json", "schema_violation", "oversize", "bad_envelope")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(slots=True)
+class UsageTally:
+    """Usage counts of the hot path as plain numbers, moved into the Prometheus series by
+    :meth:`WorkerMetrics.sync` when they are read: one addition per message instead of a
+    locked counter increment per figure.
+
+    >>> m = WorkerMetrics()
+    >>> m.tally.events += 3
+    >>> m.usage_events._value.get(), m.sync(), m.usage_events._value.get(), m.tally.events
+    (0.0, None, 3.0, 0)
+    """
+
+    events: int = 0
+    requests: int = 0
+    cold_starts: int = 0
+    errors: int = 0
+    late: int = 0
+    last_usage: float | None = None  # wall clock of the latest usage message
+    lag: float = 0.0  # wall clock minus the newest event time, then
 
 
 class WorkerMetrics:
@@ -75,6 +99,13 @@ class WorkerMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
             registry=r,
         )
+        self.command_failures = Counter(
+            "warmcast_command_publish_failures_total",
+            "warmup commands the broker did not accept (logged with the reason)",
+            registry=r,
+        )
+        self.tally = UsageTally()
+        self._consumed: dict[str, Any] = {}
         self.warm_commands = self.commands.labels(action="warm")
         self.release_commands = self.commands.labels(action="release")
         self._health_metrics(r)
@@ -176,6 +207,27 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def consumed(self, topic: str) -> Any:
+        """The messages-consumed counter of ``topic`` (its labelled child, kept)."""
+        child = self._consumed.get(topic)
+        if child is None:
+            child = self._consumed[topic] = self.messages.labels(topic=topic)
+        return child
+
+    def sync(self) -> None:
+        """Move the hot path's tally into the Prometheus series (before they are read)."""
+        t = self.tally
+        if t.events:
+            self.usage_events.inc(t.events)
+            self.requests.inc(t.requests)
+            self.cold_starts.inc(t.cold_starts)
+            self.request_errors.inc(t.errors)
+            self.late_events.inc(t.late)
+            t.events = t.requests = t.cold_starts = t.errors = t.late = 0
+        if t.last_usage is not None:
+            self.last_usage.set(t.last_usage)
+            self.event_time_lag.set(t.lag)
+
     def _initialise_labels(
         self, input_topics: tuple[str, ...], anomaly_metrics: tuple[str, ...]
     ) -> None:
@@ -189,15 +241,15 @@ class WorkerMetrics:
         for component in COMPONENTS:
             self.component_applicable.labels(component=component).set(0)
             self.component_last_update.labels(component=component).set(0)
-        for outcome in ("used", "wasted"):
-            self.warmup_outcomes.labels(outcome=outcome)
+        self.warmups_used = self.warmup_outcomes.labels(outcome="used")
+        self.warmups_wasted = self.warmup_outcomes.labels(outcome="wasted")
         for topic in input_topics:
             self.messages.labels(topic=topic)
             for reason in DEAD_LETTER_REASONS:
                 self.dead_letters.labels(topic=topic, reason=reason)
         for metric in anomaly_metrics:
             self.anomalies.labels(metric=metric)
-        self.processing.labels(topic="usage")
+        self.usage_processing = self.processing.labels(topic="usage")
         self.health_score.set(1.0)
         self.precision.set(float("nan"))
         self.recall.set(float("nan"))

@@ -75,6 +75,7 @@ class Runtime:
     score: float = 1.0
     window_events: float = 0.0
     _overflows_seen: int = 0
+    windows: tuple[float, ...] = ()  # rolling health windows, seconds (from the settings)
     _anomaly_subjects: set[str] = field(default_factory=set)
     # Operator controls and checkpoints (agents/control.py, agents/recovery.py).
     paused: bool = False  # emergency stop: engines withhold warm leases
@@ -97,6 +98,7 @@ class Runtime:
         self.decisions = RollingWindow(s.decision_latency_window_seconds, width=0)
         self.usage_partitions = s.partitions
         self.warmup_partitions = s.partitions
+        self.windows = s.health_window_lengths
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -223,7 +225,7 @@ class Runtime:
         health of each model they concern; return the commands and the changed health."""
         engine = self.engine_for(partition)
         s = self.settings
-        windows = s.health_window_lengths
+        windows = self.windows
         commands: list[Command] = []
         touched: dict[str, ModelHealth] = {}
         before = [0, 0]  # warmups used and wasted of the touched models, before
@@ -234,61 +236,63 @@ class Runtime:
         cache = self.health_cache.setdefault(partition, OrderedDict())
 
         def health_of(model_id: str) -> ModelHealth:
-            health = touched.get(model_id)
-            if health is None:
-                health = cache.get(model_id) or load(model_id) or ModelHealth(model_id)
-                before[0] += health.warmups_used_total
-                before[1] += health.warmups_wasted_total
-                self._follow_engine_lease(health, engine, windows)
-                touched[model_id] = health
+            """A model's health, the first time the message touches it."""
+            health = cache.get(model_id) or load(model_id) or ModelHealth(model_id)
+            before[0] += health.warmups_used_total
+            before[1] += health.warmups_wasted_total
+            self._follow_engine_lease(health, engine, windows)
+            touched[model_id] = health
             return health
 
+        observe = engine.observe
+        clock = time.perf_counter
+        latency_of = self.metrics.request_latency.observe
+        window = s.health_window_seconds
         for ev in events:
-            health = health_of(ev.model_id)  # before the engine moves the model's lease
-            t0 = time.perf_counter()
-            caused = engine.observe(ev.model_id, ev.ts, ev.count)
-            engine_time += time.perf_counter() - t0
+            model_id = ev.model_id
+            health = touched.get(model_id) or health_of(model_id)  # before the lease moves
+            ts, count = ev.ts, ev.count
+            t0 = clock()
+            caused = observe(model_id, ts, count)
+            engine_time += clock() - t0
             n_cold = 1 if ev.cold_start else 0
-            n_err = ev.count if ev.error else 0
-            health.update(
-                ev.ts,
-                ev.count,
-                n_cold,
-                ev.latency,
-                s.health_window_seconds,
-                errors=n_err,
-                windows=windows,
-            )
-            for command in caused:
-                health_of(command.model_id).on_command(
-                    command.action, command.start, command.end, command.issued_at, windows
-                )
-            commands.extend(caused)
-            if ev.latency is not None:
-                self.metrics.request_latency.observe(ev.latency)
+            n_err = count if ev.error else 0
+            latency = ev.latency
+            health.update(ts, count, n_cold, latency, window, errors=n_err, windows=windows)
+            if caused:
+                for command in caused:
+                    (touched.get(command.model_id) or health_of(command.model_id)).on_command(
+                        command.action, command.start, command.end, command.issued_at, windows
+                    )
+                commands.extend(caused)
+            if latency is not None:
+                latency_of(latency)
             n += 1
-            requests += ev.count
+            requests += count
             cold += n_cold
             errors += n_err
-            newest = max(newest, ev.ts)
+            if ts > newest:
+                newest = ts
         self._note_outcomes(before, touched)
         self._keep_decoded(cache, touched)
-        self.note_commands(commands, now)
+        if commands:
+            self.note_commands(commands, now)
         self.partition_event_time[partition] = newest
-        self.newest_event_time = max(self.newest_event_time or 0.0, newest)
+        if self.newest_event_time is None or newest > self.newest_event_time:
+            self.newest_event_time = newest
         self.volume.add(newest, (n,))
         self.decisions.add(now, (), latency=engine_time)
         self.last_usage_wall = now
         self.dirty.update(touched)
-        m = self.metrics
-        m.usage_events.inc(n)
-        m.requests.inc(requests)
-        m.cold_starts.inc(cold)
-        m.request_errors.inc(errors)
-        m.late_events.inc(engine.stats.late_events - late_before)
-        m.event_time_lag.set(now - newest)
-        m.last_usage.set(now)
-        m.decision_duration.observe(engine_time)
+        tally = self.metrics.tally
+        tally.events += n
+        tally.requests += requests
+        tally.cold_starts += cold
+        tally.errors += errors
+        tally.late += engine.stats.late_events - late_before
+        tally.last_usage = now
+        tally.lag = now - newest
+        self.metrics.decision_duration.observe(engine_time)
         return commands, touched
 
     def _keep_decoded(
@@ -331,14 +335,18 @@ class Runtime:
             health.on_command("warm", start, end, issued_at=start - 60.0, windows=windows)
 
     def _note_outcomes(self, before: list[int], touched: dict[str, ModelHealth]) -> None:
-        used = sum(h.warmups_used_total for h in touched.values()) - before[0]
-        wasted = sum(h.warmups_wasted_total for h in touched.values()) - before[1]
-        self.warmups["used"] += used
-        self.warmups["wasted"] += wasted
+        used = wasted = 0
+        for h in touched.values():
+            used += h.warmups_used_total
+            wasted += h.warmups_wasted_total
+        used -= before[0]
+        wasted -= before[1]
         if used:
-            self.metrics.warmup_outcomes.labels(outcome="used").inc(used)
+            self.warmups["used"] += used
+            self.metrics.warmups_used.inc(used)
         if wasted:
-            self.metrics.warmup_outcomes.labels(outcome="wasted").inc(wasted)
+            self.warmups["wasted"] += wasted
+            self.metrics.warmups_wasted.inc(wasted)
 
     def apply_metrics(self, partition: int, events: Iterable[MetricEvent], now: float) -> None:
         """Hand metric events to the partition's policy and to the anomaly learners."""
@@ -497,6 +505,7 @@ class Runtime:
 
     def _export(self, probe: PolicyProbe, overflows: int) -> None:
         m = self.metrics
+        m.sync()
         m.health_score.set(self.score)
         for r in self.checks:
             m.check_failing.labels(check=r.name).set(1 if r.failing else 0)

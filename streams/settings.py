@@ -73,6 +73,16 @@ class WarmcastSettings(BaseSettings):
         gt=0,
         description="how often changed rolling health is written to its table (changelog)",
     )
+    command_queue_max: int = Field(
+        default=50_000,
+        ge=1,
+        description="warmup commands queued for the producer before the agent waits",
+    )
+    producer_batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        description="largest record batch the producer sends (warmup commands, changelogs)",
+    )
     producer_linger_ms: float = Field(
         default=5.0,
         ge=0,

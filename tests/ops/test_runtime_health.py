@@ -86,6 +86,7 @@ def test_errors_latency_and_decisions_are_measured() -> None:
     commands, touched = rt.apply_usage(0, events, lambda m: None, 100.0)
     assert [c.model_id for c in commands] == ["m", "n"]
     assert (touched["m"].errors_total, touched["n"].cold_starts_total) == (3, 1)
+    rt.metrics.sync()
     assert rt.metrics.request_errors._value.get() == 3
     assert rt.decisions.view(100.0).latency.count == 1
     assert rt.usage_events_in_window() == 2
