@@ -13,6 +13,7 @@ import orjson
 
 from engine.health import ModelHealth
 from streams.app import app, health_store, health_topic
+from streams.healthstore import flush_in_steps
 from streams.partitioning import partition_for
 
 
@@ -30,7 +31,7 @@ def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | N
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""
-    health_store.flush()
+    await flush_in_steps(health_store)
 
 
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)

@@ -12,7 +12,9 @@ the usage partition that owns the model.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from engine.health import ModelHealth
@@ -86,9 +88,25 @@ class HealthStore:
             due = list(self.pending)
         else:
             due = [m for m in self.pending if owner(m) in partitions]
-        for model_id in due:
-            self.table[model_id.encode()] = self.pending.pop(model_id).to_bytes()
-        return len(due)
+        return self.flush_models(due)
+
+    def flush_models(self, model_ids: list[str]) -> int:
+        """Write these models' pending changes to the table."""
+        table, pending = self.table, self.pending
+        for model_id in model_ids:
+            table[model_id.encode()] = pending.pop(model_id).to_bytes()
+        return len(model_ids)
+
+
+async def flush_in_steps(store: HealthStore, step: int = 200) -> int:
+    """:meth:`HealthStore.flush` in steps of ``step`` models, letting the event loop run
+    between steps, so that a large flush does not hold up the messages behind it."""
+    written = 0
+    while store.pending:
+        due = list(islice(store.pending, step))
+        written += store.flush_models(due)
+        await asyncio.sleep(0)
+    return written
 
 
 def _decode(model_id: str, stored: Any) -> ModelHealth | None:
