@@ -57,6 +57,7 @@ _TRUSTED_NAMES: dict[str, frozenset[str]] = {
         {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int"}
         | {"list", "object", "range", "set", "slice", "str", "tuple"}
     ),
+    "array": frozenset({"array", "_array_reconstructor"}),
     "collections": frozenset({"Counter", "OrderedDict", "defaultdict", "deque"}),
     "copyreg": frozenset({"_reconstructor"}),
     "datetime": frozenset({"date", "datetime", "timedelta", "timezone"}),

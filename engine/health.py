@@ -354,7 +354,7 @@ class ModelHealth:
         (True, True)
         """
         sketches = self.sketches
-        return orjson.dumps(
+        written = orjson.dumps(
             [
                 _FORM,
                 [getattr(self, k) for k in _SCALARS],
@@ -363,6 +363,9 @@ class ModelHealth:
                 None if sketches is None else [s and s.to_list() for s in sketches],
             ]
         )
+        # orjson's result keeps its whole write buffer (about 4 KiB) allocated; a value
+        # that stays in a table is copied down to its length.
+        return memoryview(written).tobytes()
 
     @classmethod
     def from_bytes(cls, model_id: str, data: bytes) -> ModelHealth:
