@@ -11,7 +11,8 @@ On one broker, with an event mix taken from a real trace, it measures:
 - resident memory per tracked served model at several model counts, for the worker
   process and for the engine alone.
 
-It prints a table and writes JSON. Nothing here is a pass/fail test: read the ratios.
+It prints a table, the performance targets with whether this run met them, and writes the
+same figures as JSON (``--json``). The exit status does not depend on the targets.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import tracemalloc
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.core import WarmupEngine
 from engine.registry import make_policy
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, free_port, terminate
 from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
@@ -47,6 +49,14 @@ from tools.traces import load_trace
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).resolve().parent / "samples"
+
+#: Least time between two reads of a worker's ``/metrics``: rendering the exposition costs
+#: the worker CPU (about a tenth of it at one read every 20 ms).
+POLL_SECONDS = 0.1
+#: The latency stage's reader: the embedded broker holds an empty fetch for the whole wait,
+#: which the reader would add to every latency it measures.
+READER_FETCH_WAIT_MS = 5
+WORKER_STAGE = "warmcast worker"
 
 
 @dataclass
@@ -69,6 +79,7 @@ class BenchReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, Any] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -143,7 +154,12 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[int, bytes, byte
 
 
 async def bare_consumer(bootstrap: str, topic: str, partitions: int, expect: int) -> float:
-    """Events per second of getmany + orjson decode, first batch to last."""
+    """Events per second of fetch + getmany + orjson decode, all ``expect`` events.
+
+    The clock starts once the consumer is connected and knows where each partition starts,
+    so the fetches are timed along with the decoding (timing from the first batch would
+    leave out the first fetch, which can hold every event of a small run).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -153,33 +169,40 @@ async def bare_consumer(bootstrap: str, topic: str, partitions: int, expect: int
     )
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            await consumer.position(tp)
         n = 0
-        first = 0.0
         loads = orjson.loads
+        start = time.monotonic()
         while n < expect:
             batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
-            if not first and batch:
-                first = time.monotonic()
             for records in batch.values():
                 for r in records:
                     doc = loads(r.value)
                     n += len(doc) if isinstance(doc, list) else 1
-        return n / max(time.monotonic() - first, 1e-9)
+            if time.monotonic() - start > 600:
+                raise RuntimeError(f"the bare consumer read {n} of {expect} events in 600 s")
+        return n / max(time.monotonic() - start, 1e-9)
     finally:
         await consumer.stop()
 
 
-def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path) -> float:
-    """Messages per second of a Faust agent that does nothing."""
+def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wait_ms: int) -> float:
+    """Messages per second of a Faust agent that does nothing, first message to last.
+
+    The agent's process is killed if it has not seen ``expect`` messages in 300 s.
+    """
     env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_TOPIC=topic, BENCH_EXPECT=str(expect))
     env["BENCH_DATADIR"] = str(workdir / f"noop-{uuid.uuid4().hex[:6]}")
+    env["BENCH_FETCH_MAX_WAIT_MS"] = str(fetch_wait_ms)
     out = subprocess.run(
         [sys.executable, "-m", "tools.bench_noop", "worker", "-l", "warn"],
         cwd=REPO,
         env=env,
         capture_output=True,
-        timeout=600,
+        timeout=300,
         check=False,
     )
     text = out.stdout.decode() + out.stderr.decode()  # a Faust worker logs its stdout
@@ -187,7 +210,38 @@ def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path) -> float:
     if marker < 0:
         raise RuntimeError(f"the Faust no-op agent failed:\n{text[-3000:]}")
     result = orjson.loads(text[marker : text.index("}", marker) + 1])
+    if not result.get("fetch_wait_tuned"):
+        raise RuntimeError("the Faust no-op agent could not set its consumer's fetch wait")
     return float(result["messages"] - 1) / max(result["last"] - result["first"], 1e-9)
+
+
+def rate_from_samples(samples: Sequence[tuple[float, float]], expect: int) -> float:
+    """Events per second from ``(time, events counted)`` samples of a run of ``expect``.
+
+    The rate is taken between samples strictly inside the run (the first that counted
+    something, the last that had not counted everything), so how often the counter is read
+    does not bias it. With fewer than two such samples: from the first sample that counted
+    something to the first that counted everything, or, when one sample saw the run start
+    and end, from the last sample that counted nothing (a lower bound).
+    """
+    inside = [(t, n) for t, n in samples if 0 < n < expect]
+    if len(inside) >= 2:
+        (t0, n0), (t1, n1) = inside[0], inside[-1]
+        if t1 > t0 and n1 > n0:
+            return (n1 - n0) / (t1 - t0)
+    counted = [(t, n) for t, n in samples if n > 0]
+    done = [(t, n) for t, n in counted if n >= expect]
+    if not done:
+        raise ValueError(f"no sample counted all {expect} events")
+    (t0, n0), (t1, n1) = counted[0], done[0]
+    if t1 > t0 and n1 > n0:
+        return (n1 - n0) / (t1 - t0)
+    idle = [t for t, n in samples if n <= 0 and t < t1]
+    if idle:
+        return n1 / (t1 - idle[-1])
+    raise ValueError(
+        f"all {expect} events were counted before the first sample: too few events to time"
+    )
 
 
 class WorkerProcess:
@@ -206,14 +260,25 @@ class WorkerProcess:
             WARMCAST_POLICY=config.policy,
             WARMCAST_LOG_LEVEL="warning",
         )
-        self.log = open(workdir / f"{ns}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "worker"],
-            cwd=REPO,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.log_path = workdir / f"{ns}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", "worker"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the worker's log (it lives in the run's temporary directory)."""
+        try:
+            return self.log_path.read_bytes()[-chars:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def failed(self, what: str) -> RuntimeError:
+        return RuntimeError(f"{what}; the worker's log ends with:\n{self.log_tail()}")
 
     def metric(self, name: str) -> float:
         url = f"http://127.0.0.1:{self.port}/metrics"
@@ -227,7 +292,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited; see {self.log.name}")
+                raise self.failed(f"the worker exited with code {self.process.returncode}")
             try:
                 url = f"http://127.0.0.1:{self.port}/health"
                 with urllib.request.urlopen(url, timeout=2) as response:
@@ -236,21 +301,31 @@ class WorkerProcess:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("the worker did not become ready")
+        raise self.failed(f"the worker did not become ready in {timeout:.0f} s")
+
+    def count_until(self, expect: int, timeout: float = 600.0) -> list[tuple[float, float]]:
+        """Read the usage-event counter at most every ``POLL_SECONDS`` until ``expect``.
+
+        Returns the ``(time, count)`` samples; each is timed at the middle of its request.
+        """
+        deadline = time.monotonic() + timeout
+        samples: list[tuple[float, float]] = []
+        while True:
+            before = time.monotonic()
+            n = self.metric("warmcast_usage_events_total")
+            after = time.monotonic()
+            samples.append(((before + after) / 2, n))
+            if n >= expect:
+                return samples
+            if self.process.poll() is not None:
+                raise self.failed(f"the worker exited after counting {n:,.0f} usage events")
+            if after > deadline:
+                raise self.failed(f"the worker counted {n:,.0f} of {expect:,} usage events")
+            time.sleep(max(0.0, before + POLL_SECONDS - time.monotonic()))
 
     def rate_until(self, expect: int, timeout: float = 600.0) -> float:
-        """Events per second from the first counted event until ``expect`` are counted."""
-        deadline = time.monotonic() + timeout
-        first_t, first_n = 0.0, 0.0
-        while time.monotonic() < deadline:
-            n = self.metric("warmcast_usage_events_total")
-            now = time.monotonic()
-            if n and not first_t:
-                first_t, first_n = now, n
-            if n >= expect:
-                return (n - first_n) / max(now - first_t, 1e-9)
-            time.sleep(0.02)
-        raise RuntimeError(f"the worker did not count {expect} usage events in time")
+        """Events per second while the worker counts its first ``expect`` usage events."""
+        return rate_from_samples(self.count_until(expect, timeout), expect)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -259,34 +334,65 @@ class WorkerProcess:
         return 0
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+        terminate(self.process, timeout=30)
 
 
 async def latency(
-    bootstrap: str, settings: WarmcastSettings, rate: int, seconds: float
+    bootstrap: str, settings: WarmcastSettings, rate: int, seconds: float, read: str = "warmup"
 ) -> dict[str, Any]:
-    """Produce new-model events at ``rate``/s; time each until its warmup command arrives."""
+    """Produce new-model events at ``rate``/s; time each until its warmup command arrives.
+
+    Each latency runs from just before the event is handed to the producer (no linger) to
+    the return of the fetch that brought its command to a reader that waits at most
+    ``READER_FETCH_WAIT_MS`` for data. One untimed event per partition goes first; the
+    slowest of their latencies is ``first_events_ms``.
+
+    ``read="usage"`` (topics no worker reads) times the events themselves: one trip through
+    the broker, producer to reader, with nothing in between.
+    """
     consumer = AIOKafkaConsumer(
-        settings.topic("warmup"), bootstrap_servers=bootstrap, auto_offset_reset="latest"
+        settings.topic(read),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=READER_FETCH_WAIT_MS,
     )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()
+    try:
+        await producer.start()
+        try:
+            return await _latency(consumer, producer, settings, rate, seconds)
+        finally:
+            await producer.stop()
+    finally:
+        await consumer.stop()
+
+
+async def _latency(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    settings: WarmcastSettings,
+    rate: int,
+    seconds: float,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
     while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the latency reader was assigned no partition of {consumer.subscription()}"
+            )
         await asyncio.sleep(0.05)
     await consumer.seek_to_end()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    await producer.start()
+    for tp in consumer.assignment():
+        await consumer.position(tp)  # the end is resolved before the first event is sent
+    topic = settings.topic("usage")
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
-    total = int(rate * seconds)
+    progress = asyncio.Event()
     run = uuid.uuid4().hex[:6]
 
     async def read() -> None:
-        while len(got) < total:
+        while True:
             batch = await consumer.getmany(timeout_ms=200)
             now = time.monotonic()
             for records in batch.values():
@@ -294,16 +400,9 @@ async def latency(
                     model_id = orjson.loads(r.value)["model_id"]
                     if model_id in sent and model_id not in got:
                         got[model_id] = now
+            progress.set()
 
-    reader = asyncio.create_task(read())
-    start = time.monotonic()
-    topic = settings.topic("usage")
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        model_id = f"lat-{run}-{i}"
+    async def send(model_id: str) -> None:
         sent[model_id] = time.monotonic()
         await producer.send(
             topic,
@@ -311,24 +410,70 @@ async def latency(
             key=model_id.encode(),
             partition=partition_for(model_id, settings.partitions),
         )
-    offered = total / (time.monotonic() - start)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader, timeout=60)
-    reader.cancel()
-    await producer.stop()
-    await consumer.stop()
-    lat = sorted(got[m] - sent[m] for m in got)
-    if not lat:
-        return {"offered_per_second": offered, "commands": 0}
-    return {
+
+    async def arrived(ids: list[str], timeout: float) -> bool:
+        """Whether every one of ``ids`` came back within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            progress.clear()
+            if all(m in got for m in ids):
+                return True
+            if reader.done():
+                reader.result()  # the reader failed: its error, not a timeout
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    reader = asyncio.create_task(read())
+    try:
+        # Untimed: one event per partition first, until their commands arrive. A worker
+        # that has just caught up with a backlog can answer its first events late, once (it
+        # has taken up to a second); that is reported apart (first_events_ms), not in the
+        # percentiles of the steady load.
+        warm: dict[int, str] = {}
+        k = 0
+        while len(warm) < settings.partitions:
+            model_id = f"lat-{run}-warm-{k}"
+            warm.setdefault(partition_for(model_id, settings.partitions), model_id)
+            k += 1
+        for model_id in warm.values():
+            await send(model_id)
+        if not await arrived(list(warm.values()), 60):
+            raise RuntimeError("nothing came back for the latency stage's first events in 60 s")
+        first_ms = max(got[m] - sent[m] for m in warm.values()) * 1000
+
+        total = int(rate * seconds)
+        ids = [f"lat-{run}-{i}" for i in range(total)]
+        start = time.monotonic()
+        for i, model_id in enumerate(ids):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await send(model_id)
+        offered = total / (time.monotonic() - start)
+        await arrived(ids, 60)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    lat = sorted(got[m] - sent[m] for m in ids if m in got)
+    out: dict[str, Any] = {
         "offered_per_second": round(offered, 1),
         "events": total,
         "commands": len(lat),
-        "p50_ms": round(1000 * lat[len(lat) // 2], 2),
-        "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2),
-        "max_ms": round(1000 * lat[-1], 2),
-        "mean_ms": round(1000 * statistics.fmean(lat), 2),
+        "first_events_ms": round(first_ms, 2),
     }
+    if lat:
+        out.update(
+            p50_ms=round(1000 * lat[len(lat) // 2], 2),
+            p99_ms=round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2),
+            max_ms=round(1000 * lat[-1], 2),
+            mean_ms=round(1000 * statistics.fmean(lat), 2),
+        )
+    return out
 
 
 def engine_bytes_per_model(policy: str, n: int) -> float:
@@ -352,7 +497,17 @@ def engine_bytes_per_model(policy: str, n: int) -> float:
 def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport:
     trace = config.trace or default_trace()
     report = BenchReport(config={**config.__dict__, "trace": trace, "bootstrap": bootstrap})
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    stages: dict[str, float] = report.config.setdefault("stage_seconds", {})
+    clock = [time.monotonic()]
+
+    def say(text: str, stage: str | None = None) -> None:
+        """Announce the next step; ``stage``: the name the last one's time is kept under."""
+        now = time.monotonic()
+        if stage:
+            stages[stage] = round(now - clock[0], 1)
+        clock[0] = now
+        print(text, file=sys.stderr, flush=True)
+
     n_single, n_env = config.single_events, config.envelope_events
     mix = event_mix(trace, max(n_single, n_env))
 
@@ -373,41 +528,50 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
     asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
 
-    say("ceiling: bare aiokafka consumer")
+    say("ceiling: bare aiokafka consumer", "produce")
     ceiling_single = asyncio.run(
         bare_consumer(bootstrap, single.topic("usage"), config.partitions, n_single)
     )
     ceiling_env = asyncio.run(
         bare_consumer(bootstrap, env.topic("usage"), config.partitions, n_env)
     )
-    say("Faust agent doing nothing")
-    noop_single = faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir)
-    noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir)
+    say("Faust agent doing nothing", "ceiling")
+    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
+    noop_single = faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+    noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
     noop_env = noop_env_msgs * n_env / len(env_msgs)
 
-    say("warmcast worker, single-event messages")
+    say(f"one trip through the broker at {config.latency_rate} events/s", "faust_noop")
+    hop = asyncio.run(
+        latency(
+            bootstrap, namespace("hop"), config.latency_rate, config.latency_seconds, read="usage"
+        )
+    )
+
+    say("warmcast worker, single-event messages", "broker_hop")
     w = WorkerProcess(bootstrap, single.topic_namespace, workdir, config)
     try:
         w.wait_ready()
         worker_single = w.rate_until(n_single)
     finally:
         w.stop()
-    say("warmcast worker, envelopes")
+    say("warmcast worker, envelopes", "worker_single")
     w = WorkerProcess(bootstrap, env.topic_namespace, workdir, config)
     try:
         w.wait_ready()
         worker_env = w.rate_until(n_env)
-        say(f"latency at {config.latency_rate} events/s")
+        say(f"latency at {config.latency_rate} events/s", "worker_envelope")
         report.latency = asyncio.run(
             latency(bootstrap, env, config.latency_rate, config.latency_seconds)
         )
+        report.latency["broker_hop"] = hop
     finally:
         w.stop()
 
     report.rows = [
         row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
         row("Faust agent, no work", "single", noop_single, ceiling_single),
-        row("warmcast worker", "single", worker_single, ceiling_single, noop_single),
+        row(WORKER_STAGE, "single", worker_single, ceiling_single, noop_single),
         row(
             "bare aiokafka getmany + orjson",
             f"envelope {config.envelope_size}",
@@ -415,13 +579,13 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
             ceiling_env,
         ),
         row("Faust agent, no work", f"envelope {config.envelope_size}", noop_env, ceiling_env),
-        row(
-            "warmcast worker", f"envelope {config.envelope_size}", worker_env, ceiling_env, noop_env
-        ),
+        row(WORKER_STAGE, f"envelope {config.envelope_size}", worker_env, ceiling_env, noop_env),
     ]
 
-    say("memory per tracked served model")
+    say("memory per tracked served model", "latency")
     report.memory = memory(bootstrap, namespace("memory"), workdir, config)
+    say("done", "memory")
+    report.targets = targets(report, config)
     return report
 
 
@@ -451,20 +615,18 @@ def memory(
         now = time.time()
         for n in sorted(config.model_counts):
             new = [{"model_id": f"mem-{i:07d}", "ts": now} for i in range(done, n)]
-            asyncio.run(
-                produce(
-                    bootstrap,
-                    settings.topic("usage"),
-                    list(messages(new, config.partitions, config.envelope_size)),
-                )
-            )
-            w.rate_until(n)
+            envelopes = list(messages(new, config.partitions, config.envelope_size))
+            sent = time.monotonic()  # the worker has counted `done` events, and is idle
+            asyncio.run(produce(bootstrap, settings.topic("usage"), envelopes))
+            samples = [(sent, 0.0)] + [(t, c - done) for t, c in w.count_until(n)]
+            intake = rate_from_samples(samples, n - done)
             done = n
-            gc.collect()
             rss = w.rss_bytes()
             out.append(
                 {
                     "models": n,
+                    "tracked_models": int(w.metric("warmcast_tracked_models")),
+                    "new_models_per_second": round(intake, 1),
                     "worker_rss_bytes": rss,
                     "worker_bytes_per_model": round((rss - base) / n, 1),
                     "engine_bytes_per_model": round(engine_bytes_per_model(config.policy, n), 1),
@@ -473,6 +635,139 @@ def memory(
     finally:
         w.stop()
     return out
+
+
+# -- the targets ------------------------------------------------------------------------
+
+#: The performance targets: events per second per worker in envelopes of 100; the share of
+#: the Faust no-op agent's rate with single-event messages; p99 event -> command latency
+#: at 1,000 events/s; state and resident memory per tracked served model.
+ENVELOPE_TARGET_EVENTS_PER_SECOND = 50_000
+ENVELOPE_TARGET_SIZE = 100
+SINGLE_TARGET_RATIO_TO_NOOP = 0.8
+LATENCY_TARGET_P99_MS = 50.0
+LATENCY_TARGET_RATE = 1000
+BYTES_PER_MODEL_TARGET = 2 * 1024
+RSS_TARGET_BYTES = 400 * 2**20
+RSS_TARGET_MODELS = 100_000
+
+
+def target(
+    name: str,
+    text: str,
+    measured: float | None,
+    threshold: float,
+    unit: str,
+    ok: Callable[[float], bool],
+    why_not: str | None = None,
+) -> dict[str, Any]:
+    """One target: judged only when this run measured what it is about."""
+    judged = measured is not None and why_not is None
+    out: dict[str, Any] = {
+        "name": name,
+        "target": text,
+        "measured": measured,
+        "threshold": threshold,
+        "unit": unit,
+        "judged": judged,
+        "met": bool(judged and measured is not None and ok(measured)),
+    }
+    if not judged:
+        out["not_judged_because"] = why_not or "not measured"
+    return out
+
+
+def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
+    """Each target with the figure this run measured for it, and whether it was met.
+
+    ``met`` is true only for a target that was judged and reached; a target is not judged
+    when the run did not measure what it is about (another envelope size, another offered
+    load, no 100k-model count).
+    """
+    worker = {r["messages"]: r for r in report.rows if r["stage"] == WORKER_STAGE}
+    env = worker.get(f"envelope {config.envelope_size}")
+    single = worker.get("single")
+    lat = report.latency
+    largest = max(report.memory, key=lambda m: m["models"]) if report.memory else None
+    at_100k = next((m for m in report.memory if m["models"] == RSS_TARGET_MODELS), None)
+    envelope_target = target(
+        "envelope_events_per_second",
+        f"envelopes of {ENVELOPE_TARGET_SIZE}: "
+        f">= {ENVELOPE_TARGET_EVENTS_PER_SECOND:,} events/s per worker",
+        env["events_per_second"] if env else None,
+        ENVELOPE_TARGET_EVENTS_PER_SECOND,
+        "events/s",
+        lambda v: v >= ENVELOPE_TARGET_EVENTS_PER_SECOND,
+        None
+        if config.envelope_size == ENVELOPE_TARGET_SIZE
+        else f"measured with envelopes of {config.envelope_size}",
+    )
+    envelope_target["ratio_to_faust_noop"] = env.get("ratio_to_faust_noop") if env else None
+    return [
+        envelope_target,
+        target(
+            "single_ratio_to_faust_noop",
+            f"single-event messages: >= {SINGLE_TARGET_RATIO_TO_NOOP:.0%} "
+            "of the Faust no-op agent's rate",
+            single.get("ratio_to_faust_noop") if single else None,
+            SINGLE_TARGET_RATIO_TO_NOOP,
+            "ratio",
+            lambda v: v >= SINGLE_TARGET_RATIO_TO_NOOP,
+        ),
+        target(
+            "latency_p99_ms",
+            f"p99 event -> command latency < {LATENCY_TARGET_P99_MS:.0f} ms "
+            f"at {LATENCY_TARGET_RATE:,} events/s",
+            lat.get("p99_ms") if lat.get("commands") else None,
+            LATENCY_TARGET_P99_MS,
+            "ms",
+            lambda v: v < LATENCY_TARGET_P99_MS,
+            None
+            if config.latency_rate >= LATENCY_TARGET_RATE
+            else f"measured at {config.latency_rate:,} events/s",
+        ),
+        target(
+            "worker_bytes_per_model",
+            f"< {BYTES_PER_MODEL_TARGET:,} bytes of worker memory per tracked served model "
+            "(at the largest model count)",
+            largest["worker_bytes_per_model"] if largest else None,
+            BYTES_PER_MODEL_TARGET,
+            "bytes",
+            lambda v: v < BYTES_PER_MODEL_TARGET,
+        ),
+        target(
+            "worker_rss_at_100k_models",
+            f"worker RSS < {RSS_TARGET_BYTES // 2**20} MB at {RSS_TARGET_MODELS:,} models",
+            at_100k["worker_rss_bytes"] if at_100k else None,
+            RSS_TARGET_BYTES,
+            "bytes",
+            lambda v: v < RSS_TARGET_BYTES,
+            None if at_100k else f"{RSS_TARGET_MODELS:,} models not measured",
+        ),
+    ]
+
+
+def format_target(t: dict[str, Any]) -> str:
+    value, unit = t["measured"], t["unit"]
+    if value is None:
+        shown = "-"
+    elif unit == "ratio":
+        shown = f"{value:.1%}"
+    elif unit == "bytes" and t["threshold"] >= 2**20:
+        shown = f"{value / 2**20:,.1f} MB"
+    elif unit == "bytes":
+        shown = f"{value:,.0f} B"
+    elif unit == "ms":
+        shown = f"{value:,.1f} ms"
+    else:
+        shown = f"{value:,.0f} {unit}"
+    if t["name"] == "envelope_events_per_second" and t.get("ratio_to_faust_noop") is not None:
+        shown += f" ({t['ratio_to_faust_noop']:.1%} of the Faust no-op)"
+    verdict = ("met" if t["met"] else "NOT met") if t["judged"] else "not judged"
+    line = f"  {verdict:10} {t['target']}: {shown}"
+    if not t["judged"]:
+        line += f" ({t['not_judged_because']})"
+    return line
 
 
 def format_report(report: BenchReport) -> str:
@@ -487,6 +782,9 @@ def format_report(report: BenchReport) -> str:
             f"{r['ratio_to_ceiling']:>9.1%} {'' if noop is None else f'{noop:.1%}':>8}"
         )
     lat = report.latency
+    if lat and not lat.get("commands"):
+        lines.append("")
+        lines.append(f"event -> command latency: no command came for {lat['events']:,} events")
     if lat.get("commands"):
         lines.append("")
         lines.append(
@@ -494,16 +792,32 @@ def format_report(report: BenchReport) -> str:
             f"({lat['commands']:,} commands): p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
             f"max {lat['max_ms']} ms"
         )
+        lines.append(
+            f"  (the first event per partition, sent before and not counted: "
+            f"{lat['first_events_ms']} ms)"
+        )
+        hop = lat.get("broker_hop") or {}
+        if hop.get("commands"):
+            lines.append(
+                f"  one trip through the broker alone, producer -> reader, same load: "
+                f"p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max {hop['max_ms']} ms"
+            )
     if report.memory:
         lines.append("")
         lines.append(
-            f"{'models':>8} {'worker RSS':>12} {'worker B/model':>15} {'engine B/model':>15}"
+            f"{'models':>8} {'tracked':>8} {'new/s':>8} {'worker RSS':>12} "
+            f"{'worker B/model':>15} {'engine B/model':>15}"
         )
         for m in report.memory:
             lines.append(
-                f"{m['models']:>8,} {m['worker_rss_bytes'] / 2**20:>9.1f} MB "
+                f"{m['models']:>8,} {m['tracked_models']:>8,} {m['new_models_per_second']:>8,.0f} "
+                f"{m['worker_rss_bytes'] / 2**20:>9.1f} MB "
                 f"{m['worker_bytes_per_model']:>15,.0f} {m['engine_bytes_per_model']:>15,.0f}"
             )
+    if report.targets:
+        lines.append("")
+        lines.append("targets")
+        lines.extend(format_target(t) for t in report.targets)
     return "\n".join(lines)
 
 
@@ -548,12 +862,38 @@ def command(args: argparse.Namespace) -> int:
     return bench(config)
 
 
-def bench(config: BenchConfig) -> int:
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` meanwhile, so every stage stops what it started."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def bench(config: BenchConfig, bootstrap: str | None = None) -> int:
+    """Run every stage, print the report and write its JSON; the exit status is 0.
+
+    ``bootstrap``: the broker; by default ``KAFKA_BOOTSTRAP_SERVERS``, else an embedded
+    broker started for the run. Every process a stage starts is stopped when it ends, also
+    on an error, Ctrl-C or SIGTERM.
+    """
     import tempfile
 
     started = time.monotonic()
-    bootstrap = WarmcastSettings().kafka_bootstrap_servers
+    bootstrap = bootstrap or WarmcastSettings().kafka_bootstrap_servers
     with (
+        sigterm_unwinds(),
         tempfile.TemporaryDirectory(prefix="warmcast-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):

@@ -1,0 +1,209 @@
+"""``warmcast bench``: how it times a run and judges the targets, and a whole run on a
+real broker (the session's: ``KAFKA_BOOTSTRAP_SERVERS``, a testcontainers Kafka or the
+embedded broker) with a tiny input."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.bench import (
+    BenchConfig,
+    BenchReport,
+    bench,
+    format_report,
+    rate_from_samples,
+    row,
+    targets,
+)
+
+TARGETS = {
+    "envelope_events_per_second",
+    "single_ratio_to_faust_noop",
+    "latency_p99_ms",
+    "worker_bytes_per_model",
+    "worker_rss_at_100k_models",
+}
+
+
+# -- timing a run from counter samples -------------------------------------------------
+
+
+def test_the_rate_is_taken_between_samples_inside_the_run() -> None:
+    # 1,000 events/s from t = 1.05 to 1.35; read every 0.1 s
+    samples = [(1.0, 0.0), (1.1, 50.0), (1.2, 150.0), (1.3, 250.0), (1.4, 300.0)]
+    assert rate_from_samples(samples, 300) == pytest.approx(1000.0)
+
+
+def test_a_counter_already_past_zero_at_the_first_sample_does_not_bias_the_rate() -> None:
+    samples = [(2.0, 120.0), (2.1, 220.0), (2.2, 320.0), (2.3, 400.0)]
+    assert rate_from_samples(samples, 400) == pytest.approx(1000.0)
+
+
+def test_with_one_sample_inside_the_run_the_rate_runs_to_the_sample_that_saw_its_end() -> None:
+    assert rate_from_samples([(1.0, 0.0), (1.1, 100.0), (1.2, 300.0)], 300) == pytest.approx(2000.0)
+
+
+def test_a_run_between_two_samples_is_timed_from_the_last_sample_that_counted_nothing() -> None:
+    assert rate_from_samples([(1.0, 0.0), (1.1, 0.0), (1.2, 300.0)], 300) == pytest.approx(3000.0)
+
+
+def test_a_run_over_before_the_first_sample_cannot_be_timed() -> None:
+    with pytest.raises(ValueError, match="too few events"):
+        rate_from_samples([(1.0, 300.0)], 300)
+
+
+# -- the targets -----------------------------------------------------------------------
+
+
+def model_memory(models: int, rss: int, per_model: float) -> dict[str, Any]:
+    return {
+        "models": models,
+        "tracked_models": models,
+        "new_models_per_second": 1000.0,
+        "worker_rss_bytes": rss,
+        "worker_bytes_per_model": per_model,
+        "engine_bytes_per_model": 300.0,
+    }
+
+
+def report_with(
+    *, single: float, noop_single: float, envelope: float, p99: float, memory: list[Any]
+) -> BenchReport:
+    report = BenchReport(config={})
+    report.rows = [
+        row("Faust agent, no work", "single", noop_single, 1e6),
+        row("warmcast worker", "single", single, 1e6, noop_single),
+        row("Faust agent, no work", "envelope 100", 500_000.0, 1e6),
+        row("warmcast worker", "envelope 100", envelope, 1e6, 500_000.0),
+    ]
+    report.latency = {
+        "offered_per_second": 1000.0,
+        "events": 10_000,
+        "commands": 10_000,
+        "first_events_ms": 900.0,
+        "p50_ms": p99 / 2,
+        "p99_ms": p99,
+        "max_ms": p99 * 2,
+    }
+    report.memory = memory
+    return report
+
+
+def test_each_target_is_judged_against_its_threshold() -> None:
+    memory = [model_memory(1_000, 150 * 2**20, 9000.0), model_memory(100_000, 350 * 2**20, 1900.0)]
+    config = BenchConfig()
+    report = report_with(
+        single=3_000.0, noop_single=4_000.0, envelope=60_000.0, p99=49.0, memory=memory
+    )
+    judged = {t["name"]: t for t in targets(report, config)}
+    assert set(judged) == TARGETS
+    assert all(t["judged"] for t in judged.values())
+    assert judged["envelope_events_per_second"]["met"] is True
+    assert judged["envelope_events_per_second"]["ratio_to_faust_noop"] == pytest.approx(0.12)
+    assert judged["single_ratio_to_faust_noop"]["measured"] == pytest.approx(0.75)
+    assert judged["single_ratio_to_faust_noop"]["met"] is False
+    assert judged["latency_p99_ms"]["met"] is True
+    assert judged["worker_bytes_per_model"]["measured"] == 1900.0  # the largest model count
+    assert judged["worker_bytes_per_model"]["met"] is True
+    assert judged["worker_rss_at_100k_models"]["met"] is True
+
+    slow = report_with(single=3_500.0, noop_single=4_000.0, envelope=40_000.0, p99=50.0, memory=[])
+    judged = {t["name"]: t for t in targets(slow, config)}
+    assert judged["envelope_events_per_second"]["met"] is False
+    assert judged["single_ratio_to_faust_noop"]["met"] is True
+    assert judged["latency_p99_ms"]["met"] is False  # < 50 ms, strictly
+    assert not judged["worker_bytes_per_model"]["judged"]
+    assert not judged["worker_rss_at_100k_models"]["judged"]
+
+
+def test_a_target_the_run_did_not_measure_is_not_judged() -> None:
+    memory = [model_memory(400, 150 * 2**20, 500.0)]
+    config = BenchConfig(latency_rate=100, model_counts=(200, 400))
+    report = report_with(single=1.0, noop_single=1.0, envelope=1e6, p99=1.0, memory=memory)
+    judged = {t["name"]: t for t in targets(report, config)}
+    for name in ("latency_p99_ms", "worker_rss_at_100k_models"):
+        assert judged[name]["judged"] is False
+        assert judged[name]["met"] is False
+        assert judged[name]["not_judged_because"]
+    assert judged["worker_bytes_per_model"]["judged"] is True
+    report.targets = list(judged.values())
+    assert "not judged" in format_report(report)
+
+
+# -- a whole run -----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_tiny_run_measures_every_stage(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    config = BenchConfig(
+        single_events=2_000,
+        envelope_events=20_000,
+        latency_rate=100,
+        latency_seconds=1.0,
+        model_counts=(200, 400),
+        json_out=str(out),
+    )
+    handler = signal.getsignal(signal.SIGTERM)
+
+    assert bench(config, bootstrap=kafka_bootstrap) == 0
+
+    assert signal.getsignal(signal.SIGTERM) == handler
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["config"]["bootstrap"] == kafka_bootstrap
+
+    rows = {(r["stage"], r["messages"]): r for r in report["rows"]}
+    assert set(rows) == {
+        (stage, kind)
+        for stage in ("bare aiokafka getmany + orjson", "Faust agent, no work", "warmcast worker")
+        for kind in ("single", "envelope 100")
+    }
+    assert all(r["events_per_second"] > 0 for r in report["rows"])
+    for kind in ("single", "envelope 100"):
+        assert rows[("warmcast worker", kind)]["ratio_to_faust_noop"] > 0
+
+    latency = report["latency"]
+    assert latency["events"] == 100
+    assert latency["commands"] > 0
+    assert latency["p99_ms"] >= latency["p50_ms"] > 0
+    assert latency["first_events_ms"] > 0
+    hop = latency["broker_hop"]  # the same load, producer to reader, no worker between
+    assert hop["events"] == 100
+    assert hop["commands"] == 100
+    assert hop["p99_ms"] >= hop["p50_ms"] > 0
+
+    assert [m["models"] for m in report["memory"]] == [200, 400]
+    for m in report["memory"]:
+        assert m["worker_rss_bytes"] > 0
+        assert m["tracked_models"] == m["models"]
+        assert m["new_models_per_second"] > 0
+        assert m["engine_bytes_per_model"] > 0
+
+    judged = {t["name"]: t for t in report["targets"]}
+    assert set(judged) == TARGETS
+    assert all(
+        isinstance(t["met"], bool) and isinstance(t["judged"], bool) for t in judged.values()
+    )
+    assert judged["envelope_events_per_second"]["judged"] is True
+    assert judged["single_ratio_to_faust_noop"]["judged"] is True
+    assert judged["latency_p99_ms"]["judged"] is False  # 100 events/s, not 1,000
+    assert judged["worker_rss_at_100k_models"]["judged"] is False
+
+    for text in (
+        "bare aiokafka getmany + orjson",
+        "Faust agent, no work",
+        "warmcast worker",
+        "event -> command latency",
+        "one trip through the broker alone",
+        "worker RSS",
+        "targets",
+    ):
+        assert text in printed
