@@ -31,7 +31,7 @@ def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | N
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""
-    await flush_in_steps(health_store)
+    await flush_in_steps(health_store, sent=app.producer.buffer.flush_atmost)
 
 
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)

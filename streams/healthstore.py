@@ -13,7 +13,7 @@ the usage partition that owns the model.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -98,14 +98,24 @@ class HealthStore:
         return len(model_ids)
 
 
-async def flush_in_steps(store: HealthStore, step: int = 200) -> int:
+async def flush_in_steps(
+    store: HealthStore, step: int = 50, sent: Callable[[int], Awaitable[Any]] | None = None
+) -> int:
     """:meth:`HealthStore.flush` in steps of ``step`` models, letting the event loop run
-    between steps, so that a large flush does not hold up the messages behind it."""
+    between steps; ``sent(n)`` waits until ``n`` more changelog records have left.
+
+    Faust's stream holds every message while more than 100 table writes wait to be sent,
+    so a flush of many models at once would stall the messages behind it; in steps, the
+    writes trickle out between messages instead.
+    """
     written = 0
     while store.pending:
         due = list(islice(store.pending, step))
         written += store.flush_models(due)
-        await asyncio.sleep(0)
+        if sent is not None:
+            await sent(len(due))
+        else:
+            await asyncio.sleep(0)
     return written
 
 

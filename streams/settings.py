@@ -73,6 +73,12 @@ class WarmcastSettings(BaseSettings):
         gt=0,
         description="how often changed rolling health is written to its table (changelog)",
     )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="allocations between collections of the youngest generation (Python's "
+        "default is 700; 0 keeps it): fewer, still short, garbage-collector pauses",
+    )
     command_queue_max: int = Field(
         default=50_000,
         ge=1,
