@@ -7,9 +7,12 @@ round are published.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from typing import Any, cast
 
 import orjson
+from faust.transport.producer import ProducerBuffer
 
 from engine.health import ModelHealth
 from streams.app import app, health_store, health_topic
@@ -31,7 +34,17 @@ def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | N
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""
-    await flush_in_steps(health_store, sent=app.producer.buffer.flush_atmost)
+    await flush_in_steps(health_store, sent=changelog_sent)
+
+
+async def changelog_sent(low: int = 10, timeout: float = 5.0) -> None:
+    """Wait until at most ``low`` table writes wait in Faust's producer buffer."""
+    buffer = cast(ProducerBuffer, app.producer.buffer)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while buffer.size > low:
+                buffer.message_sent.clear()
+                await buffer.message_sent.wait()
 
 
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import orjson
+from faust import Stream
 from faust.types import EventT, StreamT
 from mode.types.signals import BaseSignalT
 
@@ -23,45 +25,56 @@ FORWARDED = "warmcast.forwarded"
 
 @app.agent(usage_topic)
 async def usage_agent(stream: StreamT) -> None:
-    async for event in stream.events():
-        await process_usage(event)
+    """Usage messages in small batches (at most ``usage_batch_messages``, waiting at most
+    ``usage_batch_seconds``): the per-message work that is not per event is done once."""
+    s = app.runtime.settings
+    batches = cast(Stream, stream).take_events(s.usage_batch_messages, s.usage_batch_seconds)
+    async for batch in batches:
+        await process_usage(batch)
 
 
-async def process_usage(event: EventT) -> None:
+async def process_usage(batch: Sequence[EventT]) -> None:
+    """Messages taken together: each is decoded and checked on its own (bad ones are
+    dead-lettered), then the events of each partition go to its engine at once."""
     runtime = app.runtime
     settings = runtime.settings
     metrics = runtime.metrics
-    message = event.message
-    metrics.consumed(message.topic).inc()
     started = time.perf_counter()
     try:
-        decoded = decode(
-            message.value,
-            UsageEvent,
-            max_bytes=settings.max_message_bytes,
-            max_events=settings.max_envelope_events,
-        )
-        decoded = reject_skewed(
-            decoded, time.time(), settings.max_future_skew_seconds, settings.max_past_skew_seconds
-        )
-        if decoded.errors:
-            await dead_letter_all(event, decoded.errors)
-        events = decoded.events
-        if not events:
-            return
-        partition = message.partition
+        now = time.time()
         n_partitions = runtime.usage_partitions
-        if any(partition_for(ev.model_id, n_partitions) != partition for ev in events):
-            mine: list[UsageEvent] = []
-            foreign: dict[int, list[UsageEvent]] = defaultdict(list)
-            for ev in events:
+        mine: dict[int, list[UsageEvent]] = {}
+        last_offset: dict[int, int] = {}
+        foreign: dict[int, list[UsageEvent]] = defaultdict(list)
+        for event in batch:
+            message = event.message
+            metrics.consumed(message.topic).inc()
+            decoded = decode(
+                message.value,
+                UsageEvent,
+                max_bytes=settings.max_message_bytes,
+                max_events=settings.max_envelope_events,
+            )
+            decoded = reject_skewed(
+                decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
+            )
+            if decoded.errors:
+                await dead_letter_all(event, decoded.errors)
+            if not decoded.events:
+                continue
+            partition = message.partition
+            queue = mine.get(partition)
+            if queue is None:
+                queue = mine[partition] = []
+            for ev in decoded.events:
                 owner = partition_for(ev.model_id, n_partitions)
-                (mine if owner == partition else foreign[owner]).append(ev)
-            for owner, theirs in foreign.items():
-                await forward(owner, theirs)
-            events = mine
-        if events:
-            await apply_usage(partition, events)
+                (queue if owner == partition else foreign[owner]).append(ev)
+            last_offset[partition] = message.offset
+        for owner, theirs in foreign.items():
+            await forward(owner, theirs)
+        for partition, events in mine.items():
+            if events:
+                await apply_usage(partition, events, last_offset[partition])
     finally:
         metrics.usage_processing.observe(time.perf_counter() - started)
 
@@ -77,10 +90,13 @@ async def forward(partition: int, events: list[UsageEvent]) -> None:
     )
 
 
-async def apply_usage(partition: int, events: list[UsageEvent]) -> None:
-    """Events of models this partition owns: engine, rolling health, commands out."""
+async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> None:
+    """Events of models this partition owns, up to ``offset`` of its input: engine,
+    rolling health, commands out."""
     runtime = app.runtime
-    commands, touched = runtime.apply_usage(partition, events, health_store.decoded, time.time())
+    commands, touched = runtime.apply_usage(
+        partition, events, health_store.decoded, time.time(), offset=offset
+    )
     health_store.mark(touched)
     gone = runtime.engine_for(partition).drain_evicted()
     if gone:  # health follows the engine: a flood of new model ids stays bounded

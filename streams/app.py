@@ -16,7 +16,7 @@ from mode.types.signals import BaseSignalT
 
 from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
-from streams.partitioning import partition_for
+from streams.partitioning import default_partitioner, partition_for
 from streams.runtime import Runtime
 from streams.security import broker_credentials
 from streams.settings import WarmcastSettings
@@ -97,6 +97,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "producer_linger_ms": settings.producer_linger_ms,
         "producer_max_batch_size": settings.producer_batch_bytes,
+        "producer_partitioner": default_partitioner,
     }
     credentials = broker_credentials(settings)  # SASL and TLS; None: plaintext
     if credentials is not None:

@@ -99,10 +99,10 @@ class HealthStore:
 
 
 async def flush_in_steps(
-    store: HealthStore, step: int = 50, sent: Callable[[int], Awaitable[Any]] | None = None
+    store: HealthStore, step: int = 50, sent: Callable[[], Awaitable[Any]] | None = None
 ) -> int:
     """:meth:`HealthStore.flush` in steps of ``step`` models, letting the event loop run
-    between steps; ``sent(n)`` waits until ``n`` more changelog records have left.
+    between steps; ``sent()`` waits until the changelog records written have left.
 
     Faust's stream holds every message while more than 100 table writes wait to be sent,
     so a flush of many models at once would stall the messages behind it; in steps, the
@@ -113,7 +113,7 @@ async def flush_in_steps(
         due = list(islice(store.pending, step))
         written += store.flush_models(due)
         if sent is not None:
-            await sent(len(due))
+            await sent()
         else:
             await asyncio.sleep(0)
     return written

@@ -114,7 +114,10 @@ class Runtime:
             hysteresis=s.alert_hysteresis,
         )
 
-    def engine_for(self, partition: int) -> WarmupEngine:
+    def engine_for(self, partition: int, offset: int | None = None) -> WarmupEngine:
+        """The partition's engine (made on first use). The usage message at ``offset``
+        (else the message being processed, from ``position_source``) is recorded as
+        reaching it."""
         engine = self.engines.get(partition)
         if engine is None:
             engine = WarmupEngine(
@@ -123,7 +126,9 @@ class Runtime:
                 report_evictions=True,
             )
             engine = self.engines[partition] = self._under_controls(partition, engine)
-        if self.position_source is not None:
+        if offset is not None:
+            self.positions["usage", partition] = offset
+        elif self.position_source is not None:
             where = self.position_source()
             if where is not None and where[1] == partition:
                 self.positions[where[0], partition] = where[2]
@@ -219,11 +224,17 @@ class Runtime:
     # -- usage and metric events ------------------------------------------------------
 
     def apply_usage(
-        self, partition: int, events: Iterable[UsageEvent], load: HealthLoader, now: float
+        self,
+        partition: int,
+        events: Iterable[UsageEvent],
+        load: HealthLoader,
+        now: float,
+        offset: int | None = None,
     ) -> tuple[list[Command], dict[str, ModelHealth]]:
-        """Feed one message's usage events to the partition's engine and to the rolling
-        health of each model they concern; return the commands and the changed health."""
-        engine = self.engine_for(partition)
+        """Feed usage events (of one message, or several up to ``offset``) to the
+        partition's engine and to the rolling health of each model they concern; return
+        the commands and the changed health."""
+        engine = self.engine_for(partition, offset)
         s = self.settings
         windows = self.windows
         commands: list[Command] = []

@@ -69,9 +69,20 @@ class WarmcastSettings(BaseSettings):
         "takes about half of it)",
     )
     health_flush_seconds: float = Field(
-        default=1.0,
+        default=5.0,
         gt=0,
         description="how often changed rolling health is written to its table (changelog)",
+    )
+    usage_batch_messages: int = Field(
+        default=200,
+        ge=1,
+        description="usage messages the agent takes at once (decoded one by one, applied "
+        "to each partition's engine together)",
+    )
+    usage_batch_seconds: float = Field(
+        default=0.005,
+        gt=0,
+        description="longest wait for a batch of usage messages to fill up",
     )
     gc_young_threshold: int = Field(
         default=10_000,
