@@ -6,9 +6,9 @@ seconds, with a stable ``command_id`` so that downstream consumers can drop dupl
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from hashlib import blake2b
+from typing import Literal, NamedTuple
 
 Action = Literal["warm", "release"]
 
@@ -55,12 +55,12 @@ def command_id(model_id: str, action: str, start: float, end: float, policy_vers
     True
     """
     key = f"{model_id}\x1f{action}\x1f{float(start):.3f}\x1f{float(end):.3f}\x1f{policy_version}"
-    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    return blake2b(key.encode(), digest_size=12).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A warmup command in event time (epoch seconds), ready to serialise."""
+class Command(NamedTuple):
+    """A warmup command in event time (epoch seconds), ready to serialise (a named tuple:
+    an engine makes one for nearly every lease it hands out)."""
 
     command_id: str
     model_id: str

@@ -78,22 +78,26 @@ class IdleHistogram:
     """Idle times between invoked minutes of one served model, in one-minute bins.
 
     ``idle = t2 - t1 - 1``; idle times past the last bin are counted apart. The
-    coefficient of variation of the bin counts is kept incrementally.
+    coefficient of variation of the bin counts is kept incrementally, and so are two
+    cursors (a bin and the cumulative count up to it) from which :meth:`seek` finds a
+    percentile by moving a few bins instead of summing from the first.
 
     >>> h = IdleHistogram(bins=4)
     >>> for idle in (0, 0, 2, 9):
     ...     h.add(idle)
-    >>> list(h.counts), h.out_of_bounds, h.percentile_bin(0.5)
-    ([2, 0, 1, 0], 1, 0)
+    >>> list(h.counts), h.out_of_bounds, h.percentile_bin(0.5), h.seek(1, 0.99)
+    ([2, 0, 1, 0], 1, 0, 2)
     """
 
-    __slots__ = ("counts", "in_bounds", "out_of_bounds", "sum_squares")
+    __slots__ = ("counts", "cursors", "in_bounds", "out_of_bounds", "sum_squares")
 
     def __init__(self, bins: int = 240) -> None:
         self.counts = array("I", bytes(4 * bins))  # 4 bytes a bin, not a list's 8 + an int
         self.in_bounds = 0
         self.out_of_bounds = 0
         self.sum_squares = 0
+        #: bin and cumulative count up to it (inclusive) of cursor 0, then of cursor 1
+        self.cursors = [0, 0, 0, 0]
 
     def add(self, idle: int) -> None:
         if 0 <= idle < len(self.counts):
@@ -101,6 +105,11 @@ class IdleHistogram:
             self.counts[idle] = c + 1
             self.sum_squares += 2 * c + 1
             self.in_bounds += 1
+            cursors = self.cursors
+            if idle <= cursors[0]:
+                cursors[1] += 1
+            if idle <= cursors[2]:
+                cursors[3] += 1
         else:
             self.out_of_bounds += 1
 
@@ -124,6 +133,23 @@ class IdleHistogram:
             if cum >= target:
                 return i
         return len(self.counts) - 1
+
+    def seek(self, cursor: int, q: float) -> int:
+        """:meth:`percentile_bin` of ``q``, found by moving cursor 0 or 1 from where it
+        was left (keep one cursor per percentile asked for, and the moves stay short)."""
+        target = q * self.in_bounds
+        counts, cursors = self.counts, self.cursors
+        at = 2 * cursor
+        i, cum = cursors[at], cursors[at + 1]
+        while i > 0 and cum - counts[i] >= target:
+            cum -= counts[i]
+            i -= 1
+        last = len(counts) - 1
+        while cum < target and i < last:
+            i += 1
+            cum += counts[i]
+        cursors[at], cursors[at + 1] = i, cum
+        return i
 
 
 class HybridHistogram:
@@ -166,8 +192,8 @@ class HybridHistogram:
             or hist.coefficient_of_variation() < self.cv_threshold
         ):
             return 0, self.bins
-        head = hist.percentile_bin(self.head_q) * (1.0 - self.margin)
-        tail = hist.percentile_bin(self.tail_q) * (1.0 + self.margin)
+        head = hist.seek(0, self.head_q) * (1.0 - self.margin)
+        tail = hist.seek(1, self.tail_q) * (1.0 + self.margin)
         prewarm = math.floor(head)
         keepalive = max(1, math.ceil(tail) - prewarm + 1)
         return prewarm, keepalive

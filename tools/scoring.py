@@ -259,7 +259,7 @@ def score(
     tuples: list[CommandTuple] = []
     rest: list[CommandLike | Mapping[str, Any]] = []
     for c in commands:
-        if isinstance(c, tuple):
+        if type(c) is tuple:  # not a Command, which is a named tuple
             tuples.append(c)
         else:
             rest.append(c)
