@@ -59,7 +59,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 EPSILON = 1e-6  # minutes: absorbs float error in t0 + 60 m for fractional t0
 
@@ -259,10 +259,10 @@ def score(
     tuples: list[CommandTuple] = []
     rest: list[CommandLike | Mapping[str, Any]] = []
     for c in commands:
-        if type(c) is tuple:  # not a Command, which is a named tuple
+        if isinstance(c, tuple) and not hasattr(c, "_fields"):  # a Command is a named tuple
             tuples.append(c)
         else:
-            rest.append(c)
+            rest.append(cast(CommandLike | Mapping[str, Any], c))
     if rest:
         if tuples:
             raise ValueError("mix of command tuples and command objects")
