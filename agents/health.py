@@ -8,14 +8,13 @@ round are published.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any, cast
+import time
+from typing import Any
 
 import orjson
-from faust.transport.producer import ProducerBuffer
 
 from engine.health import ModelHealth
-from streams.app import app, health_store, health_topic
+from streams.app import app, health_store, health_topic, model_health
 from streams.healthstore import flush_in_steps
 from streams.partitioning import partition_for
 
@@ -24,36 +23,60 @@ def snapshot(model_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | N
     """A model's health as of the newest event time of its partition."""
     if not stored:
         return None
+    return snapshot_of(ModelHealth.from_dict(stored))
+
+
+def snapshot_of(health: ModelHealth) -> dict[str, Any]:
     runtime = app.runtime
-    health = ModelHealth.from_dict(stored)
-    partition = partition_for(model_id, runtime.usage_partitions)
+    partition = partition_for(health.model_id, runtime.usage_partitions)
     now = runtime.partition_event_time.get(partition, health.last_seen)
     return health.snapshot(now, runtime.settings.health_window_seconds)
+
+
+def write_through_changelog() -> None:
+    """Health entries go straight into the table's storage and out to its changelog in
+    record batches (one table write through Faust costs a changelog send of its own)."""
+    if health_store.writes_through:
+        return
+    runtime = app.runtime
+    n = runtime.usage_partitions  # the table is partitioned as the usage topic
+    emitter = app.emitter(model_health.changelog_topic.get_topic_name(), n)
+    storage = model_health.data
+    # The in-memory store drops the keys of partitions it no longer owns after a
+    # rebalance; it learns a key's partition here, as it would from a changelog read.
+    key_partition = getattr(storage, "_key_partition", None)
+
+    def changelog(model_id: str, key: bytes, value: bytes | None) -> None:
+        emitter.queue(model_id, value, int(time.time() * 1000))
+        if key_partition is not None:
+            if value is None:
+                key_partition.pop(key, None)
+            else:
+                key_partition[key] = partition_for(model_id, n)
+
+    health_store.write_through(storage, changelog)
 
 
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""
-    await flush_in_steps(health_store, sent=changelog_sent)
-
-
-async def changelog_sent(low: int = 10, timeout: float = 5.0) -> None:
-    """Wait until at most ``low`` table writes wait in Faust's producer buffer."""
-    buffer = cast(ProducerBuffer, app.producer.buffer)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while buffer.size > low:
-                buffer.message_sent.clear()
-                await buffer.message_sent.wait()
+    write_through_changelog()
+    await flush_in_steps(health_store)
 
 
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)
 async def publish_snapshots() -> None:
+    """Publish the health of every model that changed since the last round, in steps
+    that leave the event loop to the agents in between."""
     runtime = app.runtime
     due, runtime.dirty = runtime.dirty, set()
-    for model_id in sorted(due):
-        document = snapshot(model_id, health_store.get(model_id))
-        if document is None:
+    emitter = app.emitter(health_topic.get_topic_name(), runtime.usage_partitions)
+    now_ms = int(time.time() * 1000)
+    for i, model_id in enumerate(sorted(due)):
+        health = health_store.decoded(model_id)
+        if health is None:
             continue
-        await health_topic.send(key=model_id.encode(), value=orjson.dumps(document))
+        emitter.queue(model_id, orjson.dumps(snapshot_of(health)), now_ms)
         runtime.metrics.health_snapshots.inc()
+        if i % 200 == 199:
+            await asyncio.sleep(0)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import orjson
 from faust import Stream
 from faust.types import EventT, StreamT
-from mode.types.signals import BaseSignalT
 
 from agents.deadletter import dead_letter_all
+from agents.health import write_through_changelog
 from engine.lease import Command
 from schemas.envelope import decode, reject_skewed
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.emit import CommandEmitter
+from streams.healthstore import flush_in_steps
 from streams.partitioning import partition_for
 
 FORWARDED = "warmcast.forwarded"
@@ -98,6 +99,9 @@ async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> 
         partition, events, health_store.decoded, time.time(), offset=offset
     )
     health_store.mark(touched)
+    if len(health_store.pending) > runtime.settings.health_pending_max:
+        write_through_changelog()  # many new models: write now, not on the timer
+        await flush_in_steps(health_store)
     gone = runtime.engine_for(partition).drain_evicted()
     if gone:  # health follows the engine: a flood of new model ids stays bounded
         health_store.forget(gone)
@@ -106,32 +110,18 @@ async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> 
         await publish_commands(commands)
 
 
-_emitter: list[CommandEmitter] = []
-
-
 def emitter() -> CommandEmitter:
-    """The worker's command emitter, made at first use and drained before every offset
-    commit: the producer's flush, which Faust awaits ahead of a commit, waits for it."""
-    if not _emitter:
-        runtime = app.runtime
-        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        failures = runtime.metrics.command_failures
-        made = CommandEmitter(
-            producer,
-            warmup_topic.get_topic_name(),
-            runtime.warmup_partitions,
-            on_failure=lambda n, exc: failures.inc(n),
-            linger_seconds=runtime.settings.producer_linger_ms / 1000,
-        )
-        flush = app.producer.flush
-
-        async def drain_then_flush() -> None:
-            await made.drain()
-            await flush()
-
-        app.producer.flush = drain_then_flush  # type: ignore[method-assign]
-        _emitter.append(made)
-    return _emitter[0]
+    """The worker's command emitter (made at first use)."""
+    runtime = app.runtime
+    failures = runtime.metrics.command_failures
+    made = app.emitter(
+        warmup_topic.get_topic_name(),
+        runtime.warmup_partitions,
+        CommandEmitter,
+        on_failure=lambda n, exc: failures.inc(n),
+        linger_seconds=runtime.settings.producer_linger_ms / 1000,
+    )
+    return cast(CommandEmitter, made)
 
 
 async def publish_commands(commands: list[Command]) -> None:
@@ -147,12 +137,3 @@ async def publish_commands(commands: list[Command]) -> None:
         metrics.warm_commands.inc(warm)
     if len(commands) > warm:
         metrics.release_commands.inc(len(commands) - warm)
-
-
-@app.on_before_shutdown.connect
-async def _drain_commands(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    """The consumer has stopped: hand what is queued to the producer before it stops."""
-    if _emitter:
-        await _emitter[0].drain()

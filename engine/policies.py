@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from itertools import accumulate
 from typing import Protocol
 
@@ -208,14 +209,12 @@ class HybridHistogram:
         self._last[model_id] = minute
         prewarm, keepalive = self.windows(model_id)
         if prewarm == 0:
-            return Lease(
-                "warm", minute + 1, minute + 1 + keepalive, reason=f"keep-alive {keepalive} min"
-            )
+            return Lease("warm", minute + 1, minute + 1 + keepalive, reason=_reason(0, keepalive))
         return Lease(
             "warm",
             minute + prewarm,
             minute + prewarm + keepalive + 1,
-            reason=f"pre-warm in {prewarm} min, keep {keepalive} min",
+            reason=_reason(prewarm, keepalive),
         )
 
     def on_minute_closed(
@@ -229,3 +228,11 @@ class HybridHistogram:
     def forget(self, model_id: str) -> None:
         self._hist.pop(model_id, None)
         self._last.pop(model_id, None)
+
+
+@lru_cache(maxsize=4096)
+def _reason(prewarm: int, keepalive: int) -> str:
+    """Why a hybrid lease is what it is (one string per distinct pair, shared by leases)."""
+    if prewarm == 0:
+        return f"keep-alive {keepalive} min"
+    return f"pre-warm in {prewarm} min, keep {keepalive} min"

@@ -14,6 +14,7 @@ import faust
 from faust.types import TP
 from mode.types.signals import BaseSignalT
 
+from streams.emit import RecordEmitter, drain_all, drain_before_flush
 from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
 from streams.partitioning import default_partitioner, partition_for
@@ -28,6 +29,25 @@ class WarmcastApp(faust.App):
     """A Faust app that creates warmcast's topics before it subscribes to them."""
 
     runtime: Runtime
+    #: Record emitters by topic (see :meth:`emitter`).
+    emitters: dict[str, RecordEmitter]
+
+    def emitter(
+        self,
+        topic: str,
+        partitions: int,
+        kind: type[RecordEmitter] = RecordEmitter,
+        **options: Any,
+    ) -> RecordEmitter:
+        """The emitter of ``topic``: made at first use (the producer is running by then),
+        drained before every offset commit and at shutdown."""
+        found = self.emitters.get(topic)
+        if found is None:
+            if not self.emitters:
+                drain_before_flush(self.producer, self.emitters)
+            producer = self.producer._ensure_producer()  # type: ignore[attr-defined]
+            found = self.emitters[topic] = kind(producer, topic, partitions, **options)
+        return found
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -109,6 +129,7 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     settings = settings or WarmcastSettings()
     app = WarmcastApp(settings.app_id, **faust_options(settings))
     app.runtime = Runtime(settings)
+    app.emitters = {}
     fetch_wait = settings.fetch_max_wait_ms
 
     @app.task
@@ -158,8 +179,10 @@ def _drop_decoded_health(
 async def _write_pending_health(
     sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
 ) -> None:
-    """The consumer has stopped: write what the health table has not been told yet."""
+    """The consumer has stopped: write what the health table has not been told yet, and
+    hand everything queued to the producer before it stops."""
     health_store.flush()
+    await drain_all(app.emitters)
 
 
 import agents  # noqa: E402,F401  (registers the agents and web views on ``app``)

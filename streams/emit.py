@@ -1,22 +1,23 @@
-"""Publishing warmup commands through the producer that Faust runs, in record batches.
+"""Publishing records through the producer that Faust runs, in record batches.
 
-Commands are keyed by ``model_id`` and go to the partition a keyed producer would use.
-:meth:`CommandEmitter.publish` only queues them (the agent never waits on the broker); a
-pump task hands each partition's queue to the producer as one record batch. While a
-batch waits for the previous one to leave, new commands gather behind it, so the batches
-grow with the load and the per-command cost stays that of one append.
+Warmup commands, and the health table's changelog, go out this way. Records are keyed by
+``model_id`` and go to the partition a keyed producer would use. Queueing returns at
+once (the agent never waits on the broker); a pump task hands each partition's queue to
+the producer as one record batch. While a batch waits for the previous one to leave, new
+records gather behind it, so the batches grow with the load and the cost per record
+stays that of one append.
 
-Nothing is lost on a commit: :meth:`CommandEmitter.drain` waits until every queued
-command is with the producer, and the worker drains before the producer is flushed
-ahead of each offset commit (see ``agents/usage.py``), so offsets are only committed for
-messages whose commands are on their way.
+Nothing is lost on a commit: :meth:`RecordEmitter.drain` waits until every queued
+record is with the producer, and the worker drains every emitter before the producer is
+flushed ahead of each offset commit (:func:`drain_before_flush`), so offsets are only
+committed for messages whose records are on their way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -26,16 +27,16 @@ from streams.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 
-#: (key, value, timestamp in ms) of one queued command.
-Record = tuple[bytes, bytes, int]
+#: (key, value, timestamp in ms) of one queued record; a value of ``None`` deletes the key.
+Record = tuple[bytes, bytes | None, int]
 
 
-class CommandEmitter:
-    """Queues commands per partition and ships them as record batches.
+class RecordEmitter:
+    """Queues records per partition of one topic and ships them as record batches.
 
     ``producer`` is an ``aiokafka.AIOKafkaProducer`` (``create_batch``, ``send_batch`` and
-    ``send``); ``on_failure(n, exc)`` hears of commands the broker did not take. The pump
-    waits ``linger_seconds`` after the first queued command before shipping.
+    ``send``); ``on_failure(n, exc)`` hears of records the broker did not take. The pump
+    waits ``linger_seconds`` after the first queued record before shipping.
     """
 
     def __init__(
@@ -52,28 +53,27 @@ class CommandEmitter:
         self.partitions = partitions
         self.on_failure = on_failure
         self.pending: dict[int, list[Record]] = {}
-        self.queued = 0  # commands queued and not yet with the producer
+        self.queued = 0  # records queued and not yet with the producer
         self.batches = 0  # record batches handed to the producer
-        self.sent = 0  # commands handed to the producer
+        self.sent = 0  # records handed to the producer
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._pump: asyncio.Task[None] | None = None
 
-    def publish(self, commands: list[Command]) -> None:
-        """Queue commands for delivery (returns at once)."""
-        if not commands:
-            return
-        pending, n, dumps = self.pending, self.partitions, orjson.dumps
-        for command in commands:
-            model_id = command.model_id
-            record = (model_id.encode(), dumps(command.to_dict()), int(command.issued_at * 1000))
-            queue = pending.get(partition := partition_for(model_id, n))
-            if queue is None:
-                pending[partition] = [record]
-            else:
-                queue.append(record)
-        self.queued += len(commands)
+    def queue(self, key: str, value: bytes | None, timestamp_ms: int) -> None:
+        """Queue one record keyed by ``key`` (returns at once)."""
+        record = (key.encode(), value, timestamp_ms)
+        partition = partition_for(key, self.partitions)
+        queue = self.pending.get(partition)
+        if queue is None:
+            self.pending[partition] = [record]
+        else:
+            queue.append(record)
+        self.queued += 1
+        self._wake_pump()
+
+    def _wake_pump(self) -> None:
         self._idle.clear()
         self._wake.set()
         if self._pump is None or self._pump.done():
@@ -98,7 +98,7 @@ class CommandEmitter:
                 try:
                     await self._ship(partition, records)
                 except Exception as exc:  # the producer refused: say so, keep the pump
-                    log.exception("could not publish %d warmup commands", len(records))
+                    log.exception("could not publish %d records to %s", len(records), self.topic)
                     if self.on_failure is not None:
                         self.on_failure(len(records), exc)
             self._idle.set()
@@ -136,3 +136,41 @@ class CommandEmitter:
         exc = delivery.exception()
         if exc is not None and self.on_failure is not None:
             self.on_failure(n, exc)
+
+
+class CommandEmitter(RecordEmitter):
+    """A :class:`RecordEmitter` of warmup commands (JSON, timestamped when issued)."""
+
+    def publish(self, commands: list[Command]) -> None:
+        """Queue commands for delivery (returns at once)."""
+        if not commands:
+            return
+        pending, n, dumps = self.pending, self.partitions, orjson.dumps
+        for command in commands:
+            model_id = command.model_id
+            record = (model_id.encode(), dumps(command.to_dict()), int(command.issued_at * 1000))
+            queue = pending.get(partition := partition_for(model_id, n))
+            if queue is None:
+                pending[partition] = [record]
+            else:
+                queue.append(record)
+        self.queued += len(commands)
+        self._wake_pump()
+
+
+async def drain_all(emitters: Mapping[str, RecordEmitter]) -> None:
+    """Wait until every emitter has handed what it queued to the producer."""
+    for emitter in list(emitters.values()):
+        await emitter.drain()
+
+
+def drain_before_flush(faust_producer: Any, emitters: Mapping[str, RecordEmitter]) -> None:
+    """Make the Faust producer's ``flush`` (awaited before every offset commit and at
+    shutdown) first wait for ``emitters`` to hand over what they queued."""
+    flush = faust_producer.flush
+
+    async def drain_then_flush() -> None:
+        await drain_all(emitters)
+        await flush()
+
+    faust_producer.flush = drain_then_flush

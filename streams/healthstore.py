@@ -13,11 +13,14 @@ the usage partition that owns the model.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
 from engine.health import ModelHealth
+
+#: Sends one table entry to the changelog: (model id, key, value; ``None`` deletes it).
+Changelog = Callable[[str, bytes, bytes | None], None]
 
 
 class HealthStore:
@@ -40,6 +43,18 @@ class HealthStore:
     def __init__(self, table: Any) -> None:
         self.table = table
         self.pending: dict[str, ModelHealth] = {}
+        self._storage: Any = None
+        self._changelog: Changelog | None = None
+
+    def write_through(self, storage: Any, changelog: Changelog) -> None:
+        """Write entries straight into ``storage`` (the mapping the table reads from)
+        and hand each to ``changelog(model_id, key, value)``, which sends it in record
+        batches, instead of through the table, one changelog send per entry."""
+        self._storage, self._changelog = storage, changelog
+
+    @property
+    def writes_through(self) -> bool:
+        return self._changelog is not None
 
     def mark(self, changed: dict[str, ModelHealth]) -> None:
         """Remember changed models until the next :meth:`flush`."""
@@ -74,11 +89,14 @@ class HealthStore:
 
     def forget(self, model_ids: list[str]) -> None:
         """Drop models the engine no longer tracks (a tombstone in the changelog)."""
-        table = self.table
+        table, storage, changelog = self.table, self._storage, self._changelog
         for model_id in model_ids:
             self.pending.pop(model_id, None)
             key = model_id.encode()
-            if key in table:
+            if changelog is not None:
+                if storage.pop(key, None) is not None:
+                    changelog(model_id, key, None)
+            elif key in table:
                 del table[key]
 
     def flush(self, partitions: set[int] | None = None, owner: Any = None) -> int:
@@ -92,30 +110,23 @@ class HealthStore:
 
     def flush_models(self, model_ids: list[str]) -> int:
         """Write these models' pending changes to the table."""
-        table, pending = self.table, self.pending
+        table, pending, changelog = self.table, self.pending, self._changelog
+        target = table if changelog is None else self._storage
         for model_id in model_ids:
-            table[model_id.encode()] = pending.pop(model_id).to_bytes()
+            key = model_id.encode()
+            value = target[key] = pending.pop(model_id).to_bytes()
+            if changelog is not None:
+                changelog(model_id, key, value)
         return len(model_ids)
 
 
-async def flush_in_steps(
-    store: HealthStore, step: int = 50, sent: Callable[[], Awaitable[Any]] | None = None
-) -> int:
+async def flush_in_steps(store: HealthStore, step: int = 500) -> int:
     """:meth:`HealthStore.flush` in steps of ``step`` models, letting the event loop run
-    between steps; ``sent()`` waits until the changelog records written have left.
-
-    Faust's stream holds every message while more than 100 table writes wait to be sent,
-    so a flush of many models at once would stall the messages behind it; in steps, the
-    writes trickle out between messages instead.
-    """
+    between steps, so that a flush of many models does not hold up the messages behind."""
     written = 0
     while store.pending:
-        due = list(islice(store.pending, step))
-        written += store.flush_models(due)
-        if sent is not None:
-            await sent()
-        else:
-            await asyncio.sleep(0)
+        written += store.flush_models(list(islice(store.pending, step)))
+        await asyncio.sleep(0)
     return written
 
 

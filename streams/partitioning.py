@@ -13,7 +13,7 @@ from functools import lru_cache
 from aiokafka.partitioner import murmur2
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
 def key_hash(key: bytes) -> int:
     """murmur2 of ``key``, made non-negative, as Java's default partitioner uses it."""
     return murmur2(key) & 0x7FFFFFFF

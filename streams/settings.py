@@ -126,6 +126,11 @@ class WarmcastSettings(BaseSettings):
         ge=0,
         description="served models per partition whose rolling health stays decoded in memory",
     )
+    health_pending_max: int = Field(
+        default=5_000,
+        ge=1,
+        description="changed models kept decoded before their health is written early",
+    )
     health_snapshot_seconds: float = Field(
         default=30.0, gt=0, description="how often changed models' health is published"
     )
