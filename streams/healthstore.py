@@ -49,7 +49,19 @@ class HealthStore:
     def write_through(self, storage: Any, changelog: Changelog) -> None:
         """Write entries straight into ``storage`` (the mapping the table reads from)
         and hand each to ``changelog(model_id, key, value)``, which sends it in record
-        batches, instead of through the table, one changelog send per entry."""
+        batches, instead of through the table, one changelog send per entry.
+
+        >>> store, storage, sent = HealthStore({}), {}, []
+        >>> store.write_through(storage, lambda m, key, value: sent.append((m, value is None)))
+        >>> h = ModelHealth("m")
+        >>> h.update(60.0)
+        >>> store.mark({"m": h})
+        >>> store.flush(), list(storage), sent, store.table
+        (1, [b'm'], [('m', False)], {})
+        >>> store.forget(["m"])
+        >>> storage, sent[-1], store.get("m")
+        ({}, ('m', True), None)
+        """
         self._storage, self._changelog = storage, changelog
 
     @property
