@@ -1,4 +1,5 @@
-"""Dead letters: bad input goes to ``<topic>.dlq`` with headers that say why."""
+"""Bad input: consumed messages decoded and checked, and what fails goes to
+``<topic>.dlq`` with headers that say why."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 
 from faust.types import EventT
 
-from schemas.envelope import EventError
+from schemas.envelope import E, EventError, decode, reject_skewed
 from streams.app import app
 
 
@@ -37,3 +38,24 @@ async def dead_letter(event: EventT, error: EventError) -> None:
 async def dead_letter_all(event: EventT, errors: list[EventError]) -> None:
     for error in errors:
         await dead_letter(event, error)
+
+
+async def decode_or_dead_letter(event: EventT, schema: type[E], now: float) -> list[E]:
+    """The good events of a consumed message (counted as consumed); every bad one (and a
+    message that is not JSON, too large, or out of time bounds) is dead-lettered."""
+    runtime = app.runtime
+    settings = runtime.settings
+    message = event.message
+    runtime.metrics.consumed(message.topic).inc()
+    decoded = decode(
+        message.value,
+        schema,
+        max_bytes=settings.max_message_bytes,
+        max_events=settings.max_envelope_events,
+    )
+    decoded = reject_skewed(
+        decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
+    )
+    if decoded.errors:
+        await dead_letter_all(event, decoded.errors)
+    return decoded.events

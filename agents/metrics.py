@@ -6,8 +6,7 @@ import time
 
 from faust.types import EventT, StreamT
 
-from agents.deadletter import dead_letter_all
-from schemas.envelope import decode, reject_skewed
+from agents.deadletter import decode_or_dead_letter
 from schemas.metric import MetricEvent
 from streams.app import app, metrics_topic
 
@@ -19,19 +18,6 @@ async def metrics_agent(stream: StreamT) -> None:
 
 
 async def process_metrics(event: EventT) -> None:
-    runtime = app.runtime
-    settings = runtime.settings
-    message = event.message
-    runtime.metrics.consumed(message.topic).inc()
-    decoded = decode(
-        message.value,
-        MetricEvent,
-        max_bytes=settings.max_message_bytes,
-        max_events=settings.max_envelope_events,
-    )
-    decoded = reject_skewed(
-        decoded, time.time(), settings.max_future_skew_seconds, settings.max_past_skew_seconds
-    )
-    if decoded.errors:
-        await dead_letter_all(event, decoded.errors)
-    runtime.apply_metrics(message.partition, decoded.events, time.time())
+    now = time.time()
+    events = await decode_or_dead_letter(event, MetricEvent, now)
+    app.runtime.apply_metrics(event.message.partition, events, now)

@@ -11,10 +11,9 @@ import orjson
 from faust import Stream
 from faust.types import EventT, StreamT
 
-from agents.deadletter import dead_letter_all
+from agents.deadletter import decode_or_dead_letter
 from agents.health import write_through_changelog
 from engine.lease import Command
-from schemas.envelope import decode, reject_skewed
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.emit import CommandEmitter
@@ -38,7 +37,6 @@ async def process_usage(batch: Sequence[EventT]) -> None:
     """Messages taken together: each is decoded and checked on its own (bad ones are
     dead-lettered), then the events of each partition go to its engine at once."""
     runtime = app.runtime
-    settings = runtime.settings
     metrics = runtime.metrics
     started = time.perf_counter()
     try:
@@ -48,26 +46,15 @@ async def process_usage(batch: Sequence[EventT]) -> None:
         last_offset: dict[int, int] = {}
         foreign: dict[int, list[UsageEvent]] = defaultdict(list)
         for event in batch:
-            message = event.message
-            metrics.consumed(message.topic).inc()
-            decoded = decode(
-                message.value,
-                UsageEvent,
-                max_bytes=settings.max_message_bytes,
-                max_events=settings.max_envelope_events,
-            )
-            decoded = reject_skewed(
-                decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
-            )
-            if decoded.errors:
-                await dead_letter_all(event, decoded.errors)
-            if not decoded.events:
+            good = await decode_or_dead_letter(event, UsageEvent, now)
+            if not good:
                 continue
+            message = event.message
             partition = message.partition
             queue = mine.get(partition)
             if queue is None:
                 queue = mine[partition] = []
-            for ev in decoded.events:
+            for ev in good:
                 owner = partition_for(ev.model_id, n_partitions)
                 (queue if owner == partition else foreign[owner]).append(ev)
             last_offset[partition] = message.offset
