@@ -94,8 +94,8 @@ class WorkerMetrics:
         )
         self.processing = Histogram(
             "warmcast_message_processing_seconds",
-            "time to process one consumed message, or one batch of usage messages "
-            "(decode, engine, emit)",
+            "time to process one consumed message (decode, engine, emit; for usage "
+            "messages taken in a batch, its share of the batch's time)",
             ["topic"],
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
             registry=r,

@@ -73,6 +73,9 @@ class WarmcastSettings(BaseSettings):
         gt=0,
         description="how often changed rolling health is written to its table (changelog)",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the worker's event loop (asyncio's own if uvloop is missing)"
+    )
     usage_batch_messages: int = Field(
         default=200,
         ge=1,

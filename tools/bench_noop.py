@@ -9,6 +9,7 @@ Its fetches wait as long as the worker's (``BENCH_FETCH_MAX_WAIT_MS``, the worke
 ``WARMCAST_FETCH_MAX_WAIT_MS``), not Faust's 1.5 s: the consumer keeps one fetch in flight
 per broker, and the embedded broker holds a fetch of drained partitions for the whole wait,
 which would stall the partitions still holding data and understate the framework's rate.
+It runs on the worker's event loop too (``WARMCAST_EVENT_LOOP``, uvloop when installed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import uuid
 
 import faust
 import orjson
+
+from streams.loop import use_event_loop
 
 app = faust.App(
     f"bench-noop-{uuid.uuid4().hex[:8]}",
@@ -73,4 +76,5 @@ async def noop(stream: faust.StreamT) -> None:
 
 
 if __name__ == "__main__":
+    use_event_loop(os.environ.get("WARMCAST_EVENT_LOOP", "uvloop"))
     app.main()

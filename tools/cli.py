@@ -86,7 +86,9 @@ def _run_worker(settings: WarmcastSettings) -> int:
         )
         return 2
     from streams.app import app
+    from streams.loop import use_event_loop
 
+    use_event_loop(settings.event_loop)
     worker = app.Worker(loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
