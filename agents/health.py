@@ -76,6 +76,8 @@ async def publish_snapshots() -> None:
         health = health_store.decoded(model_id)
         if health is None:
             continue
+        if model_id in health_store.pending:  # the live object: a snapshot settles leases
+            health = ModelHealth.from_bytes(model_id, health.to_bytes())
         emitter.queue(model_id, orjson.dumps(snapshot_of(health)), now_ms)
         runtime.metrics.health_snapshots.inc()
         if i % 200 == 199:
