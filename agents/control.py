@@ -42,7 +42,7 @@ from engine.alerting import AlertTransition, fingerprint
 from schemas.control import ControlCommand
 from schemas.envelope import EventError
 from streams.app import app
-from streams.kafka import client_kwargs
+from streams.kafka import client_kwargs, last_answer
 from streams.security import token_matches
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class ControlFeed:
     def broker_answered(self) -> float | None:
         """Wall time (s) of the latest fetch response from the broker."""
         consumer = self.consumer
-        if consumer is None:
-            return None
-        stamps = [consumer.last_poll_timestamp(tp) for tp in self.tps]
-        known = [s for s in stamps if s is not None]
-        return max(known) / 1000 if known else None
+        return None if consumer is None else last_answer(consumer, self.tps)
 
     def ensure_started(self) -> None:
         """Follow the topic from now on (the first rebalance needs it before any task

@@ -92,7 +92,7 @@ async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> 
     if len(health_store.pending) > runtime.settings.health_pending_max:
         write_through_changelog()  # many new models: write now, not on the timer
         await flush_in_steps(health_store)
-    gone = runtime.engine_for(partition).drain_evicted()
+    gone = runtime.engines[partition].drain_evicted()  # the engine apply_usage just fed
     if gone:  # health follows the engine: a flood of new model ids stays bounded
         health_store.forget(gone)
         runtime.forget_health(partition, gone)

@@ -199,7 +199,8 @@ class HybridHistogram:
         keepalive = max(1, math.ceil(tail) - prewarm + 1)
         return prewarm, keepalive
 
-    def on_request(self, model_id: str, minute: int) -> Lease | None:
+    def observe(self, model_id: str, minute: int) -> None:
+        """Count the idle time since the model's previous invoked minute."""
         last = self._last.get(model_id)
         if last is not None and minute > last:
             hist = self._hist.get(model_id)
@@ -207,6 +208,9 @@ class HybridHistogram:
                 hist = self._hist[model_id] = IdleHistogram(self.bins)
             hist.add(minute - last - 1)
         self._last[model_id] = minute
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None:
+        self.observe(model_id, minute)
         prewarm, keepalive = self.windows(model_id)
         if prewarm == 0:
             return Lease("warm", minute + 1, minute + 1 + keepalive, reason=_reason(0, keepalive))

@@ -44,7 +44,7 @@ from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
 from engine.drift import Alert, DriftMonitor
 from engine.lease import Lease
 from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
-from engine.policies import HybridHistogram, IdleHistogram
+from engine.policies import HybridHistogram
 from engine.prediction import PredictionEngine
 from engine.queue import WarmupQueue
 from engine.resources import ResourceManager
@@ -94,16 +94,8 @@ class WarmcastConfig:
 
 class _HybridFallback(HybridHistogram):
     """The hybrid-histogram baseline as a fallback: its idle-time history is kept for every
-    model (cheap), its windows are worked out only for the models it decides."""
-
-    def observe(self, model_id: str, minute: int) -> None:
-        last = self._last.get(model_id)
-        if last is not None and minute > last:
-            hist = self._hist.get(model_id)
-            if hist is None:
-                hist = self._hist[model_id] = IdleHistogram(self.bins)
-            hist.add(minute - last - 1)
-        self._last[model_id] = minute
+    model (cheap, :meth:`HybridHistogram.observe`), its windows are worked out only for
+    the models it decides."""
 
 
 @dataclass(slots=True)

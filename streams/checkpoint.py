@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from engine.checkpoint import CheckpointHeader, CheckpointRejected, unseal
-from streams.kafka import client_kwargs
+from streams.kafka import client_kwargs, last_answer
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger(__name__)
@@ -228,11 +228,7 @@ class CheckpointStore:
     def broker_answered(self) -> float | None:
         """Wall time (s) of the latest fetch response from the broker."""
         tail = self._tail
-        if tail is None:
-            return None
-        stamps = [tail.last_poll_timestamp(tp) for tp in self._tps]
-        known = [s for s in stamps if s is not None]
-        return max(known) / 1000 if known else None
+        return None if tail is None else last_answer(tail, self._tps)
 
     async def _follow(self) -> None:
         tail = self._tail

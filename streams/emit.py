@@ -63,6 +63,10 @@ class RecordEmitter:
 
     def queue(self, key: str, value: bytes | None, timestamp_ms: int) -> None:
         """Queue one record keyed by ``key`` (returns at once)."""
+        self._append(key, value, timestamp_ms)
+        self._wake_pump()
+
+    def _append(self, key: str, value: bytes | None, timestamp_ms: int) -> None:
         record = (key.encode(), value, timestamp_ms)
         partition = partition_for(key, self.partitions)
         queue = self.pending.get(partition)
@@ -71,7 +75,6 @@ class RecordEmitter:
         else:
             queue.append(record)
         self.queued += 1
-        self._wake_pump()
 
     def _wake_pump(self) -> None:
         self._idle.clear()
@@ -145,16 +148,9 @@ class CommandEmitter(RecordEmitter):
         """Queue commands for delivery (returns at once)."""
         if not commands:
             return
-        pending, n, dumps = self.pending, self.partitions, orjson.dumps
+        append, dumps = self._append, orjson.dumps
         for command in commands:
-            model_id = command.model_id
-            record = (model_id.encode(), dumps(command.to_dict()), int(command.issued_at * 1000))
-            queue = pending.get(partition := partition_for(model_id, n))
-            if queue is None:
-                pending[partition] = [record]
-            else:
-                queue.append(record)
-        self.queued += len(commands)
+            append(command.model_id, dumps(command.to_dict()), int(command.issued_at * 1000))
         self._wake_pump()
 
 

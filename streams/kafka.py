@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +118,11 @@ async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> di
         return {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
     finally:
         await admin.close()
+
+
+def last_answer(consumer: Any, partitions: Iterable[Any]) -> float | None:
+    """Wall time (s) of ``consumer``'s latest fetch response for any of ``partitions``
+    (``None``: none yet)."""
+    stamps = [consumer.last_poll_timestamp(tp) for tp in partitions]
+    known = [s for s in stamps if s is not None]
+    return max(known) / 1000 if known else None

@@ -46,6 +46,7 @@ from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 from tools.traces import load_trace
+from tools.workerproc import start_worker
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).resolve().parent / "samples"
@@ -249,26 +250,14 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, ns: str, workdir: Path, config: BenchConfig) -> None:
         self.port = free_port()
-        env = dict(os.environ)
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            WARMCAST_TOPIC_NAMESPACE=ns,
-            WARMCAST_APP_ID=f"{ns}-app",
-            WARMCAST_WEB_PORT=str(self.port),
-            WARMCAST_DATA_DIR=str(workdir / ns),
-            WARMCAST_PARTITIONS=str(config.partitions),
-            WARMCAST_POLICY=config.policy,
-            WARMCAST_LOG_LEVEL="warning",
+        self.process, self.log_path = start_worker(
+            bootstrap,
+            ns,
+            workdir,
+            port=self.port,
+            partitions=config.partitions,
+            policy=config.policy,
         )
-        self.log_path = workdir / f"{ns}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "worker"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the worker's log (it lives in the run's temporary directory)."""

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import secrets
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -33,8 +31,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker, free_port
 from streams.partitioning import partition_for
-
-REPO = Path(__file__).resolve().parent.parent
+from tools.workerproc import start_worker
 
 
 @dataclass
@@ -122,29 +119,19 @@ class SoakWorker:
     def __init__(self, bootstrap: str, workdir: Path, config: SoakConfig) -> None:
         self.ns = "soak" + uuid.uuid4().hex[:8]
         self.port = free_port()
-        env = dict(os.environ)
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            WARMCAST_TOPIC_NAMESPACE=self.ns,
-            WARMCAST_APP_ID=f"{self.ns}-app",
-            WARMCAST_WEB_PORT=str(self.port),
-            WARMCAST_DATA_DIR=str(workdir / self.ns),
-            WARMCAST_PARTITIONS=str(config.partitions),
-            WARMCAST_POLICY=config.policy,
-            WARMCAST_LOG_LEVEL="warning",
-            WARMCAST_CHECKPOINT_KEY=secrets.token_hex(16),
-            WARMCAST_CHECKPOINT_INTERVAL_SECONDS="30",
+        self.process, self.log_path = start_worker(
+            bootstrap,
+            self.ns,
+            workdir,
+            port=self.port,
+            partitions=config.partitions,
+            policy=config.policy,
+            extra_env={
+                "WARMCAST_CHECKPOINT_KEY": secrets.token_hex(16),
+                "WARMCAST_CHECKPOINT_INTERVAL_SECONDS": "30",
+            },
+            new_session=True,
         )
-        self.log_path = workdir / f"{self.ns}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "worker"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
     def metrics(self) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.port}/metrics"
