@@ -188,26 +188,27 @@ class WarmupEngine:
         out.append(self._command(model_id, lease, minute))
 
     def _command(self, model_id: str, lease: Lease, minute: int) -> Command:
-        grid = self.grid
-        start, end = grid.start_of(lease.start), grid.start_of(lease.end)
-        version = self.policy.version
-        self.stats.commands += 1
-        if lease.action == "warm":
-            self.stats.warm_commands += 1
+        start_of = self.grid.start_of
+        start, end = start_of(lease.start), start_of(lease.end)
+        action, version = lease.action, self.policy.version
+        stats = self.stats
+        stats.commands += 1
+        if action == "warm":
+            stats.warm_commands += 1
         else:
-            self.stats.release_commands += 1
-        return Command(
-            command_id=command_id(model_id, lease.action, start, end, version),
-            model_id=model_id,
-            action=lease.action,
-            issued_at=grid.start_of(minute),
-            start=start,
-            end=end,
-            priority=lease.priority,
-            probability=lease.probability,
-            confidence=lease.confidence,
-            reason=lease.reason,
-            policy_version=version,
+            stats.release_commands += 1
+        return Command(  # positional: one is made for nearly every lease
+            command_id(model_id, action, start, end, version),
+            model_id,
+            action,
+            start_of(minute),  # issued_at
+            start,
+            end,
+            lease.priority,
+            lease.probability,
+            lease.confidence,
+            lease.reason,
+            version,
         )
 
     def _holds(self, model_id: str, minute: int) -> bool:

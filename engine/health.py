@@ -123,7 +123,8 @@ class ModelHealth:
             sketches = self.sketches = [None] * (2 * len(self.lengths))
         base = 0
         for j, length in enumerate(self.lengths):
-            at = self._slot(base, ts // length)
+            k = ts // length
+            at = base + 1 if k == slots[base] else self._slot(base, k)  # inline: same slot
             if at >= 0:
                 slots[at] += 1
                 slots[at + 1] += count
@@ -181,7 +182,8 @@ class ModelHealth:
         slots = self.slots
         base = 0
         for length in self.lengths:
-            at = self._slot(base, ts // length)
+            k = ts // length
+            at = base + 1 if k == slots[base] else self._slot(base, k)
             if at >= 0:
                 slots[at + index] += 1
             base += _STRIDE

@@ -7,6 +7,7 @@ seconds, with a stable ``command_id`` so that downstream consumers can drop dupl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Literal, NamedTuple
 
@@ -54,8 +55,15 @@ def command_id(model_id: str, action: str, start: float, end: float, policy_vers
     ...     "m", "warm", 60, 120, "hybrid/1")
     True
     """
-    key = f"{model_id}\x1f{action}\x1f{float(start):.3f}\x1f{float(end):.3f}\x1f{policy_version}"
+    key = model_id + _id_suffix(action, start, end, policy_version)
     return blake2b(key.encode(), digest_size=12).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _id_suffix(action: str, start: float, end: float, policy_version: str) -> str:
+    """The part of a command id's key after the model (shared by the many models that
+    get the same lease in a minute)."""
+    return f"\x1f{action}\x1f{float(start):.3f}\x1f{float(end):.3f}\x1f{policy_version}"
 
 
 class Command(NamedTuple):

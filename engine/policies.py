@@ -212,14 +212,7 @@ class HybridHistogram:
     def on_request(self, model_id: str, minute: int) -> Lease | None:
         self.observe(model_id, minute)
         prewarm, keepalive = self.windows(model_id)
-        if prewarm == 0:
-            return Lease("warm", minute + 1, minute + 1 + keepalive, reason=_reason(0, keepalive))
-        return Lease(
-            "warm",
-            minute + prewarm,
-            minute + prewarm + keepalive + 1,
-            reason=_reason(prewarm, keepalive),
-        )
+        return _hybrid_lease(minute, prewarm, keepalive)
 
     def on_minute_closed(
         self, minute: int, counts: Mapping[str, int]
@@ -232,6 +225,20 @@ class HybridHistogram:
     def forget(self, model_id: str) -> None:
         self._hist.pop(model_id, None)
         self._last.pop(model_id, None)
+
+
+@lru_cache(maxsize=4096)
+def _hybrid_lease(minute: int, prewarm: int, keepalive: int) -> Lease:
+    """The lease for a request in ``minute`` (leases are immutable: models that get the
+    same windows in the same minute share one)."""
+    if prewarm == 0:
+        return Lease("warm", minute + 1, minute + 1 + keepalive, reason=_reason(0, keepalive))
+    return Lease(
+        "warm",
+        minute + prewarm,
+        minute + prewarm + keepalive + 1,
+        reason=_reason(prewarm, keepalive),
+    )
 
 
 @lru_cache(maxsize=4096)

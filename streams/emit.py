@@ -127,6 +127,7 @@ class RecordEmitter:
             await self._send_batch(batch, partition, in_batch)
 
     async def _send_batch(self, batch: Any, partition: int, n: int) -> None:
+        batch.close()  # complete: the producer sends it without lingering over it again
         delivery = await self.producer.send_batch(batch, self.topic, partition=partition)
         self.batches += 1
         self.sent += n

@@ -160,6 +160,20 @@ def test_metrics_endpoint_is_prometheus_text(pair: list[Worker], traffic: Any) -
     assert 'warmcast_health_check_failing{check="stale_data"}' in metrics
 
 
+def test_metrics_endpoint_serves_only_the_series_asked_for(
+    pair: list[Worker], traffic: Any
+) -> None:
+    owner = traffic["llama"]
+    full = owner.metrics()
+    text = owner.get(
+        "/metrics?name[]=warmcast_request_errors_total&name[]=warmcast_usage_events_total"
+    ).decode()
+    names = {line.rpartition(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert names == {"warmcast_request_errors_total", "warmcast_usage_events_total"}
+    assert f"warmcast_request_errors_total {full['warmcast_request_errors_total']}" in text
+    assert len(full) > 50  # unfiltered: every series
+
+
 def test_status_page_is_served(pair: list[Worker]) -> None:
     page = pair[0].get("/").decode()
     assert page.startswith("<!doctype html>")
