@@ -5,7 +5,8 @@ On one broker, with an event mix taken from a real trace, it measures:
 - the ceiling: a bare aiokafka consumer (``getmany`` + orjson decode) on the same topics;
 - a Faust agent that does nothing with each message;
 - warmcast's full worker (decode, validate, engine, decisions, tables, metrics, commands),
-  with single-event messages and with envelopes;
+  with single-event messages and with envelopes (the no-op agent and the worker run
+  ``--rounds`` times in turns, and each keeps its best round);
 - end-to-end latency from an event's produce time to the warmup command it caused, at a
   fixed offered load;
 - resident memory per tracked served model at several model counts, for the worker
@@ -71,6 +72,7 @@ class BenchConfig:
     latency_rate: int = 1000
     latency_seconds: float = 10.0
     model_counts: tuple[int, ...] = (1_000, 10_000, 100_000)
+    rounds: int = 2
     policy: str = "hybrid"
     json_out: str | None = None
 
@@ -510,13 +512,17 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         asyncio.run(ensure_topics(s))
         return s
 
-    single = namespace("single")
-    env = namespace("envelope")
-    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes")
     single_msgs = list(messages(mix[:n_single], config.partitions, 1))
     env_msgs = list(messages(mix[:n_env], config.partitions, config.envelope_size))
-    asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
-    asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
+    rounds = range(config.rounds)
+    # Each round's worker gets topics of its own (it writes commands and state there).
+    singles = [namespace("single") for _ in rounds]
+    envs = [namespace("envelope") for _ in rounds]
+    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes")
+    for single, env in zip(singles, envs, strict=True):
+        asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
+        asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
+    single, env = singles[0], envs[0]
 
     say("ceiling: bare aiokafka consumer", "produce")
     ceiling_single = asyncio.run(
@@ -525,36 +531,41 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     ceiling_env = asyncio.run(
         bare_consumer(bootstrap, env.topic("usage"), config.partitions, n_env)
     )
-    say("Faust agent doing nothing", "ceiling")
-    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
-    noop_single = faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
-    noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
-    noop_env = noop_env_msgs * n_env / len(env_msgs)
 
-    say(f"one trip through the broker at {config.latency_rate} events/s", "faust_noop")
+    say(f"one trip through the broker at {config.latency_rate} events/s", "ceiling")
     hop = asyncio.run(
         latency(
             bootstrap, namespace("hop"), config.latency_rate, config.latency_seconds, read="usage"
         )
     )
 
-    say("warmcast worker, single-event messages", "broker_hop")
-    w = WorkerProcess(bootstrap, single.topic_namespace, workdir, config)
-    try:
-        w.wait_ready()
-        worker_single = w.rate_until(n_single)
-    finally:
-        w.stop()
-    say("warmcast worker, envelopes", "worker_single")
-    w = WorkerProcess(bootstrap, env.topic_namespace, workdir, config)
-    try:
-        w.wait_ready()
-        worker_env = w.rate_until(n_env)
-    finally:
-        w.stop()
+    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
+    noop_singles: list[float] = []
+    noop_envs: list[float] = []
+    worker_singles: list[float] = []
+    worker_envs: list[float] = []
+    ended = "broker_hop"
+    for r in rounds:
+        # The no-op agent and the worker take turns, so that a slow spell of a shared
+        # machine does not fall on one side only; each side keeps its best round.
+        n = f"_{r + 1}" if config.rounds > 1 else ""
+        say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
+        noop_singles.append(
+            faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+        )
+        noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
+        noop_envs.append(noop_env_msgs * n_env / len(env_msgs))
+        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{n}")
+        worker_singles.append(worker_rate(bootstrap, singles[r], workdir, config, n_single))
+        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{n}")
+        worker_envs.append(worker_rate(bootstrap, envs[r], workdir, config, n_env))
+        ended = f"worker_envelope{n}"
+    noop_single, noop_env = max(noop_singles), max(noop_envs)
+    worker_single, worker_env = max(worker_singles), max(worker_envs)
+
     # A worker of its own on new topics: the embedded broker's fetches slow down as a
     # partition fills up, which would time the topics the envelope stage has filled.
-    say(f"latency at {config.latency_rate} events/s", "worker_envelope")
+    say(f"latency at {config.latency_rate} events/s", ended)
     timed = namespace("latency")
     w = WorkerProcess(bootstrap, timed.topic_namespace, workdir, config)
     try:
@@ -566,18 +577,21 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     finally:
         w.stop()
 
+    env_kind = f"envelope {config.envelope_size}"
     report.rows = [
         row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
-        row("Faust agent, no work", "single", noop_single, ceiling_single),
-        row(WORKER_STAGE, "single", worker_single, ceiling_single, noop_single),
+        row("Faust agent, no work", "single", noop_single, ceiling_single, rounds=noop_singles),
         row(
-            "bare aiokafka getmany + orjson",
-            f"envelope {config.envelope_size}",
-            ceiling_env,
-            ceiling_env,
+            WORKER_STAGE,
+            "single",
+            worker_single,
+            ceiling_single,
+            noop_single,
+            rounds=worker_singles,
         ),
-        row("Faust agent, no work", f"envelope {config.envelope_size}", noop_env, ceiling_env),
-        row(WORKER_STAGE, f"envelope {config.envelope_size}", worker_env, ceiling_env, noop_env),
+        row("bare aiokafka getmany + orjson", env_kind, ceiling_env, ceiling_env),
+        row("Faust agent, no work", env_kind, noop_env, ceiling_env, rounds=noop_envs),
+        row(WORKER_STAGE, env_kind, worker_env, ceiling_env, noop_env, rounds=worker_envs),
     ]
 
     say("memory per tracked served model", "latency")
@@ -587,8 +601,25 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     return report
 
 
+def worker_rate(
+    bootstrap: str, settings: WarmcastSettings, workdir: Path, config: BenchConfig, n: int
+) -> float:
+    """Events per second of a fresh worker over the ``n`` events waiting in its topics."""
+    w = WorkerProcess(bootstrap, settings.topic_namespace, workdir, config)
+    try:
+        w.wait_ready()
+        return w.rate_until(n)
+    finally:
+        w.stop()
+
+
 def row(
-    stage: str, messages_kind: str, rate: float, ceiling: float, noop: float | None = None
+    stage: str,
+    messages_kind: str,
+    rate: float,
+    ceiling: float,
+    noop: float | None = None,
+    rounds: Sequence[float] = (),
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "stage": stage,
@@ -596,6 +627,8 @@ def row(
         "events_per_second": round(rate, 1),
         "ratio_to_ceiling": round(rate / ceiling, 4) if ceiling else None,
     }
+    if rounds:
+        out["rounds_events_per_second"] = [round(x, 1) for x in rounds]
     if noop is not None:
         out["ratio_to_faust_noop"] = round(rate / noop, 4) if noop else None
     return out
@@ -838,6 +871,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=",".join(map(str, BenchConfig.model_counts)),
         help="served-model counts for the memory stage, comma separated",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=BenchConfig.rounds,
+        help="times the no-op agent and the worker are run, in turns (each keeps its best)",
+    )
     p.add_argument("--policy", default=BenchConfig.policy, help="worker policy")
     p.add_argument("--json", dest="json_out", help="write the figures as JSON here")
     p.set_defaults(func=command)
@@ -845,6 +884,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.rounds < 1:
+        raise SystemExit("warmcast bench: --rounds must be at least 1")
     config = BenchConfig(
         trace=args.trace,
         single_events=args.single_events,
@@ -856,6 +897,7 @@ def command(args: argparse.Namespace) -> int:
         model_counts=tuple(int(x) for x in args.models.split(",") if x),
         policy=args.policy,
         json_out=args.json_out,
+        rounds=args.rounds,
     )
     return bench(config)
 

@@ -169,6 +169,10 @@ def test_a_tiny_run_measures_every_stage(
     assert all(r["events_per_second"] > 0 for r in report["rows"])
     for kind in ("single", "envelope 100"):
         assert rows[("warmcast worker", kind)]["ratio_to_faust_noop"] > 0
+        for stage in ("Faust agent, no work", "warmcast worker"):  # in turns, best kept
+            r = rows[(stage, kind)]
+            assert len(r["rounds_events_per_second"]) == config.rounds == 2
+            assert r["events_per_second"] == max(r["rounds_events_per_second"])
 
     latency = report["latency"]
     assert latency["events"] == 100
