@@ -548,18 +548,18 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     for r in rounds:
         # The no-op agent and the worker take turns, so that a slow spell of a shared
         # machine does not fall on one side only; each side keeps its best round.
-        n = f"_{r + 1}" if config.rounds > 1 else ""
+        tag = f"_{r + 1}" if config.rounds > 1 else ""
         say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
         noop_singles.append(
             faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
         )
         noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
         noop_envs.append(noop_env_msgs * n_env / len(env_msgs))
-        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{n}")
+        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{tag}")
         worker_singles.append(worker_rate(bootstrap, singles[r], workdir, config, n_single))
-        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{n}")
+        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
         worker_envs.append(worker_rate(bootstrap, envs[r], workdir, config, n_env))
-        ended = f"worker_envelope{n}"
+        ended = f"worker_envelope{tag}"
     noop_single, noop_env = max(noop_singles), max(noop_envs)
     worker_single, worker_env = max(worker_singles), max(worker_envs)
 
