@@ -4,23 +4,34 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
 
-.PHONY: run worker test lint bench clean schemas
+.PHONY: run worker test lint bench clean schemas native
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "warmcast needs $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(NATIVE)
 
-run: $(STAMP)
+# The engine's hot path is compiled (engine/native.py); after an engine module changes it
+# is compiled again, else the engine runs as pure Python until it is.
+$(NATIVE): $(STAMP) $(wildcard engine/*.py)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(NATIVE)
+
+native:
+	@rm -f $(NATIVE)
+	@$(MAKE) --no-print-directory $(NATIVE)
+
+run: $(NATIVE)
 	$(BIN)/warmcast demo $(ARGS)
 
-worker: $(STAMP)
+worker: $(NATIVE)
 	$(BIN)/warmcast run $(ARGS)
 
-test: $(STAMP)
+test: $(NATIVE)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -28,11 +39,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(BIN)/warmcast bench $(ARGS)
 
 schemas: $(STAMP)
 	$(BIN)/warmcast schemas export
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info *.so engine/*.so engine/native.json

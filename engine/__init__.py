@@ -4,6 +4,8 @@ Nothing here imports Faust or aiokafka. The Faust agents and ``warmcast backtest
 very same objects, which is what makes a live run, a replay and a backtest decide alike.
 """
 
+# first: decides whether the compiled or the pure-Python engine is imported below
+from engine import native  # noqa: F401
 from engine.clock import Clock, ManualClock, WallClock
 from engine.core import EngineStats, WarmupEngine
 from engine.lease import Command, Lease, command_id

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from engine.lease import Command, Lease, command_id
 from engine.policies import Policy
@@ -31,6 +32,10 @@ class EngineStats:
     metric_events: int = 0
     capped_models: int = 0  # least recently seen models evicted to stay under max_models
     suppressed_warm: int = 0  # warm leases not issued while the engine is paused
+
+    def __reduce__(self) -> tuple[type[EngineStats], tuple[int, ...]]:
+        # by its fields: the same in the pure-Python and the compiled engine (checkpoints)
+        return EngineStats, tuple(getattr(self, f.name) for f in fields(self))
 
 
 class WarmupEngine:
@@ -90,6 +95,10 @@ class WarmupEngine:
         self._open: int | None = None  # the minute requests are being counted in
         self._counts: dict[str, int] = {}
         self._next_sweep = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the compiled engine is built by its constructor, then given its state
+        return WarmupEngine, (self.policy,), self.__getstate__()
 
     @property
     def open_minute(self) -> int | None:

@@ -40,6 +40,19 @@ class Lease:
             return f"Lease(release at {self.start})"
         return f"Lease(warm {self.start}..{self.end})"
 
+    def __reduce__(self) -> tuple[type[Lease], tuple[object, ...]]:
+        # by its fields, so that the pure-Python and the compiled engine read each other's
+        # checkpoints
+        return Lease, (
+            self.action,
+            self.start,
+            self.end,
+            self.priority,
+            self.probability,
+            self.confidence,
+            self.reason,
+        )
+
     def covers(self, minute: int) -> bool:
         return self.action == "warm" and self.start <= minute < self.end
 

@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from itertools import accumulate
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.lease import Lease
 
@@ -100,6 +100,16 @@ class IdleHistogram:
         #: bin and cumulative count up to it (inclusive) of cursor 0, then of cursor 1
         self.cursors = [0, 0, 0, 0]
 
+    def __getstate__(self) -> dict[str, object]:
+        # a dict in the pure-Python and in the compiled engine alike (checkpoints)
+        return {name: getattr(self, name) for name in _HISTOGRAM_STATE}
+
+    def __setstate__(self, state: dict[str, Any] | tuple[None, dict[str, Any]]) -> None:
+        if isinstance(state, tuple):  # as pickled by default before (slots only)
+            state = state[1]
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def add(self, idle: int) -> None:
         if 0 <= idle < len(self.counts):
             c = self.counts[idle]
@@ -151,6 +161,9 @@ class IdleHistogram:
             cum += counts[i]
         cursors[at], cursors[at + 1] = i, cum
         return i
+
+
+_HISTOGRAM_STATE = ("counts", "cursors", "in_bounds", "out_of_bounds", "sum_squares")
 
 
 class HybridHistogram:

@@ -45,8 +45,8 @@ class LogSketch:
         self.max_bins = max_bins
         self.offset = 0  # bucket index of bins[0]
         self.bins: list[float] = []  # whole counts stay ints: they serialise faster
-        self.zeros: float = 0
-        self.count: float = 0
+        self.zeros = 0.0
+        self.count = 0.0
 
     @property
     def accuracy(self) -> float:

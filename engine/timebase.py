@@ -22,6 +22,9 @@ class MinuteGrid:
 
     origin: float = 0.0
 
+    def __reduce__(self) -> tuple[type[MinuteGrid], tuple[float]]:
+        return MinuteGrid, (self.origin,)  # the same in the pure and the compiled engine
+
     def minute_of(self, ts: float) -> int:
         return math.floor((ts - self.origin) / 60.0)
 

@@ -92,10 +92,8 @@ class WarmcastConfig:
     queue_size: int = 10_000
 
 
-class _HybridFallback(HybridHistogram):
-    """The hybrid-histogram baseline as a fallback: its idle-time history is kept for every
-    model (cheap, :meth:`HybridHistogram.observe`), its windows are worked out only for
-    the models it decides."""
+#: Checkpoints written before the fallback was a plain :class:`HybridHistogram` name it so.
+_HybridFallback = HybridHistogram
 
 
 @dataclass(slots=True)
@@ -158,7 +156,9 @@ class WarmcastPolicy:
             global_fallback=cfg.drift_global_fallback,
         )
         self.accuracy = WarmAccuracy()
-        self.hybrid = _HybridFallback()
+        # the hybrid-histogram baseline as a fallback: its idle-time history is kept for
+        # every model (cheap), its windows are worked out only for the models it decides
+        self.hybrid = HybridHistogram()
         self.stats = PolicyStats()
         self._rng = random.Random(cfg.seed)
         self._order: list[str] = []  # every tracked model, in a canonical order

@@ -14,6 +14,7 @@ import faust
 from faust.types import TP
 from mode.types.signals import BaseSignalT
 
+from engine import native
 from streams.emit import RecordEmitter, drain_all, drain_before_flush
 from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
@@ -136,6 +137,10 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     async def tune_fetches() -> None:
         if not tune_consumer(app, fetch_wait):
             log.warning("could not set the consumer's fetch wait; latency may be higher")
+        if native.PURE_REASON is None:
+            log.info("engine: %s", native.describe())
+        else:
+            log.warning("engine: %s", native.describe())
 
     return app
 

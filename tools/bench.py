@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from engine import native
 from engine.core import WarmupEngine
 from engine.registry import make_policy
 from streams.broker import EmbeddedBroker, free_port, terminate
@@ -488,7 +489,14 @@ def engine_bytes_per_model(policy: str, n: int) -> float:
 
 def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport:
     trace = config.trace or default_trace()
-    report = BenchReport(config={**config.__dict__, "trace": trace, "bootstrap": bootstrap})
+    report = BenchReport(
+        config={
+            **config.__dict__,
+            "trace": trace,
+            "bootstrap": bootstrap,
+            "engine": native.describe(),
+        }
+    )
     stages: dict[str, float] = report.config.setdefault("stage_seconds", {})
     clock = [time.monotonic()]
 
@@ -803,6 +811,8 @@ def format_target(t: dict[str, Any]) -> str:
 
 def format_report(report: BenchReport) -> str:
     lines = [
+        f"engine: {report.config.get('engine', '-')}",
+        "",
         f"{'stage':34} {'messages':14} {'events/s':>12} {'/ceiling':>9} {'/faust':>8}",
         "-" * 81,
     ]

@@ -1,0 +1,115 @@
+"""The compiled engine (engine/native.py) against its sources: the docstring examples run
+against the form in use, the form in use is all compiled or all source, and the compiled
+and the pure-Python engine decide alike and read each other's checkpoints."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine import native
+from engine.checkpoint import PartitionState, pack, restore
+from engine.core import WarmupEngine
+from engine.native import COMPILED, PURE_ENV, source_of
+from engine.policies import HybridHistogram
+
+SAMPLE = Path(__file__).resolve().parents[2] / "tools" / "samples" / "azure2019_150fn_4h.csv.gz"
+
+# Run in a child process on the pure-Python engine: decides over the first events of the
+# shipped sample, prints the command ids, and writes the engine's state as a checkpoint
+# carries it.
+CHILD = """
+import sys, zlib, orjson
+from engine import native
+from engine.checkpoint import PartitionState, pack, restore
+from tests.engine.test_native import decide
+ids, engine = decide()
+if len(sys.argv) > 2:  # read the parent's checkpoint, go on deciding from it
+    theirs = restore(open(sys.argv[2], "rb").read()).engine
+    ids += [c.command_id for c in theirs.observe("after", 1e9)]
+open(sys.argv[1], "wb").write(zlib.compress(pack(PartitionState(engine))))
+print(orjson.dumps({"engine": native.describe(), "ids": ids}).decode())
+"""
+
+
+def examples(module: str) -> list[doctest.DocTest]:
+    """The docstring examples of ``module``'s source, with the imported module's names
+    (a compiled module does not keep its docstrings)."""
+    name = f"_source_of_{module}"
+    spec = importlib.util.spec_from_file_location(name, source_of(module))
+    assert spec is not None and spec.loader is not None
+    source = importlib.util.module_from_spec(spec)
+    sys.modules[name] = source  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(source)
+    finally:
+        del sys.modules[name]
+    running = vars(importlib.import_module(module))
+    found = doctest.DocTestFinder().find(source, module, module=source, globs=running)
+    return [t for t in found if t.examples]
+
+
+@pytest.mark.parametrize("module", COMPILED)
+def test_docstring_examples(module: str) -> None:
+    tests = examples(module)
+    assert tests, f"{module} has no examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    report: list[str] = []
+    for test in tests:
+        runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
+
+
+def test_the_form_in_use_is_all_compiled_or_all_source() -> None:
+    loaded = {importlib.import_module(m).__file__ for m in COMPILED}
+    if native.PURE_REASON is None:
+        assert all(path and not path.endswith(".py") for path in loaded)
+    else:
+        assert loaded == {str(source_of(m)) for m in COMPILED}
+
+
+def decide(n: int = 3000) -> tuple[list[str], WarmupEngine]:
+    """Command ids of the hybrid policy over the sample's first ``n`` events."""
+    from tools.traces import load_trace
+
+    engine = WarmupEngine(HybridHistogram())
+    ids: list[str] = []
+    for ts, model_id, count in load_trace(SAMPLE).events[:n]:
+        ids += [c.command_id for c in engine.observe(model_id, ts, count)]
+    ids += [c.command_id for c in engine.advance(load_trace(SAMPLE).events[n][0])]
+    return ids, engine
+
+
+def test_pure_and_running_engine_decide_alike_and_share_checkpoints(tmp_path: Path) -> None:
+    ours, engine = decide()
+    mine = tmp_path / "mine.ckpt"
+    mine.write_bytes(zlib.compress(pack(PartitionState(engine))))  # as a checkpoint holds it
+    theirs = tmp_path / "theirs.ckpt"
+    env = {**os.environ, PURE_ENV: "1"}
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(theirs), str(mine)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    child = orjson.loads(done.stdout)
+    assert child["engine"].startswith("pure Python")
+    after = [c.command_id for c in restore(mine.read_bytes()).engine.observe("after", 1e9)]
+    assert len(ours) > 100
+    assert child["ids"] == ours + after  # same decisions, and ours went on alike there
+    restored = restore(theirs.read_bytes()).engine  # and theirs loads here
+    assert restored.leases == engine.leases
+    assert restored.last_seen == engine.last_seen
+    assert [c.command_id for c in restored.observe("after", 1e9)] == after
