@@ -43,7 +43,9 @@ from engine.core import WarmupEngine
 from engine.policies import Policy
 
 MAGIC = b"WCK1"
-FORMAT_VERSION = 1
+#: 2: leases, histograms and engines pickled by their fields, which the pure-Python and the
+#: compiled engine (engine/native.py) both read.
+FORMAT_VERSION = 2
 TAG_BYTES = 32
 MAX_HEADER_BYTES = 64 * 1024
 #: Largest uncompressed state :func:`restore` accepts by default.

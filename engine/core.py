@@ -206,18 +206,23 @@ class WarmupEngine:
             stats.warm_commands += 1
         else:
             stats.release_commands += 1
-        return Command(  # positional: one is made for nearly every lease
-            command_id(model_id, action, start, end, version),
-            model_id,
-            action,
-            start_of(minute),  # issued_at
-            start,
-            end,
-            lease.priority,
-            lease.probability,
-            lease.confidence,
-            lease.reason,
-            version,
+        # one is made for nearly every lease: built as the tuple it is, without the
+        # named tuple's Python-level constructor
+        return tuple.__new__(
+            Command,
+            (
+                command_id(model_id, action, start, end, version),
+                model_id,
+                action,
+                start_of(minute),  # issued_at
+                start,
+                end,
+                lease.priority,
+                lease.probability,
+                lease.confidence,
+                lease.reason,
+                version,
+            ),
         )
 
     def _holds(self, model_id: str, minute: int) -> bool:

@@ -6,34 +6,55 @@ seconds, with a stable ``command_id`` so that downstream consumers can drop dupl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 Action = Literal["warm", "release"]
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class Lease:
     """Loaded during minutes ``[start, end)`` (``warm``), or not loaded (``release``).
 
     Two leases are the same decision when action, start and end agree; the other fields
-    explain it.
+    explain it. A lease does not change once made (its fields are ``Final``): policies
+    share them.
 
     >>> Lease("warm", 11, 21) == Lease("warm", 11, 21, reason="other words")
     True
     >>> Lease("warm", 11, 21).covers(20), Lease("warm", 11, 21).covers(21)
     (True, False)
+    >>> Lease("warm", 11, 21, priority=1).with_start(15)
+    Lease(warm 15..21)
     """
 
-    action: Action
-    start: int
-    end: int
-    priority: int = field(default=2, compare=False)
-    probability: float | None = field(default=None, compare=False)
-    confidence: float | None = field(default=None, compare=False)
-    reason: str = field(default="", compare=False)
+    __slots__ = ("action", "confidence", "end", "priority", "probability", "reason", "start")
+
+    def __init__(
+        self,
+        action: Action,
+        start: int,
+        end: int,
+        priority: int = 2,
+        probability: float | None = None,
+        confidence: float | None = None,
+        reason: str = "",
+    ) -> None:
+        self.action: Final = action
+        self.start: Final = start
+        self.end: Final = end
+        self.priority: Final = priority
+        self.probability: Final = probability
+        self.confidence: Final = confidence
+        self.reason: Final = reason
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lease):
+            return NotImplemented
+        return self.start == other.start and self.end == other.end and self.action == other.action
+
+    def __hash__(self) -> int:
+        return hash((self.action, self.start, self.end))
 
     def __repr__(self) -> str:
         if self.action == "release":
@@ -41,11 +62,21 @@ class Lease:
         return f"Lease(warm {self.start}..{self.end})"
 
     def __reduce__(self) -> tuple[type[Lease], tuple[object, ...]]:
-        # by its fields, so that the pure-Python and the compiled engine read each other's
-        # checkpoints
         return Lease, (
             self.action,
             self.start,
+            self.end,
+            self.priority,
+            self.probability,
+            self.confidence,
+            self.reason,
+        )
+
+    def with_start(self, start: int) -> Lease:
+        """The same lease, from minute ``start``."""
+        return Lease(
+            self.action,
+            start,
             self.end,
             self.priority,
             self.probability,

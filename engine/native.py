@@ -34,6 +34,7 @@ COMPILED = (
     "engine.health",
     "engine.policies",
     "engine.core",
+    "engine.feed",
 )
 #: Where a build records the digests of the sources it compiled.
 MANIFEST = Path(__file__).with_name("native.json")

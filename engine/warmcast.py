@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.accuracy import AccuracyCounts, WarmAccuracy
@@ -405,7 +405,7 @@ class WarmcastPolicy:
                 self.stats.dropped += 1  # its time is over
                 continue
             if lease.start <= minute:
-                lease = replace(lease, start=minute + 1)
+                lease = lease.with_start(minute + 1)
             if self.resources.admit(model_id, lease, minute):
                 self._current[model_id] = lease
                 self.accuracy.decide(model_id, lease, minute)

@@ -18,6 +18,7 @@ from engine.anomaly import MetricAnomalies
 from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
+from engine.feed import UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.healthscore import (
     CHECKS,
@@ -235,14 +236,11 @@ class Runtime:
         partition's engine and to the rolling health of each model they concern; return
         the commands and the changed health."""
         engine = self.engine_for(partition, offset)
-        s = self.settings
         windows = self.windows
         commands: list[Command] = []
         touched: dict[str, ModelHealth] = {}
         before = [0, 0]  # warmups used and wasted of the touched models, before
-        n = requests = cold = errors = 0
-        newest = self.partition_event_time.get(partition, 0.0)
-        engine_time = 0.0
+        tally = UsageTally(self.partition_event_time.get(partition, 0.0))
         late_before = engine.stats.late_events
         cache = self.health_cache.setdefault(partition, OrderedDict())
 
@@ -255,35 +253,18 @@ class Runtime:
             touched[model_id] = health
             return health
 
-        observe = engine.observe
-        clock = time.perf_counter
-        latency_of = self.metrics.request_latency.observe
-        window = s.health_window_seconds
-        for ev in events:
-            model_id = ev.model_id
-            health = touched.get(model_id) or health_of(model_id)  # before the lease moves
-            ts, count = ev.ts, ev.count
-            t0 = clock()
-            caused = observe(model_id, ts, count)
-            engine_time += clock() - t0
-            n_cold = 1 if ev.cold_start else 0
-            n_err = count if ev.error else 0
-            latency = ev.latency
-            health.update(ts, count, n_cold, latency, window, errors=n_err, windows=windows)
-            if caused:
-                for command in caused:
-                    (touched.get(command.model_id) or health_of(command.model_id)).on_command(
-                        command.action, command.start, command.end, command.issued_at, windows
-                    )
-                commands.extend(caused)
-            if latency is not None:
-                latency_of(latency)
-            n += 1
-            requests += count
-            cold += n_cold
-            errors += n_err
-            if ts > newest:
-                newest = ts
+        feed_usage(
+            engine,
+            events,
+            health_of,
+            touched,
+            commands,
+            tally,
+            window=self.settings.health_window_seconds,
+            windows=windows,
+            on_latency=self.metrics.request_latency.observe,
+        )
+        newest = tally.newest
         self._note_outcomes(before, touched)
         self._keep_decoded(cache, touched)
         if commands:
@@ -291,19 +272,19 @@ class Runtime:
         self.partition_event_time[partition] = newest
         if self.newest_event_time is None or newest > self.newest_event_time:
             self.newest_event_time = newest
-        self.volume.add(newest, (n,))
-        self.decisions.add(now, (), latency=engine_time)
+        self.volume.add(newest, (tally.events,))
+        self.decisions.add(now, (), latency=tally.engine_seconds)
         self.last_usage_wall = now
         self.dirty.update(touched)
-        tally = self.metrics.tally
-        tally.events += n
-        tally.requests += requests
-        tally.cold_starts += cold
-        tally.errors += errors
-        tally.late += engine.stats.late_events - late_before
-        tally.last_usage = now
-        tally.lag = now - newest
-        self.metrics.decision_duration.observe(engine_time)
+        counted = self.metrics.tally
+        counted.events += tally.events
+        counted.requests += tally.requests
+        counted.cold_starts += tally.cold_starts
+        counted.errors += tally.errors
+        counted.late += engine.stats.late_events - late_before
+        counted.last_usage = now
+        counted.lag = now - newest
+        self.metrics.decision_duration.observe(tally.engine_seconds)
         return commands, touched
 
     def _keep_decoded(
