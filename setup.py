@@ -9,6 +9,7 @@ exactly alike, only slower.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -23,11 +24,14 @@ PURE = os.environ.get("WARMCAST_PURE_PYTHON", "") not in ("", "0")
 
 
 def compiled_modules() -> tuple[str, ...]:
-    namespace: dict[str, object] = {}
-    text = (HERE / "engine" / "native.py").read_text()
-    start = text.index("COMPILED = (")
-    exec(text[start : text.index(")", start) + 1], namespace)
-    return tuple(namespace["COMPILED"])  # type: ignore[arg-type]
+    """``COMPILED`` of engine/native.py, read without importing the engine."""
+    tree = ast.parse((HERE / "engine" / "native.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise RuntimeError("engine/native.py names no COMPILED modules")
 
 
 MODULES = compiled_modules()
