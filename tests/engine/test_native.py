@@ -113,3 +113,23 @@ def test_pure_and_running_engine_decide_alike_and_share_checkpoints(tmp_path: Pa
     assert restored.leases == engine.leases
     assert restored.last_seen == engine.last_seen
     assert [c.command_id for c in restored.observe("after", 1e9)] == after
+
+
+def test_the_engine_runs_from_source_when_asked_or_when_a_source_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PURE_ENV, "1")
+    assert native.why_pure() == f"{PURE_ENV} is set"
+    monkeypatch.setenv(PURE_ENV, "0")  # "0" is not set
+    manifest = tmp_path / "native.json"
+    monkeypatch.setattr(native, "MANIFEST", manifest)
+    assert "not compiled" in (native.why_pure() or "")
+    built = {m: native.digest(source_of(m)) for m in COMPILED}
+    monkeypatch.setattr(native, "_extension_of", lambda source: True)
+    manifest.write_bytes(orjson.dumps(built))
+    assert native.why_pure() is None
+    manifest.write_bytes(orjson.dumps({**built, "engine.core": "0" * 64}))
+    assert native.why_pure() == "core.py changed since it was compiled (rebuild: make native)"
+    monkeypatch.setattr(native, "_extension_of", lambda source: source.name != "lease.py")
+    manifest.write_bytes(orjson.dumps(built))
+    assert native.why_pure() == "engine.lease has no compiled form"
