@@ -104,9 +104,7 @@ class IdleHistogram:
         # a dict in the pure-Python and in the compiled engine alike (checkpoints)
         return {name: getattr(self, name) for name in _HISTOGRAM_STATE}
 
-    def __setstate__(self, state: dict[str, Any] | tuple[None, dict[str, Any]]) -> None:
-        if isinstance(state, tuple):  # as pickled by default before (slots only)
-            state = state[1]
+    def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
 

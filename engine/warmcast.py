@@ -92,10 +92,6 @@ class WarmcastConfig:
     queue_size: int = 10_000
 
 
-#: Checkpoints written before the fallback was a plain :class:`HybridHistogram` name it so.
-_HybridFallback = HybridHistogram
-
-
 @dataclass(slots=True)
 class _Plan:
     blocks: list[Block]
