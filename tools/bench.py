@@ -453,6 +453,10 @@ async def _latency(
         with contextlib.suppress(asyncio.CancelledError):
             await reader
     lat = sorted(got[m] - sent[m] for m in ids if m in got)
+    by_second: dict[int, list[float]] = {}
+    for m in ids:
+        if m in got:
+            by_second.setdefault(int(sent[m] - start), []).append(got[m] - sent[m])
     out: dict[str, Any] = {
         "offered_per_second": round(offered, 1),
         "events": total,
@@ -462,11 +466,23 @@ async def _latency(
     if lat:
         out.update(
             p50_ms=round(1000 * lat[len(lat) // 2], 2),
-            p99_ms=round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2),
+            p99_ms=round(1000 * _p99(lat), 2),
             max_ms=round(1000 * lat[-1], 2),
             mean_ms=round(1000 * statistics.fmean(lat), 2),
+            # how the latency moves over the run (the embedded broker slows as it fills)
+            p99_ms_by_second=[round(1000 * _p99(by_second[k]), 1) for k in sorted(by_second)],
         )
     return out
+
+
+def _p99(values: list[float]) -> float:
+    """The 99th percentile of ``values`` (nearest rank, as the latency line's).
+
+    >>> _p99([float(i) for i in range(1, 201)])
+    199.0
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def engine_bytes_per_model(policy: str, n: int) -> float:
@@ -837,12 +853,18 @@ def format_report(report: BenchReport) -> str:
             f"  (the first event per partition, sent before and not counted: "
             f"{lat['first_events_ms']} ms)"
         )
+        if lat.get("p99_ms_by_second"):
+            lines.append(f"  p99 in each second of the run, ms: {_series(lat['p99_ms_by_second'])}")
         hop = lat.get("broker_hop") or {}
         if hop.get("commands"):
             lines.append(
                 f"  one trip through the broker alone, producer -> reader, same load: "
                 f"p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max {hop['max_ms']} ms"
             )
+            if hop.get("p99_ms_by_second"):
+                lines.append(
+                    f"  its p99 in each second of the run, ms: {_series(hop['p99_ms_by_second'])}"
+                )
     if report.memory:
         lines.append("")
         lines.append(
@@ -860,6 +882,15 @@ def format_report(report: BenchReport) -> str:
         lines.append("targets")
         lines.extend(format_target(t) for t in report.targets)
     return "\n".join(lines)
+
+
+def _series(values: list[float]) -> str:
+    """Milliseconds, whole, in a row.
+
+    >>> _series([4.25, 12.0, 130.4])
+    '4 12 130'
+    """
+    return " ".join(f"{v:.0f}" for v in values)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -183,6 +183,12 @@ def test_a_tiny_run_measures_every_stage(
     assert hop["events"] == 100
     assert hop["commands"] == 100
     assert hop["p99_ms"] >= hop["p50_ms"] > 0
+    for timed in (latency, hop):  # the p99 of each second the events were sent in
+        series = timed["p99_ms_by_second"]
+        assert 1 <= len(series) <= 2
+        assert all(0 < p99 <= timed["max_ms"] + 0.05 for p99 in series)  # to 0.1 ms
+        if len(series) == 1:  # one second: the run's own p99
+            assert series[0] == pytest.approx(timed["p99_ms"], abs=0.05)
 
     assert [m["models"] for m in report["memory"]] == [200, 400]
     for m in report["memory"]:
@@ -207,6 +213,7 @@ def test_a_tiny_run_measures_every_stage(
         "warmcast worker",
         "event -> command latency",
         "one trip through the broker alone",
+        "p99 in each second of the run",
         "worker RSS",
         "targets",
     ):
