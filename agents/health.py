@@ -57,11 +57,19 @@ def write_through_changelog() -> None:
     health_store.write_through(storage, changelog)
 
 
+#: The timer's flush goes in steps of this many models, with this pause between them: a
+#: few thousand changed models then take a few hundred milliseconds to write, and the event
+#: loop is never held long enough to keep the consumer from fetching (it waits for the
+#: records of its last fetch to be taken before it fetches again).
+FLUSH_STEP_MODELS = 100
+FLUSH_PAUSE_SECONDS = 0.005
+
+
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""
     write_through_changelog()
-    await flush_in_steps(health_store)
+    await flush_in_steps(health_store, FLUSH_STEP_MODELS, FLUSH_PAUSE_SECONDS)
 
 
 @app.timer(interval=app.runtime.settings.health_snapshot_seconds)

@@ -96,6 +96,35 @@ def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
     return True
 
 
+async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
+    """Pause the table changelog partitions this worker recovered from, in its Kafka
+    consumer; returns them.
+
+    The worker writes its tables' changelogs and reads them only to recover. Faust leaves
+    them fetched once recovery is over and drops what comes back, but the client keeps a
+    fetched partition's records until they are consumed and, meanwhile, holds back every
+    fetch to that broker for its prefetch backoff (0.1 s): the first changelog write after
+    a rebalance would stall the usage events behind it. Paused, they are not fetched; the
+    next rebalance makes a new assignment, in which Faust recovers before this runs again.
+    Standby partitions (``table_standby_replicas``) keep being fetched.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    if consumer is None:
+        return []
+    changelogs = app.tables.changelog_topics
+    recovery = getattr(app.tables, "recovery", None)
+    standbys = recovery.standby_tps if recovery is not None else set()
+    tps = [tp for tp in consumer.assignment() if tp.topic in changelogs and tp not in standbys]
+    if tps:
+
+        async def pause() -> None:
+            consumer.pause(*tps)
+
+        await thread.call_thread(pause)  # type: ignore[union-attr]
+    return tps
+
+
 def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
     """Faust settings derived from warmcast's."""
     options: dict[str, Any] = {
@@ -141,6 +170,13 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
             log.info("engine: %s", native.describe())
         else:
             log.warning("engine: %s", native.describe())
+
+    @app.on_rebalance_complete.connect
+    async def _pause_changelogs(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        paused = await stop_fetching_changelogs(app)
+        app.runtime.metrics.paused_partitions.set(len(paused))
 
     return app
 

@@ -132,13 +132,22 @@ class HealthStore:
         return len(model_ids)
 
 
-async def flush_in_steps(store: HealthStore, step: int = 500) -> int:
-    """:meth:`HealthStore.flush` in steps of ``step`` models, letting the event loop run
-    between steps, so that a flush of many models does not hold up the messages behind."""
-    written = 0
-    while store.pending:
-        written += store.flush_models(list(islice(store.pending, step)))
-        await asyncio.sleep(0)
+async def flush_in_steps(store: HealthStore, step: int = 500, pause: float = 0.0) -> int:
+    """:meth:`HealthStore.flush` of the models pending now, in steps of ``step`` models,
+    letting the event loop run between steps, so that a flush of many models does not
+    hold up the messages behind; ``pause`` seconds between steps spread a flush that is
+    not urgent over time. Models marked meanwhile wait for the next flush.
+
+    >>> import asyncio
+    >>> store = HealthStore({})
+    >>> store.mark({m: ModelHealth(m) for m in "abcde"})
+    >>> asyncio.run(flush_in_steps(store, step=2, pause=0.001)), sorted(store.table)
+    (5, [b'a', b'b', b'c', b'd', b'e'])
+    """
+    written, due = 0, len(store.pending)
+    while store.pending and written < due:
+        written += store.flush_models(list(islice(store.pending, min(step, due - written))))
+        await asyncio.sleep(pause)
     return written
 
 

@@ -87,6 +87,12 @@ class WorkerMetrics:
         self.tracked_models = Gauge(
             "warmcast_tracked_models", "served models with state in this worker", registry=r
         )
+        self.paused_partitions = Gauge(
+            "warmcast_consumer_paused_partitions",
+            "partitions assigned to this worker that its consumer does not fetch (table "
+            "changelogs once recovered)",
+            registry=r,
+        )
         self.event_time_lag = Gauge(
             "warmcast_event_time_lag_seconds",
             "wall clock minus the newest usage event time seen",

@@ -93,6 +93,28 @@ async def test_usage_becomes_commands_and_bad_input_dead_letters(worker: Worker)
     assert by_model["llama"]["last_seen"] == T0 + 70
 
 
+async def test_a_worker_does_not_fetch_its_own_changelog(worker: Worker) -> None:
+    # It writes the health table's changelog (2 partitions) and reads it only to recover:
+    # fetched, its records would never be taken, and the client would hold back the
+    # fetches of usage events for its prefetch backoff after each first write.
+    wait_for(
+        lambda: worker.metrics().get("warmcast_consumer_paused_partitions") == 2,
+        30,
+        "the worker to pause its changelog partitions",
+    )
+    await produce(
+        worker.bootstrap,
+        topic(worker.namespace, "usage"),
+        [(b"llama", orjson.dumps(usage("llama", T0)))],
+    )
+    commands = await consume(
+        worker.bootstrap,
+        [topic(worker.namespace, "warmup")],
+        until=lambda records: len(records) >= 1,
+    )
+    assert [orjson.loads(r.value)["model_id"] for r in commands] == ["llama"]
+
+
 async def test_events_on_a_foreign_partition_reach_the_owner(worker: Worker) -> None:
     """An unkeyed producer's envelope mixes models: each model still has one owner."""
     ns, bootstrap = worker.namespace, worker.bootstrap
@@ -135,6 +157,12 @@ async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_
         assert first.stop() == 0
     second = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
     try:
+        # recovered, the table's changelog partitions (2) are no longer fetched
+        wait_for(
+            lambda: second.metrics().get("warmcast_consumer_paused_partitions") == 2,
+            30,
+            "the recovered worker to pause its changelog partitions",
+        )
         models = {m["model_id"]: m for m in second.health()["models"]}
         assert models["llama"]["requests_total"] == 3
         assert models["llama"]["cold_starts_total"] == 1
