@@ -186,7 +186,7 @@ def test_a_tiny_run_measures_every_stage(
     for timed in (latency, hop):  # the p99 of each second the events were sent in
         series = timed["p99_ms_by_second"]
         assert 1 <= len(series) <= 2
-        assert all(0 < p99 <= timed["max_ms"] + 0.05 for p99 in series)  # to 0.1 ms
+        assert all(0 < p99 <= timed["max_ms"] + 0.1 for p99 in series)  # rounded to 0.1 ms
         if len(series) == 1:  # one second: the run's own p99
             assert series[0] == pytest.approx(timed["p99_ms"], abs=0.1)  # rounded to 0.1 ms
 
