@@ -78,6 +78,13 @@ def settle_garbage_collector(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, middle, old)
 
 
+def _kafka_consumer(app: faust.App) -> tuple[Any, Any]:
+    """The thread Faust runs its Kafka consumer in, and that ``AIOKafkaConsumer``
+    (``None``, ``None`` before the consumer has started)."""
+    thread = getattr(app.consumer, "_thread", None)
+    return thread, getattr(thread, "_consumer", None)
+
+
 def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
     """Set how long the worker's fetches wait for data (Faust fixes it at 1.5 s).
 
@@ -85,8 +92,7 @@ def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
     empty fetch for its whole wait, which would add up to that much latency per event.
     Returns whether the consumer was found.
     """
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
+    _, consumer = _kafka_consumer(app)
     if consumer is None:
         return False
     consumer._fetch_max_wait_ms = fetch_max_wait_ms
@@ -108,8 +114,7 @@ async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
     next rebalance makes a new assignment, in which Faust recovers before this runs again.
     Standby partitions (``table_standby_replicas``) keep being fetched.
     """
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
+    thread, consumer = _kafka_consumer(app)
     if consumer is None:
         return []
     changelogs = app.tables.changelog_topics
@@ -121,7 +126,7 @@ async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
         async def pause() -> None:
             consumer.pause(*tps)
 
-        await thread.call_thread(pause)  # type: ignore[union-attr]
+        await thread.call_thread(pause)
     return tps
 
 
