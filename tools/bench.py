@@ -8,7 +8,8 @@ On one broker, with an event mix taken from a real trace, it measures:
   with single-event messages and with envelopes (the no-op agent and the worker run
   ``--rounds`` times in turns, and each keeps its best round);
 - end-to-end latency from an event's produce time to the warmup command it caused, at a
-  fixed offered load;
+  fixed offered load, and the same through the broker alone and through relays that send
+  each event straight on (a bare aiokafka one and a Faust agent): the stack's own floor;
 - resident memory per tracked served model at several model counts, for the worker
   process and for the engine alone.
 
@@ -218,6 +219,48 @@ def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wai
     if not result.get("fetch_wait_tuned"):
         raise RuntimeError("the Faust no-op agent could not set its consumer's fetch wait")
     return float(result["messages"] - 1) / max(result["last"] - result["first"], 1e-9)
+
+
+#: The relays timed like the worker, on topics of their own: the floor of event-to-command
+#: latency in this stack, with nothing done between an event and what is sent for it.
+RELAYS: dict[str, tuple[str, list[str]]] = {
+    "bare_relay": ("bare aiokafka relay", ["-m", "tools.bench_relay"]),
+    "faust_relay": ("Faust agent relaying", ["-m", "tools.bench_noop", "worker", "-l", "warn"]),
+}
+
+
+def relay_latency(
+    bootstrap: str,
+    settings: WarmcastSettings,
+    rate: int,
+    seconds: float,
+    workdir: Path,
+    argv: list[str],
+) -> dict[str, Any]:
+    """:func:`latency` through a relay process that sends each usage message straight on
+    to the warmup topic (``python argv``: :mod:`tools.bench_relay` or
+    :mod:`tools.bench_noop`), with the worker's fetch wait."""
+    tag = uuid.uuid4().hex[:6]
+    env = dict(
+        os.environ,
+        BENCH_BOOTSTRAP=bootstrap,
+        BENCH_TOPIC=settings.topic("usage"),
+        BENCH_SINK=settings.topic("warmup"),
+        BENCH_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
+        BENCH_DATADIR=str(workdir / f"relay-{tag}"),
+    )
+    log_path = workdir / f"relay-{tag}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        return asyncio.run(latency(bootstrap, settings, rate, seconds))
+    except RuntimeError as exc:
+        tail = log_path.read_bytes()[-3000:].decode(errors="replace")
+        raise RuntimeError(f"{exc}; the relay's log ends with:\n{tail}") from exc
+    finally:
+        terminate(process, timeout=30)
 
 
 def rate_from_samples(samples: Sequence[tuple[float, float]], expect: int) -> float:
@@ -499,7 +542,7 @@ async def _latency(
 
 
 def _p99(values: list[float]) -> float:
-    """The 99th percentile of ``values`` (nearest rank, as the latency line's).
+    """The 99th percentile of ``values`` (nearest rank, as in the latency table).
 
     >>> _p99([float(i) for i in range(1, 201)])
     199.0
@@ -585,13 +628,25 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
             bootstrap, namespace("hop"), config.latency_rate, config.latency_seconds, read="usage"
         )
     )
+    relayed: dict[str, dict[str, Any]] = {}
+    ended = "broker_hop"
+    for kind, (name, argv) in RELAYS.items():
+        say(f"the same through a {name}", ended)
+        relayed[kind] = relay_latency(
+            bootstrap,
+            namespace(kind.replace("_", "-")),
+            config.latency_rate,
+            config.latency_seconds,
+            workdir,
+            argv,
+        )
+        ended = kind
 
     wait = single.fetch_max_wait_ms  # the worker's, from the same environment
     noop_singles: list[float] = []
     noop_envs: list[float] = []
     worker_singles: list[float] = []
     worker_envs: list[float] = []
-    ended = "broker_hop"
     for r in rounds:
         # The no-op agent and the worker take turns, so that a slow spell of a shared
         # machine does not fall on one side only; each side keeps its best round.
@@ -621,6 +676,7 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
             latency(bootstrap, timed, config.latency_rate, config.latency_seconds)
         )
         report.latency["broker_hop"] = hop
+        report.latency.update(relayed)
     finally:
         w.stop()
 
@@ -781,6 +837,22 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
         else f"measured with envelopes of {config.envelope_size}",
     )
     envelope_target["ratio_to_faust_noop"] = env.get("ratio_to_faust_noop") if env else None
+    latency_target = target(
+        "latency_p99_ms",
+        f"p99 event -> command latency < {LATENCY_TARGET_P99_MS:.0f} ms "
+        f"at {LATENCY_TARGET_RATE:,} events/s",
+        lat.get("p99_ms") if lat.get("commands") else None,
+        LATENCY_TARGET_P99_MS,
+        "ms",
+        lambda v: v < LATENCY_TARGET_P99_MS,
+        None
+        if config.latency_rate >= LATENCY_TARGET_RATE
+        else f"measured at {config.latency_rate:,} events/s",
+    )
+    # the same p99 through relays that do nothing: the stack's own floor on this broker
+    latency_target["relay_p99_ms"] = {
+        kind: lat[kind]["p99_ms"] for kind in RELAYS if lat.get(kind, {}).get("commands")
+    }
     return [
         envelope_target,
         target(
@@ -792,18 +864,7 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
             "ratio",
             lambda v: v >= SINGLE_TARGET_RATIO_TO_NOOP,
         ),
-        target(
-            "latency_p99_ms",
-            f"p99 event -> command latency < {LATENCY_TARGET_P99_MS:.0f} ms "
-            f"at {LATENCY_TARGET_RATE:,} events/s",
-            lat.get("p99_ms") if lat.get("commands") else None,
-            LATENCY_TARGET_P99_MS,
-            "ms",
-            lambda v: v < LATENCY_TARGET_P99_MS,
-            None
-            if config.latency_rate >= LATENCY_TARGET_RATE
-            else f"measured at {config.latency_rate:,} events/s",
-        ),
+        latency_target,
         target(
             "worker_bytes_per_model",
             f"< {BYTES_PER_MODEL_TARGET:,} bytes of worker memory per tracked served model "
@@ -841,6 +902,11 @@ def format_target(t: dict[str, Any]) -> str:
         shown = f"{value:,.0f} {unit}"
     if t["name"] == "envelope_events_per_second" and t.get("ratio_to_faust_noop") is not None:
         shown += f" ({t['ratio_to_faust_noop']:.1%} of the Faust no-op)"
+    if t.get("relay_p99_ms"):
+        floors = ", ".join(
+            f"{RELAYS[kind][0]} {p99:,.1f} ms" for kind, p99 in t["relay_p99_ms"].items()
+        )
+        shown += f" ({floors})"
     verdict = ("met" if t["met"] else "NOT met") if t["judged"] else "not judged"
     line = f"  {verdict:10} {t['target']}: {shown}"
     if not t["judged"]:
@@ -861,33 +927,7 @@ def format_report(report: BenchReport) -> str:
             f"{r['stage']:34} {r['messages']:14} {r['events_per_second']:>12,.0f} "
             f"{r['ratio_to_ceiling']:>9.1%} {'' if noop is None else f'{noop:.1%}':>8}"
         )
-    lat = report.latency
-    if lat and not lat.get("commands"):
-        lines.append("")
-        lines.append(f"event -> command latency: no command came for {lat['events']:,} events")
-    if lat.get("commands"):
-        lines.append("")
-        lines.append(
-            f"event -> command latency at {lat['offered_per_second']:,.0f} events/s "
-            f"({lat['commands']:,} commands): p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-            f"max {lat['max_ms']} ms"
-        )
-        lines.append(
-            f"  (the first event per partition, sent before and not counted: "
-            f"{lat['first_events_ms']} ms)"
-        )
-        if lat.get("p99_ms_by_second"):
-            lines.append(f"  p99 in each second of the run, ms: {_series(lat['p99_ms_by_second'])}")
-        hop = lat.get("broker_hop") or {}
-        if hop.get("commands"):
-            lines.append(
-                f"  one trip through the broker alone, producer -> reader, same load: "
-                f"p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max {hop['max_ms']} ms"
-            )
-            if hop.get("p99_ms_by_second"):
-                lines.append(
-                    f"  its p99 in each second of the run, ms: {_series(hop['p99_ms_by_second'])}"
-                )
+    lines.extend(format_latency(report.latency))
     if report.memory:
         lines.append("")
         lines.append(
@@ -905,6 +945,39 @@ def format_report(report: BenchReport) -> str:
         lines.append("targets")
         lines.extend(format_target(t) for t in report.targets)
     return "\n".join(lines)
+
+
+def format_latency(lat: dict[str, Any]) -> list[str]:
+    """The latency block: the worker, then the relays and the broker trip that bound it."""
+    if not lat:
+        return []
+    if not lat.get("commands"):
+        return ["", f"event -> command latency: no command came for {lat['events']:,} events"]
+    timed = [(WORKER_STAGE, lat)]
+    timed += [(name, lat[kind]) for kind, (name, _) in RELAYS.items() if kind in lat]
+    if "broker_hop" in lat:
+        timed.append(("one trip through the broker alone", lat["broker_hop"]))
+    lines = [
+        "",
+        f"event -> command latency at {lat['offered_per_second']:,.0f} events/s, "
+        f"{lat['events']:,} events",
+        f"{'':34} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'first ms':>9}",
+    ]
+    for name, t in timed:
+        if not t.get("commands"):
+            lines.append(f"{name:34} {0:>9,}")
+            continue
+        lines.append(
+            f"{name:34} {t['commands']:>9,} {t['p50_ms']:>8.1f} {t['p99_ms']:>8.1f} "
+            f"{t['max_ms']:>8.1f} {t['first_events_ms']:>9.1f}"
+        )
+    lines.append("p99 in each second of the run, ms")
+    lines.extend(
+        f"  {name:34} {_series(t['p99_ms_by_second'])}"
+        for name, t in timed
+        if t.get("p99_ms_by_second")
+    )
+    return lines
 
 
 def _series(values: list[float]) -> str:

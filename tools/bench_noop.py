@@ -5,6 +5,10 @@ Run by ``warmcast bench`` as ``python -m tools.bench_noop`` with ``BENCH_BOOTSTR
 environment. It prints one JSON line, ``{"messages": n, "first": t1, "last": t2,
 "fetch_wait_tuned": bool}`` (monotonic seconds), and exits.
 
+With ``BENCH_SINK`` (a topic with as many partitions as ``BENCH_TOPIC``) the agent relays
+instead: it sends each message on, key and value, to the same partition of the sink, until
+it is terminated. That is the framework's floor of event-to-command latency.
+
 Its fetches wait as long as the worker's (``BENCH_FETCH_MAX_WAIT_MS``, the worker's
 ``WARMCAST_FETCH_MAX_WAIT_MS``), not Faust's 1.5 s: the consumer keeps one fetch in flight
 per broker, and the embedded broker holds a fetch of drained partitions for the whole wait,
@@ -57,22 +61,34 @@ async def tune_fetches() -> None:
     state["tuned"] = True
 
 
-@app.agent(topic)
-async def noop(stream: faust.StreamT) -> None:
-    async for _ in stream:
-        n = state["n"] = state["n"] + 1
-        if n == 1:
-            state["first"] = time.monotonic()
-        if n >= expect:
-            line = {
-                "messages": n,
-                "first": state["first"],
-                "last": time.monotonic(),
-                "fetch_wait_tuned": state["tuned"],
-            }
-            sys.stdout.write(orjson.dumps(line).decode() + "\n")
-            sys.stdout.flush()
-            os._exit(0)
+sink_name = os.environ.get("BENCH_SINK")
+if sink_name:
+    sink = app.topic(sink_name)
+
+    @app.agent(topic)
+    async def relay(stream: faust.StreamT) -> None:
+        """Send each message on as it is, to the same partition of ``BENCH_SINK``."""
+        async for event in stream.events():
+            await sink.send(key=event.key, value=event.value, partition=event.message.partition)
+
+else:
+
+    @app.agent(topic)
+    async def noop(stream: faust.StreamT) -> None:
+        async for _ in stream:
+            n = state["n"] = state["n"] + 1
+            if n == 1:
+                state["first"] = time.monotonic()
+            if n >= expect:
+                line = {
+                    "messages": n,
+                    "first": state["first"],
+                    "last": time.monotonic(),
+                    "fetch_wait_tuned": state["tuned"],
+                }
+                sys.stdout.write(orjson.dumps(line).decode() + "\n")
+                sys.stdout.flush()
+                os._exit(0)
 
 
 if __name__ == "__main__":

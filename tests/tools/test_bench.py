@@ -180,10 +180,13 @@ def test_a_tiny_run_measures_every_stage(
     assert latency["p99_ms"] >= latency["p50_ms"] > 0
     assert latency["first_events_ms"] > 0
     hop = latency["broker_hop"]  # the same load, producer to reader, no worker between
-    assert hop["events"] == 100
-    assert hop["commands"] == 100
-    assert hop["p99_ms"] >= hop["p50_ms"] > 0
-    for timed in (latency, hop):  # the p99 of each second the events were sent in
+    # the same load through relays that send each event straight on: the stack's floor
+    relays = [latency["bare_relay"], latency["faust_relay"]]
+    for floor in (hop, *relays):
+        assert floor["events"] == 100
+        assert floor["commands"] == 100
+        assert floor["p99_ms"] >= floor["p50_ms"] > 0
+    for timed in (latency, hop, *relays):  # the p99 of each second the events were sent in
         series = timed["p99_ms_by_second"]
         assert 1 <= len(series) <= 2
         assert all(0 < p99 <= timed["max_ms"] + 0.1 for p99 in series)  # rounded to 0.1 ms
@@ -205,6 +208,10 @@ def test_a_tiny_run_measures_every_stage(
     assert judged["envelope_events_per_second"]["judged"] is True
     assert judged["single_ratio_to_faust_noop"]["judged"] is True
     assert judged["latency_p99_ms"]["judged"] is False  # 100 events/s, not 1,000
+    assert judged["latency_p99_ms"]["relay_p99_ms"] == {
+        "bare_relay": latency["bare_relay"]["p99_ms"],
+        "faust_relay": latency["faust_relay"]["p99_ms"],
+    }
     assert judged["worker_rss_at_100k_models"]["judged"] is False
 
     for text in (
@@ -212,6 +219,8 @@ def test_a_tiny_run_measures_every_stage(
         "Faust agent, no work",
         "warmcast worker",
         "event -> command latency",
+        "bare aiokafka relay",
+        "Faust agent relaying",
         "one trip through the broker alone",
         "p99 in each second of the run",
         "worker RSS",
