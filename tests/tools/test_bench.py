@@ -15,6 +15,7 @@ from tools.bench import (
     BenchConfig,
     BenchReport,
     bench,
+    format_latency,
     format_report,
     rate_from_samples,
     row,
@@ -136,6 +137,43 @@ def test_a_target_the_run_did_not_measure_is_not_judged() -> None:
 
 
 # -- a whole run -----------------------------------------------------------------------
+
+
+def timed(p50: float, p99: float, commands: int = 100) -> dict[str, Any]:
+    return {
+        "events": 100,
+        "commands": commands,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": 2 * p99,
+        "first_events_ms": 5.0,
+        "p99_ms_by_second": [p99] if commands else [],
+    }
+
+
+def test_the_latency_table_sets_the_worker_above_what_bounds_it() -> None:
+    lat = {
+        **timed(30.0, 61.0),
+        "offered_per_second": 1000.0,
+        "bare_relay": timed(20.0, 42.0),
+        "faust_relay": timed(0.0, 0.0, commands=0),  # nothing came back through it
+        "broker_hop": timed(5.0, 11.0),
+    }
+    lines = format_latency(lat)
+    header = next(i for i, line in enumerate(lines) if "answered" in line)
+    by_second = lines.index("p99 in each second of the run, ms")
+    rows = lines[header + 1 : by_second]
+    assert [r[:34].strip() for r in rows] == [
+        "warmcast worker",
+        "bare aiokafka relay",
+        "Faust agent relaying",
+        "one trip through the broker alone",
+    ]
+    assert rows[0].split()[-5:] == ["100", "30.0", "61.0", "122.0", "5.0"]
+    assert rows[2].split()[-1] == "0"  # answered none, and has no figures
+    series = lines[by_second + 1 :]
+    assert [s.split()[-1] for s in series] == ["61", "42", "11"]  # the relay with none: no row
+    assert format_latency({}) == []
 
 
 @pytest.mark.integration
