@@ -63,6 +63,10 @@ def write_through_changelog() -> None:
 #: records of its last fetch to be taken before it fetches again).
 FLUSH_STEP_MODELS = 100
 FLUSH_PAUSE_SECONDS = 0.005
+#: Past ``WARMCAST_HEALTH_PENDING_MAX`` changed models, a batch of usage writes at least
+#: this many of those that have waited longest (a few milliseconds), not all of them at
+#: once: a flood of new models keeps what waits bounded without stalling the events.
+EARLY_FLUSH_MODELS = 500
 
 
 @app.timer(interval=app.runtime.settings.health_flush_seconds)

@@ -12,12 +12,11 @@ from faust import Stream
 from faust.types import EventT, StreamT
 
 from agents.deadletter import decode_or_dead_letter
-from agents.health import write_through_changelog
+from agents.health import EARLY_FLUSH_MODELS, write_through_changelog
 from engine.lease import Command
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.emit import CommandEmitter
-from streams.healthstore import flush_in_steps
 from streams.partitioning import partition_for
 
 FORWARDED = "warmcast.forwarded"
@@ -89,9 +88,10 @@ async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> 
         partition, events, health_store.decoded, time.time(), offset=offset
     )
     health_store.mark(touched)
-    if len(health_store.pending) > runtime.settings.health_pending_max:
-        write_through_changelog()  # many new models: write now, not on the timer
-        await flush_in_steps(health_store)
+    over = len(health_store.pending) - runtime.settings.health_pending_max
+    if over > 0:  # many new models: those waiting longest are written now, not on the timer
+        write_through_changelog()
+        health_store.flush_oldest(max(over, EARLY_FLUSH_MODELS))
     gone = runtime.engines[partition].drain_evicted()  # the engine apply_usage just fed
     if gone:  # health follows the engine: a flood of new model ids stays bounded
         health_store.forget(gone)

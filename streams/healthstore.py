@@ -120,6 +120,17 @@ class HealthStore:
             due = [m for m in self.pending if owner(m) in partitions]
         return self.flush_models(due)
 
+    def flush_oldest(self, n: int) -> int:
+        """Write the pending changes of the ``n`` models that have waited longest.
+
+        >>> store = HealthStore({})
+        >>> store.mark({m: ModelHealth(m) for m in "abc"})
+        >>> store.mark({"a": store.pending["a"]})  # changed again: it still waits longest
+        >>> store.flush_oldest(2), sorted(store.table), list(store.pending)
+        (2, [b'a', b'b'], ['c'])
+        """
+        return self.flush_models(list(islice(self.pending, n)))
+
     def flush_models(self, model_ids: list[str]) -> int:
         """Write these models' pending changes to the table."""
         table, pending, changelog = self.table, self.pending, self._changelog
@@ -146,7 +157,7 @@ async def flush_in_steps(store: HealthStore, step: int = 500, pause: float = 0.0
     """
     written, due = 0, len(store.pending)
     while store.pending and written < due:
-        written += store.flush_models(list(islice(store.pending, min(step, due - written))))
+        written += store.flush_oldest(min(step, due - written))
         await asyncio.sleep(pause)
     return written
 

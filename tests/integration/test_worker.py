@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.partitioning import partition_for
 from tests.integration.harness import (
     Worker,
     consume,
@@ -136,6 +137,40 @@ async def test_events_on_a_foreign_partition_reach_the_owner(worker: Worker) -> 
         "12 models with two requests each in /health",
     )
     assert sorted(m["model_id"] for m in health["models"]) == sorted(models)
+
+
+async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # The timer would write in 10 minutes; past 50 changed models the usage agent writes
+    # those that waited longest itself, so no more than 50 wait at any time.
+    ns = namespace()
+    flood = Worker(
+        kafka_bootstrap,
+        tmp_path,
+        ns,
+        policy="fixed:10",
+        health_flush_seconds=600,
+        health_pending_max=50,
+    ).start()
+    try:
+        models = [f"new-{i}" for i in range(800)]
+        owned: dict[int, list[str]] = {}
+        for model_id in models:  # one envelope per owner partition: nothing is forwarded
+            owned.setdefault(partition_for(model_id, 2), []).append(model_id)
+        envelopes = [
+            (ids[0].encode(), orjson.dumps([usage(m, T0) for m in ids])) for ids in owned.values()
+        ]
+        await produce(kafka_bootstrap, topic(ns, "usage"), envelopes)
+        written = await consume(
+            kafka_bootstrap,
+            [f"{ns}-app-model-health-changelog"],
+            until=lambda records: len({r.key for r in records}) >= len(models) - 50,
+        )
+        assert {r.key.decode() for r in written} <= set(models)
+        assert flood.metrics()["warmcast_usage_events_total"] == len(models)
+    finally:
+        flood.stop()
 
 
 async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_path: Path) -> None:
