@@ -73,6 +73,7 @@ class BenchConfig:
     partitions: int = 4
     latency_rate: int = 1000
     latency_seconds: float = 10.0
+    latency_linger_ms: float = 5.0
     model_counts: tuple[int, ...] = (1_000, 10_000, 100_000)
     rounds: int = 2
     policy: str = "hybrid"
@@ -230,12 +231,7 @@ RELAYS: dict[str, tuple[str, list[str]]] = {
 
 
 def relay_latency(
-    bootstrap: str,
-    settings: WarmcastSettings,
-    rate: int,
-    seconds: float,
-    workdir: Path,
-    argv: list[str],
+    bootstrap: str, settings: WarmcastSettings, config: BenchConfig, workdir: Path, argv: list[str]
 ) -> dict[str, Any]:
     """:func:`latency` through a relay process that sends each usage message straight on
     to the warmup topic (``python argv``: :mod:`tools.bench_relay` or
@@ -255,7 +251,7 @@ def relay_latency(
             [sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        return asyncio.run(latency(bootstrap, settings, rate, seconds))
+        return asyncio.run(latency(bootstrap, settings, config))
     except RuntimeError as exc:
         tail = log_path.read_bytes()[-3000:].decode(errors="replace")
         raise RuntimeError(f"{exc}; the relay's log ends with:\n{tail}") from exc
@@ -396,13 +392,15 @@ def collector_frozen() -> Iterator[None]:
 
 
 async def latency(
-    bootstrap: str, settings: WarmcastSettings, rate: int, seconds: float, read: str = "warmup"
+    bootstrap: str, settings: WarmcastSettings, config: BenchConfig, read: str = "warmup"
 ) -> dict[str, Any]:
-    """Produce new-model events at ``rate``/s; time each until its warmup command arrives.
+    """Produce new-model events at ``config.latency_rate``/s for ``config.latency_seconds``;
+    time each until its warmup command arrives.
 
-    Each latency runs from just before the event is handed to the producer (no linger) to
-    the return of the fetch that brought its command to a reader that waits at most
-    ``READER_FETCH_WAIT_MS`` for data. One untimed event per partition goes first; the
+    Each latency runs from just before the event is handed to the producer (which lingers
+    ``config.latency_linger_ms`` to gather a request, as Kafka's own producer does by
+    default) to the return of the fetch that brought its command to a reader that waits at
+    most ``READER_FETCH_WAIT_MS`` for data. One untimed event per partition goes first; the
     slowest of their latencies is ``first_events_ms``.
 
     ``read="usage"`` (topics no worker reads) times the events themselves: one trip through
@@ -414,13 +412,16 @@ async def latency(
         auto_offset_reset="latest",
         fetch_max_wait_ms=READER_FETCH_WAIT_MS,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=config.latency_linger_ms)
     await consumer.start()
     try:
         await producer.start()
         try:
             with collector_frozen():
-                return await _latency(consumer, producer, settings, rate, seconds)
+                timed = await _latency(
+                    consumer, producer, settings, config.latency_rate, config.latency_seconds
+                )
+            return {**timed, "producer_linger_ms": config.latency_linger_ms}
         finally:
             await producer.stop()
     finally:
@@ -623,22 +624,13 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     )
 
     say(f"one trip through the broker at {config.latency_rate} events/s", "ceiling")
-    hop = asyncio.run(
-        latency(
-            bootstrap, namespace("hop"), config.latency_rate, config.latency_seconds, read="usage"
-        )
-    )
+    hop = asyncio.run(latency(bootstrap, namespace("hop"), config, read="usage"))
     relayed: dict[str, dict[str, Any]] = {}
     ended = "broker_hop"
     for kind, (name, argv) in RELAYS.items():
         say(f"the same through a {name}", ended)
         relayed[kind] = relay_latency(
-            bootstrap,
-            namespace(kind.replace("_", "-")),
-            config.latency_rate,
-            config.latency_seconds,
-            workdir,
-            argv,
+            bootstrap, namespace(kind.replace("_", "-")), config, workdir, argv
         )
         ended = kind
 
@@ -672,9 +664,7 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     w = WorkerProcess(bootstrap, timed.topic_namespace, workdir, config)
     try:
         w.wait_ready()
-        report.latency = asyncio.run(
-            latency(bootstrap, timed, config.latency_rate, config.latency_seconds)
-        )
+        report.latency = asyncio.run(latency(bootstrap, timed, config))
         report.latency["broker_hop"] = hop
         report.latency.update(relayed)
     finally:
@@ -958,7 +948,8 @@ def format_latency(lat: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"event -> command latency at {lat['offered_per_second']:,.0f} events/s, "
-        f"{lat['events']:,} events",
+        f"{lat['events']:,} events, sent with a {lat.get('producer_linger_ms', 0):g} ms "
+        "producer linger",
         f"{'':34} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'first ms':>9}",
     ]
     for name, t in timed:
@@ -1002,6 +993,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--latency-rate", type=int, default=BenchConfig.latency_rate)
     p.add_argument("--latency-seconds", type=float, default=BenchConfig.latency_seconds)
     p.add_argument(
+        "--latency-linger-ms",
+        type=float,
+        default=BenchConfig.latency_linger_ms,
+        help="linger of the latency stage's event producer (Kafka's default since 4.0: 5)",
+    )
+    p.add_argument(
         "--models",
         default=",".join(map(str, BenchConfig.model_counts)),
         help="served-model counts for the memory stage, comma separated",
@@ -1029,6 +1026,7 @@ def command(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         latency_rate=args.latency_rate,
         latency_seconds=args.latency_seconds,
+        latency_linger_ms=args.latency_linger_ms,
         model_counts=tuple(int(x) for x in args.models.split(",") if x),
         policy=args.policy,
         json_out=args.json_out,

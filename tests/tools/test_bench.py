@@ -173,6 +173,7 @@ def test_the_latency_table_sets_the_worker_above_what_bounds_it() -> None:
     assert rows[2].split()[-1] == "0"  # answered none, and has no figures
     series = lines[by_second + 1 :]
     assert [s.split()[-1] for s in series] == ["61", "42", "11"]  # the relay with none: no row
+    assert "sent with a 0 ms producer linger" in lines[1]  # no linger recorded: none
     assert format_latency({}) == []
 
 
@@ -214,6 +215,7 @@ def test_a_tiny_run_measures_every_stage(
 
     latency = report["latency"]
     assert latency["events"] == 100
+    assert latency["producer_linger_ms"] == config.latency_linger_ms == 5.0
     assert latency["commands"] > 0
     assert latency["p99_ms"] >= latency["p50_ms"] > 0
     assert latency["first_events_ms"] > 0
