@@ -168,7 +168,11 @@ async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
             until=lambda records: len({r.key for r in records}) >= len(models) - 50,
         )
         assert {r.key.decode() for r in written} <= set(models)
-        assert flood.metrics()["warmcast_usage_events_total"] == len(models)
+        wait_for(
+            lambda: flood.metrics().get("warmcast_usage_events_total") == len(models),
+            30,
+            "the flood's events to be counted",
+        )
     finally:
         flood.stop()
 
