@@ -143,7 +143,7 @@ async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     # The timer would write in 10 minutes; past 50 changed models the usage agent writes
-    # those that waited longest itself, so no more than 50 wait at any time.
+    # those that waited longest itself, so at most 50 are left waiting after each batch.
     ns = namespace()
     flood = Worker(
         kafka_bootstrap,

@@ -139,7 +139,7 @@ def test_a_target_the_run_did_not_measure_is_not_judged() -> None:
 # -- a whole run -----------------------------------------------------------------------
 
 
-def timed(p50: float, p99: float, commands: int = 100) -> dict[str, Any]:
+def timed_load(p50: float, p99: float, commands: int = 100) -> dict[str, Any]:
     return {
         "events": 100,
         "commands": commands,
@@ -153,11 +153,11 @@ def timed(p50: float, p99: float, commands: int = 100) -> dict[str, Any]:
 
 def test_the_latency_table_sets_the_worker_above_what_bounds_it() -> None:
     lat = {
-        **timed(30.0, 61.0),
+        **timed_load(30.0, 61.0),
         "offered_per_second": 1000.0,
-        "bare_relay": timed(20.0, 42.0),
-        "faust_relay": timed(0.0, 0.0, commands=0),  # nothing came back through it
-        "broker_hop": timed(5.0, 11.0),
+        "bare_relay": timed_load(20.0, 42.0),
+        "faust_relay": timed_load(0.0, 0.0, commands=0),  # nothing came back through it
+        "broker_hop": timed_load(5.0, 11.0),
     }
     lines = format_latency(lat)
     header = next(i for i, line in enumerate(lines) if "answered" in line)
