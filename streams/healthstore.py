@@ -143,7 +143,7 @@ class HealthStore:
         return len(model_ids)
 
 
-async def flush_in_steps(store: HealthStore, step: int = 500, pause: float = 0.0) -> int:
+async def flush_in_steps(store: HealthStore, step: int, pause: float) -> int:
     """:meth:`HealthStore.flush` of the models pending now, in steps of ``step`` models,
     letting the event loop run between steps, so that a flush of many models does not
     hold up the messages behind; ``pause`` seconds between steps spread a flush that is

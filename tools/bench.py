@@ -196,18 +196,34 @@ async def bare_consumer(bootstrap: str, topic: str, partitions: int, expect: int
         await consumer.stop()
 
 
+#: How the bench starts its Faust agent (``tools.bench_noop``): no-op, or relay.
+FAUST_AGENT = ["-m", "tools.bench_noop", "worker", "-l", "warn"]
+
+
+def agent_env(
+    bootstrap: str, topic: str, workdir: Path, fetch_wait_ms: int, **more: str
+) -> dict[str, str]:
+    """The environment of a bench agent process (the Faust agent, or the bare relay) that
+    reads ``topic``, with its data in a directory of its own under ``workdir``."""
+    return dict(
+        os.environ,
+        BENCH_BOOTSTRAP=bootstrap,
+        BENCH_TOPIC=topic,
+        BENCH_FETCH_MAX_WAIT_MS=str(fetch_wait_ms),
+        BENCH_DATADIR=str(workdir / f"agent-{uuid.uuid4().hex[:6]}"),
+        **more,
+    )
+
+
 def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wait_ms: int) -> float:
     """Messages per second of a Faust agent that does nothing, first message to last.
 
     The agent's process is killed if it has not seen ``expect`` messages in 300 s.
     """
-    env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_TOPIC=topic, BENCH_EXPECT=str(expect))
-    env["BENCH_DATADIR"] = str(workdir / f"noop-{uuid.uuid4().hex[:6]}")
-    env["BENCH_FETCH_MAX_WAIT_MS"] = str(fetch_wait_ms)
     out = subprocess.run(
-        [sys.executable, "-m", "tools.bench_noop", "worker", "-l", "warn"],
+        [sys.executable, *FAUST_AGENT],
         cwd=REPO,
-        env=env,
+        env=agent_env(bootstrap, topic, workdir, fetch_wait_ms, BENCH_EXPECT=str(expect)),
         capture_output=True,
         timeout=300,
         check=False,
@@ -226,7 +242,7 @@ def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wai
 #: latency in this stack, with nothing done between an event and what is sent for it.
 RELAYS: dict[str, tuple[str, list[str]]] = {
     "bare_relay": ("bare aiokafka relay", ["-m", "tools.bench_relay"]),
-    "faust_relay": ("Faust agent relaying", ["-m", "tools.bench_noop", "worker", "-l", "warn"]),
+    "faust_relay": ("Faust agent relaying", FAUST_AGENT),
 }
 
 
@@ -236,16 +252,14 @@ def relay_latency(
     """:func:`latency` through a relay process that sends each usage message straight on
     to the warmup topic (``python argv``: :mod:`tools.bench_relay` or
     :mod:`tools.bench_noop`), with the worker's fetch wait."""
-    tag = uuid.uuid4().hex[:6]
-    env = dict(
-        os.environ,
-        BENCH_BOOTSTRAP=bootstrap,
-        BENCH_TOPIC=settings.topic("usage"),
+    env = agent_env(
+        bootstrap,
+        settings.topic("usage"),
+        workdir,
+        settings.fetch_max_wait_ms,
         BENCH_SINK=settings.topic("warmup"),
-        BENCH_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
-        BENCH_DATADIR=str(workdir / f"relay-{tag}"),
     )
-    log_path = workdir / f"relay-{tag}.log"
+    log_path = Path(env["BENCH_DATADIR"] + ".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
