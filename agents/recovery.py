@@ -503,7 +503,7 @@ async def replay_into(
 def usage_lag() -> int | None:
     """Usage messages this worker has not read yet, over its partitions."""
     consumer = app.consumer
-    read = getattr(app.monitor, "tp_read_offsets", None) or {}
+    read = runtime.read_offsets
     total, known = 0, False
     try:
         assignment = consumer.assignment()
@@ -518,11 +518,12 @@ def usage_lag() -> int | None:
             continue
         if highwater is None:
             continue
-        done = read.get(tp)
-        position = done + 1 if done is not None else runtime.positions.get(("usage", tp.partition))
-        if position is None:
+        done = read.get(tp.partition)
+        if done is None:
+            done = runtime.positions.get(("usage", tp.partition))  # restored, nothing read yet
+        if done is None:
             continue
-        total += max(highwater - position, 0)
+        total += max(highwater - (done + 1), 0)
         known = True
     return total if known else None
 

@@ -44,12 +44,14 @@ async def process_usage(batch: Sequence[EventT]) -> None:
         mine: dict[int, list[UsageEvent]] = {}
         last_offset: dict[int, int] = {}
         foreign: dict[int, list[UsageEvent]] = defaultdict(list)
+        read = runtime.read_offsets
         for event in batch:
+            message = event.message
+            partition = message.partition
+            read[partition] = message.offset
             good = await decode_or_dead_letter(event, UsageEvent, now)
             if not good:
                 continue
-            message = event.message
-            partition = message.partition
             queue = mine.get(partition)
             if queue is None:
                 queue = mine[partition] = []

@@ -84,6 +84,9 @@ class Runtime:
     learned_policies: dict[int, Policy] = field(default_factory=dict)  # set aside meanwhile
     #: (input, partition) -> offset of the latest message whose events reached the engine.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: usage partition -> offset of the latest message the usage agent took, good or bad
+    #: (the consumer lag counts from the next one).
+    read_offsets: dict[int, int] = field(default_factory=dict)
     position_source: PositionSource | None = None
 
     def __post_init__(self) -> None:
@@ -213,6 +216,7 @@ class Runtime:
             self.anomalies.pop(partition, None)
             self.partition_event_time.pop(partition, None)
             self.learned_policies.pop(partition, None)
+            self.read_offsets.pop(partition, None)
             for kind in ("usage", "metrics"):
                 self.positions.pop((kind, partition), None)
 

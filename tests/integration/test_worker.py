@@ -73,6 +73,17 @@ async def test_usage_becomes_commands_and_bad_input_dead_letters(worker: Worker)
     in_envelope = [r for r in letters if "warmcast.envelope-index" in dict(r.headers)]
     assert [dict(r.headers)["warmcast.envelope-index"] for r in in_envelope] == [b"1"]
 
+    # Every message has been read, the three bad ones at the end too: the first
+    # reliability check from now on (it also notes the broker's latest answer) finds no lag.
+    answered = "warmcast_broker_last_response_timestamp_seconds"
+    since = worker.metrics()[answered]
+    after = wait_for(
+        lambda: (m := worker.metrics())[answered] > since and m,
+        30,
+        "a reliability check after the last message was read",
+    )
+    assert after["warmcast_consumer_lag_messages"] == 0
+
     metrics = wait_for(
         lambda: (m := worker.metrics()).get("warmcast_usage_events_total") == 5 and m,
         30,
