@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import cast
 
 import orjson
-from faust import Stream
 from faust.types import EventT, StreamT
 
 from agents.deadletter import decode_or_dead_letter
@@ -16,6 +15,7 @@ from agents.health import EARLY_FLUSH_MODELS, write_through_changelog
 from engine.lease import Command
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
+from streams.batching import behind, take_batches
 from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
 
@@ -24,12 +24,23 @@ FORWARDED = "warmcast.forwarded"
 
 @app.agent(usage_topic)
 async def usage_agent(stream: StreamT) -> None:
-    """Usage messages in small batches (at most ``usage_batch_messages``, waiting at most
-    ``usage_batch_seconds``): the per-message work that is not per event is done once."""
+    """Usage messages in batches of at most ``usage_batch_messages``: the per-message work
+    that is not per event is done once. A batch waits at most ``usage_batch_seconds`` to
+    fill up, or ``usage_catchup_batch_seconds`` while the worker is behind."""
     s = app.runtime.settings
-    batches = cast(Stream, stream).take_events(s.usage_batch_messages, s.usage_batch_seconds)
-    async for batch in batches:
+    most = s.usage_batch_messages
+    last: list[EventT] = []
+
+    def wait() -> float:
+        if last and behind(app.consumer, last[-1], most):
+            return s.usage_catchup_batch_seconds
+        return s.usage_batch_seconds
+
+    sizes = app.runtime.metrics.usage_batches
+    async for batch in take_batches(stream, most, wait):
+        sizes.observe(len(batch))
         await process_usage(batch)
+        last = batch
 
 
 async def process_usage(batch: Sequence[EventT]) -> None:

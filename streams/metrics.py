@@ -106,6 +106,12 @@ class WorkerMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
             registry=r,
         )
+        self.usage_batches = Histogram(
+            "warmcast_usage_batch_messages",
+            "usage messages taken together in one batch (larger while the worker is behind)",
+            buckets=(1, 5, 10, 25, 50, 100, 150, 200, 500, 1000),
+            registry=r,
+        )
         self.command_failures = Counter(
             "warmcast_command_publish_failures_total",
             "warmup commands the broker did not accept (logged with the reason)",

@@ -87,6 +87,13 @@ class WarmcastSettings(BaseSettings):
         gt=0,
         description="longest wait for a batch of usage messages to fill up",
     )
+    usage_catchup_batch_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="longest wait for a batch of usage messages while the worker is behind "
+        "(a full batch or more still waiting in the partition): larger batches, less work "
+        "per event",
+    )
     gc_young_threshold: int = Field(
         default=10_000,
         ge=0,

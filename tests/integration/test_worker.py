@@ -7,8 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
+from streams.settings import WarmcastSettings
 from tests.integration.harness import (
     Worker,
     consume,
@@ -186,6 +189,47 @@ async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
         )
     finally:
         flood.stop()
+
+
+async def test_a_backlog_is_taken_in_full_batches(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # 300 messages wait in each partition when the worker starts. Caught up, a batch would
+    # wait 1 ms (a few messages); behind by a full batch or more, it waits until it holds
+    # the most a batch may (100).
+    ns = namespace()
+    settings = WarmcastSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_namespace=ns)
+    await ensure_topics(settings.model_copy(update={"partitions": 2}))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for i in range(600):
+            model_id = f"m{i % 40}"
+            body = orjson.dumps(usage(model_id, T0 + i))
+            await producer.send(topic(ns, "usage"), body, key=model_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    behind = Worker(
+        kafka_bootstrap,
+        tmp_path,
+        ns,
+        policy="fixed:10",
+        usage_batch_messages=100,
+        usage_batch_seconds=0.001,
+        usage_catchup_batch_seconds=5,
+    ).start()
+    try:
+        metrics = wait_for(
+            lambda: (m := behind.metrics()).get("warmcast_usage_events_total") == 600 and m,
+            60,
+            "the backlog's 600 events to be counted",
+        )
+        batches = "warmcast_usage_batch_messages"
+        assert metrics[f"{batches}_sum"] == 600
+        large = metrics[f"{batches}_count"] - metrics[f'{batches}_bucket{{le="50.0"}}']
+        assert large >= 2, f"batches of more than 50 messages: {large}"
+        assert metrics[f'{batches}_bucket{{le="100.0"}}'] == metrics[f"{batches}_count"]
+    finally:
+        behind.stop()
 
 
 async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_path: Path) -> None:
