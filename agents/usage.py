@@ -24,9 +24,10 @@ FORWARDED = "warmcast.forwarded"
 
 @app.agent(usage_topic)
 async def usage_agent(stream: StreamT) -> None:
-    """Usage messages in batches of at most ``usage_batch_messages``: the per-message work
-    that is not per event is done once. A batch waits at most ``usage_batch_seconds`` to
-    fill up, or ``usage_catchup_batch_seconds`` while the worker is behind."""
+    """Usage messages in batches of at most ``usage_batch_messages`` (or
+    ``usage_batch_bytes``): the per-message work that is not per event is done once. A
+    batch waits at most ``usage_batch_seconds`` to fill up, or
+    ``usage_catchup_batch_seconds`` while the worker is behind."""
     s = app.runtime.settings
     most = s.usage_batch_messages
     last: list[EventT] = []
@@ -37,7 +38,7 @@ async def usage_agent(stream: StreamT) -> None:
         return s.usage_batch_seconds
 
     sizes = app.runtime.metrics.usage_batches
-    async for batch in take_batches(stream, most, wait):
+    async for batch in take_batches(stream, most, s.usage_batch_bytes, wait):
         sizes.observe(len(batch))
         await process_usage(batch)
         last = batch

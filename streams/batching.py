@@ -24,16 +24,18 @@ from faust.types import EventT, StreamT
 
 
 async def take_batches(
-    stream: StreamT, max_events: int, wait: Callable[[], float]
+    stream: StreamT, max_events: int, max_bytes: int, wait: Callable[[], float]
 ) -> AsyncIterator[list[EventT]]:
-    """Batches of at most ``max_events`` events of ``stream``; before each, at most
-    ``wait()`` seconds pass waiting for the batch to fill up.
+    """Batches of ``stream``'s events, full at ``max_events`` events or once their messages
+    hold ``max_bytes`` bytes (an envelope's events count by its size); before each batch,
+    at most ``wait()`` seconds pass waiting for it to fill up.
 
     A background task reads the stream (with its acknowledgements off) into the batch
     being filled; when that batch is full it waits until the batch is taken.
     """
     loop = asyncio.get_running_loop()
     filling: list[EventT] = []
+    size = [0]  # bytes of the messages in ``filling``
     full = asyncio.Event()
     taken = asyncio.Event()
     acks = stream.enable_acks
@@ -45,7 +47,8 @@ async def take_batches(
             if event is None:  # pragma: no cover  (a stream over a topic has events)
                 continue
             filling.append(event)
-            if len(filling) >= max_events:
+            size[0] += len(event.message.value or b"")
+            if len(filling) >= max_events or size[0] >= max_bytes:
                 full.set()
                 taken.clear()
                 await taken.wait()
@@ -66,6 +69,7 @@ async def take_batches(
                 continue
             batch = filling[:]
             filling.clear()
+            size[0] = 0
             taken.set()
             yield batch
             for event in batch:

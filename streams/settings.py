@@ -82,6 +82,12 @@ class WarmcastSettings(BaseSettings):
         description="usage messages the agent takes at once (decoded one by one, applied "
         "to each partition's engine together)",
     )
+    usage_batch_bytes: int = Field(
+        default=256 * 1024,
+        ge=1,
+        description="most bytes of usage messages taken at once (envelopes fill a batch "
+        "by size: about 25 of 100 events)",
+    )
     usage_batch_seconds: float = Field(
         default=0.005,
         gt=0,

@@ -232,6 +232,47 @@ async def test_a_backlog_is_taken_in_full_batches(kafka_bootstrap: str, tmp_path
         behind.stop()
 
 
+async def test_a_batch_of_envelopes_is_full_at_its_bytes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # 20 envelopes of about 40 events (1.5 kB each) wait; a batch may wait 2 s and hold
+    # 100 messages, but is full at 4 kB: the envelopes go at most 3 at a time.
+    ns = namespace()
+    settings = WarmcastSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_namespace=ns)
+    await ensure_topics(settings.model_copy(update={"partitions": 2}))
+    owned: dict[int, list[str]] = {}
+    for i in range(800):  # each envelope of models its partition owns: nothing is forwarded
+        owned.setdefault(partition_for(f"e-{i}", 2), []).append(f"e-{i}")
+    envelopes = [
+        (ids[k].encode(), orjson.dumps([usage(m, T0) for m in ids[k : k + 40]]))
+        for ids in owned.values()
+        for k in range(0, len(ids), 40)
+    ]
+    assert all(1400 < len(body) < 1600 for _, body in envelopes)
+    await produce(kafka_bootstrap, topic(ns, "usage"), envelopes)
+    bounded = Worker(
+        kafka_bootstrap,
+        tmp_path,
+        ns,
+        policy="fixed:10",
+        usage_batch_messages=100,
+        usage_batch_seconds=2,
+        usage_batch_bytes=4096,
+    ).start()
+    try:
+        metrics = wait_for(
+            lambda: (m := bounded.metrics()).get("warmcast_usage_events_total") == 800 and m,
+            60,
+            "the 800 events to be counted",
+        )
+        batches = "warmcast_usage_batch_messages"
+        assert metrics[f"{batches}_sum"] == len(envelopes)
+        assert metrics[f"{batches}_count"] >= len(envelopes) / 3
+        assert metrics[f'{batches}_bucket{{le="5.0"}}'] == metrics[f"{batches}_count"]
+    finally:
+        bounded.stop()
+
+
 async def test_restarted_worker_recovers_health_table(kafka_bootstrap: str, tmp_path: Path) -> None:
     ns = namespace()
     first = Worker(kafka_bootstrap, tmp_path, ns, policy="hybrid").start()
