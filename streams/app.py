@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust.types import TP
-from mode.types import ServiceT
 from mode.types.signals import BaseSignalT
 
 from engine import native
@@ -23,13 +21,15 @@ from streams.kafka import ensure_topics
 from streams.partitioning import default_partitioner, partition_for
 from streams.runtime import Runtime
 from streams.security import broker_credentials
+from streams.sensors import UnmonitoredApp
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger(__name__)
 
 
-class WarmcastApp(faust.App):
-    """A Faust app that creates warmcast's topics before it subscribes to them."""
+class WarmcastApp(UnmonitoredApp):
+    """A Faust app that creates warmcast's topics before it subscribes to them (and
+    leaves Faust's Monitor out, see :mod:`streams.sensors`)."""
 
     runtime: Runtime
     #: Record emitters by topic (see :meth:`emitter`).
@@ -51,19 +51,6 @@ class WarmcastApp(faust.App):
             producer = self.producer._ensure_producer()  # type: ignore[attr-defined]
             found = self.emitters[topic] = kind(producer, topic, partitions, **options)
         return found
-
-    def on_init_dependencies(self) -> Iterable[ServiceT]:
-        """Faust's services, without its Monitor sensor unless its statistics pages are on.
-
-        The monitor keeps statistics of every message and event for those pages (four
-        calls per message, about 3.4 µs); the worker's own Prometheus metrics and
-        ``/health`` say what it does, and the consumer lag counts from the offsets the usage
-        agent records. Faust still tells the monitor of commits and end offsets directly.
-        """
-        services = super().on_init_dependencies()
-        if not self.conf.web_stats_enabled:
-            self.sensors.remove(self.monitor)
-        return services
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
