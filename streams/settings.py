@@ -119,7 +119,9 @@ class WarmcastSettings(BaseSettings):
     producer_linger_ms: float = Field(
         default=5.0,
         ge=0,
-        description="how long the producer gathers commands into one request",
+        description="how long the producer gathers records into one request: warmup "
+        "commands while the worker is behind (caught up, each batch's commands go at once), "
+        "and everything sent through Faust",
     )
     fetch_max_wait_ms: int = Field(
         default=20,
