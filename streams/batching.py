@@ -35,20 +35,21 @@ async def take_batches(
     """
     loop = asyncio.get_running_loop()
     filling: list[EventT] = []
-    size = [0]  # bytes of the messages in ``filling``
+    size = 0  # bytes of the messages in ``filling``
     full = asyncio.Event()
     taken = asyncio.Event()
     acks = stream.enable_acks
     stream.enable_acks = False  # each event is acknowledged after its batch is processed
 
     async def fill() -> None:
+        nonlocal size
         async for _ in stream:
             event = stream.current_event
             if event is None:  # pragma: no cover  (a stream over a topic has events)
                 continue
             filling.append(event)
-            size[0] += len(event.message.value or b"")
-            if len(filling) >= max_events or size[0] >= max_bytes:
+            size += len(event.message.value or b"")
+            if len(filling) >= max_events or size >= max_bytes:
                 full.set()
                 taken.clear()
                 await taken.wait()
@@ -69,7 +70,7 @@ async def take_batches(
                 continue
             batch = filling[:]
             filling.clear()
-            size[0] = 0
+            size = 0
             taken.set()
             yield batch
             for event in batch:
