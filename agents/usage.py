@@ -27,24 +27,21 @@ async def usage_agent(stream: StreamT) -> None:
     """Usage messages in batches of at most ``usage_batch_messages`` (or
     ``usage_batch_bytes``): the per-message work that is not per event is done once. A
     batch waits at most ``usage_batch_seconds`` to fill up, or
-    ``usage_catchup_batch_seconds`` while the worker is behind, when its commands also
-    linger ``producer_linger_ms`` before they are shipped."""
+    ``usage_catchup_batch_seconds`` while the worker is behind."""
     s = app.runtime.settings
     most = s.usage_batch_messages
-    lingering = s.producer_linger_ms / 1000
-    late = False  # a full batch or more waited behind the last batch taken
+    last: list[EventT] = []
 
     def wait() -> float:
-        return s.usage_catchup_batch_seconds if late else s.usage_batch_seconds
+        if last and behind(app.consumer, last[-1], most):
+            return s.usage_catchup_batch_seconds
+        return s.usage_batch_seconds
 
     sizes = app.runtime.metrics.usage_batches
     async for batch in take_batches(stream, most, s.usage_batch_bytes, wait):
         sizes.observe(len(batch))
         await process_usage(batch)
-        late = behind(app.consumer, batch[-1], most)
-        # Behind, the commands of consecutive batches gather for the linger; caught up,
-        # each batch's commands (its own wait gathered them) go at once.
-        emitter().linger = lingering if late else 0.0
+        last = batch
 
 
 async def process_usage(batch: Sequence[EventT]) -> None:
@@ -126,6 +123,7 @@ def emitter() -> CommandEmitter:
         runtime.warmup_partitions,
         CommandEmitter,
         on_failure=lambda n, exc: failures.inc(n),
+        linger_seconds=runtime.settings.producer_linger_ms / 1000,
     )
     return cast(CommandEmitter, made)
 

@@ -36,8 +36,7 @@ class RecordEmitter:
 
     ``producer`` is an ``aiokafka.AIOKafkaProducer`` (``create_batch``, ``send_batch`` and
     ``send``); ``on_failure(n, exc)`` hears of records the broker did not take. The pump
-    waits ``linger`` seconds (``linger_seconds`` at first; it may be changed at any time)
-    after the first queued record before shipping.
+    waits ``linger_seconds`` after the first queued record before shipping.
     """
 
     def __init__(

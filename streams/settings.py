@@ -119,9 +119,7 @@ class WarmcastSettings(BaseSettings):
     producer_linger_ms: float = Field(
         default=5.0,
         ge=0,
-        description="how long the producer gathers records into one request: warmup "
-        "commands while the worker is behind (caught up, each batch's commands go at once), "
-        "and everything sent through Faust",
+        description="how long the producer gathers commands into one request",
     )
     fetch_max_wait_ms: int = Field(
         default=20,

@@ -153,29 +153,6 @@ async def test_events_on_a_foreign_partition_reach_the_owner(worker: Worker) -> 
     assert sorted(m["model_id"] for m in health["models"]) == sorted(models)
 
 
-async def test_a_caught_up_worker_ships_commands_without_the_linger(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    # The linger is for a worker that is behind: caught up, a batch's commands go at once,
-    # not 10 s later.
-    ns = namespace()
-    prompt = Worker(kafka_bootstrap, tmp_path, ns, policy="fixed:10", producer_linger_ms=10_000)
-    prompt.start()
-    try:
-        await produce(
-            kafka_bootstrap, topic(ns, "usage"), [(b"llama", orjson.dumps(usage("llama", T0)))]
-        )
-        commands = await consume(
-            kafka_bootstrap,
-            [topic(ns, "warmup")],
-            until=lambda records: len(records) >= 1,
-            timeout=5,
-        )
-        assert [orjson.loads(r.value)["model_id"] for r in commands] == ["llama"]
-    finally:
-        prompt.stop()
-
-
 async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
