@@ -191,13 +191,34 @@ async def test_a_flood_of_new_models_has_its_health_written_before_the_timer(
         flood.stop()
 
 
+async def two_partition_topics(bootstrap: str, ns: str) -> None:
+    """Create the namespace's topics, with two partitions, before anything is produced."""
+    settings = WarmcastSettings(kafka_bootstrap_servers=bootstrap, topic_namespace=ns)
+    await ensure_topics(settings.model_copy(update={"partitions": 2}))
+
+
+def batches_once_counted(worker: Worker, events: int) -> dict[str, float]:
+    """The usage-batch histogram (``count``, ``sum``, ``le=<bound>``), once the worker has
+    counted ``events`` usage events."""
+    metrics = wait_for(
+        lambda: (m := worker.metrics()).get("warmcast_usage_events_total") == events and m,
+        60,
+        f"{events} usage events to be counted",
+    )
+    name = "warmcast_usage_batch_messages"
+    out = {"count": metrics[f"{name}_count"], "sum": metrics[f"{name}_sum"]}
+    for key, value in metrics.items():
+        if key.startswith(f'{name}_bucket{{le="'):
+            out["le=" + key.split('"')[1]] = value
+    return out
+
+
 async def test_a_backlog_is_taken_in_full_batches(kafka_bootstrap: str, tmp_path: Path) -> None:
     # 300 messages wait in each partition when the worker starts. Caught up, a batch would
     # wait 1 ms (a few messages); behind by a full batch or more, it waits until it holds
     # the most a batch may (100).
     ns = namespace()
-    settings = WarmcastSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_namespace=ns)
-    await ensure_topics(settings.model_copy(update={"partitions": 2}))
+    await two_partition_topics(kafka_bootstrap, ns)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -218,16 +239,11 @@ async def test_a_backlog_is_taken_in_full_batches(kafka_bootstrap: str, tmp_path
         usage_catchup_batch_seconds=5,
     ).start()
     try:
-        metrics = wait_for(
-            lambda: (m := behind.metrics()).get("warmcast_usage_events_total") == 600 and m,
-            60,
-            "the backlog's 600 events to be counted",
-        )
-        batches = "warmcast_usage_batch_messages"
-        assert metrics[f"{batches}_sum"] == 600
-        large = metrics[f"{batches}_count"] - metrics[f'{batches}_bucket{{le="50.0"}}']
+        batches = batches_once_counted(behind, 600)
+        assert batches["sum"] == 600
+        large = batches["count"] - batches["le=50.0"]
         assert large >= 2, f"batches of more than 50 messages: {large}"
-        assert metrics[f'{batches}_bucket{{le="100.0"}}'] == metrics[f"{batches}_count"]
+        assert batches["le=100.0"] == batches["count"]
     finally:
         behind.stop()
 
@@ -238,8 +254,7 @@ async def test_a_batch_of_envelopes_is_full_at_its_bytes(
     # 20 envelopes of about 40 events (1.5 kB each) wait; a batch may wait 2 s and hold
     # 100 messages, but is full at 4 kB: the envelopes go at most 3 at a time.
     ns = namespace()
-    settings = WarmcastSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_namespace=ns)
-    await ensure_topics(settings.model_copy(update={"partitions": 2}))
+    await two_partition_topics(kafka_bootstrap, ns)
     owned: dict[int, list[str]] = {}
     for i in range(800):  # each envelope of models its partition owns: nothing is forwarded
         owned.setdefault(partition_for(f"e-{i}", 2), []).append(f"e-{i}")
@@ -260,15 +275,10 @@ async def test_a_batch_of_envelopes_is_full_at_its_bytes(
         usage_batch_bytes=4096,
     ).start()
     try:
-        metrics = wait_for(
-            lambda: (m := bounded.metrics()).get("warmcast_usage_events_total") == 800 and m,
-            60,
-            "the 800 events to be counted",
-        )
-        batches = "warmcast_usage_batch_messages"
-        assert metrics[f"{batches}_sum"] == len(envelopes)
-        assert metrics[f"{batches}_count"] >= len(envelopes) / 3
-        assert metrics[f'{batches}_bucket{{le="5.0"}}'] == metrics[f"{batches}_count"]
+        batches = batches_once_counted(bounded, 800)
+        assert batches["sum"] == len(envelopes)
+        assert batches["count"] >= len(envelopes) / 3
+        assert batches["le=5.0"] == batches["count"]
     finally:
         bounded.stop()
 

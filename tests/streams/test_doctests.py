@@ -5,37 +5,27 @@ example starts a broker and is skipped)."""
 from __future__ import annotations
 
 import doctest
-from types import ModuleType
+import importlib
 
 import pytest
 
-from streams import (
-    batching,
-    checkpoint,
-    healthstore,
-    kafka,
-    loop,
-    metrics,
-    partitioning,
-    security,
-    settings,
-)
-
-MODULES = [
-    batching,
-    checkpoint,
-    healthstore,
-    kafka,
-    loop,
-    metrics,
-    partitioning,
-    security,
-    settings,
+NAMES = [
+    "batching",
+    "checkpoint",
+    "healthstore",
+    "kafka",
+    "loop",
+    "metrics",
+    "partitioning",
+    "security",
+    "settings",
 ]
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_doctests(module: ModuleType) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("name", NAMES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(
+        importlib.import_module(f"streams.{name}"), optionflags=doctest.ELLIPSIS
+    )
     assert result.attempted > 0
     assert result.failed == 0
