@@ -88,7 +88,7 @@ def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
 def summarise(samples: Sequence[Sample], warmup_seconds: float) -> dict[str, Any]:
     """First, last, largest RSS and the slope after the warm-up (whole run if too short).
 
-    >>> s = [Sample(t, 100 + (t > 60) * 50, 0, 0.0, 0.0) for t in range(0, 300, 30)]
+    >>> s = [Sample(t, 100 + (t > 45) * 50, 0, 0.0, 0.0) for t in range(0, 300, 30)]
     >>> summarise(s, 60.0)["slope_bytes_per_minute"]
     0.0
     """
