@@ -7,6 +7,9 @@ On one broker, with an event mix taken from a real trace, it measures:
 - warmcast's full worker (decode, validate, engine, decisions, tables, metrics, commands),
   with single-event messages and with envelopes (the no-op agent and the worker run
   ``--rounds`` times in turns, and each keeps its best round);
+- the worker's own work per event in the bench's process, with no Kafka and no Faust
+  (:mod:`tools.bench_engine`), between the worker's rounds: what the worker's rate is a
+  share of once Faust and the clients have had their time;
 - end-to-end latency from an event's produce time to the warmup command it caused, at a
   fixed offered load, and the same through the broker alone and through relays that send
   each event straight on (a bare aiokafka one and a Faust agent): the stack's own floor;
@@ -48,6 +51,7 @@ from streams.broker import EmbeddedBroker, free_port, terminate
 from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
+from tools.bench_engine import run_engine
 from tools.traces import load_trace
 from tools.workerproc import start_worker
 
@@ -62,6 +66,7 @@ POLL_SECONDS = 0.1
 #: which the reader would add to every latency it measures.
 READER_FETCH_WAIT_MS = 5
 WORKER_STAGE = "warmcast worker"
+ENGINE_STAGE = "warmcast engine in process"
 
 
 @dataclass
@@ -653,6 +658,9 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     noop_envs: list[float] = []
     worker_singles: list[float] = []
     worker_envs: list[float] = []
+    engine_singles: list[float] = []
+    engine_envs: list[float] = []
+    in_process = WarmcastSettings(partitions=config.partitions, policy=config.policy)
     for r in rounds:
         # The no-op agent and the worker take turns, so that a slow spell of a shared
         # machine does not fall on one side only; each side keeps its best round.
@@ -667,9 +675,13 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         worker_singles.append(worker_rate(bootstrap, singles[r], workdir, config, n_single))
         say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
         worker_envs.append(worker_rate(bootstrap, envs[r], workdir, config, n_env))
-        ended = f"worker_envelope{tag}"
+        say(f"round {r + 1}: warmcast engine in process", f"worker_envelope{tag}")
+        engine_singles.append(run_engine(single_msgs, in_process).events_per_second)
+        engine_envs.append(run_engine(env_msgs, in_process).events_per_second)
+        ended = f"engine{tag}"
     noop_single, noop_env = max(noop_singles), max(noop_envs)
     worker_single, worker_env = max(worker_singles), max(worker_envs)
+    engine_single, engine_env = max(engine_singles), max(engine_envs)
 
     # A worker of its own on new topics: the embedded broker's fetches slow down as a
     # partition fills up, which would time the topics the envelope stage has filled.
@@ -688,6 +700,7 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     report.rows = [
         row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
         row("Faust agent, no work", "single", noop_single, ceiling_single, rounds=noop_singles),
+        row(ENGINE_STAGE, "single", engine_single, ceiling_single, rounds=engine_singles),
         row(
             WORKER_STAGE,
             "single",
@@ -695,10 +708,20 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
             ceiling_single,
             noop_single,
             rounds=worker_singles,
+            engine=engine_single,
         ),
         row("bare aiokafka getmany + orjson", env_kind, ceiling_env, ceiling_env),
         row("Faust agent, no work", env_kind, noop_env, ceiling_env, rounds=noop_envs),
-        row(WORKER_STAGE, env_kind, worker_env, ceiling_env, noop_env, rounds=worker_envs),
+        row(ENGINE_STAGE, env_kind, engine_env, ceiling_env, rounds=engine_envs),
+        row(
+            WORKER_STAGE,
+            env_kind,
+            worker_env,
+            ceiling_env,
+            noop_env,
+            rounds=worker_envs,
+            engine=engine_env,
+        ),
     ]
 
     say("memory per tracked served model", "latency")
@@ -727,6 +750,7 @@ def row(
     ceiling: float,
     noop: float | None = None,
     rounds: Sequence[float] = (),
+    engine: float | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "stage": stage,
@@ -738,6 +762,8 @@ def row(
         out["rounds_events_per_second"] = [round(x, 1) for x in rounds]
     if noop is not None:
         out["ratio_to_faust_noop"] = round(rate / noop, 4) if noop else None
+    if engine is not None:
+        out["ratio_to_engine"] = round(rate / engine, 4) if engine else None
     return out
 
 
@@ -922,14 +948,16 @@ def format_report(report: BenchReport) -> str:
     lines = [
         f"engine: {report.config.get('engine', '-')}",
         "",
-        f"{'stage':34} {'messages':14} {'events/s':>12} {'/ceiling':>9} {'/faust':>8}",
-        "-" * 81,
+        f"{'stage':34} {'messages':14} {'events/s':>12} {'/ceiling':>9} {'/faust':>8} "
+        f"{'/engine':>8}",
+        "-" * 90,
     ]
     for r in report.rows:
-        noop = r.get("ratio_to_faust_noop")
+        noop, engine = r.get("ratio_to_faust_noop"), r.get("ratio_to_engine")
         lines.append(
             f"{r['stage']:34} {r['messages']:14} {r['events_per_second']:>12,.0f} "
-            f"{r['ratio_to_ceiling']:>9.1%} {'' if noop is None else f'{noop:.1%}':>8}"
+            f"{r['ratio_to_ceiling']:>9.1%} {'' if noop is None else f'{noop:.1%}':>8} "
+            f"{'' if engine is None else f'{engine:.1%}':>8}".rstrip()
         )
     lines.extend(format_latency(report.latency))
     if report.memory:

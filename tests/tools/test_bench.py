@@ -200,15 +200,23 @@ def test_a_tiny_run_measures_every_stage(
     assert report["config"]["bootstrap"] == kafka_bootstrap
 
     rows = {(r["stage"], r["messages"]): r for r in report["rows"]}
-    assert set(rows) == {
-        (stage, kind)
-        for stage in ("bare aiokafka getmany + orjson", "Faust agent, no work", "warmcast worker")
-        for kind in ("single", "envelope 100")
-    }
+    stages = (
+        "bare aiokafka getmany + orjson",
+        "Faust agent, no work",
+        "warmcast engine in process",
+        "warmcast worker",
+    )
+    assert set(rows) == {(stage, kind) for stage in stages for kind in ("single", "envelope 100")}
     assert all(r["events_per_second"] > 0 for r in report["rows"])
     for kind in ("single", "envelope 100"):
-        assert rows[("warmcast worker", kind)]["ratio_to_faust_noop"] > 0
-        for stage in ("Faust agent, no work", "warmcast worker"):  # in turns, best kept
+        worker = rows[("warmcast worker", kind)]
+        assert worker["ratio_to_faust_noop"] > 0
+        assert worker["ratio_to_engine"] == pytest.approx(
+            worker["events_per_second"]
+            / rows[("warmcast engine in process", kind)]["events_per_second"],
+            abs=1e-3,
+        )
+        for stage in stages[1:]:  # in turns, best kept
             r = rows[(stage, kind)]
             assert len(r["rounds_events_per_second"]) == config.rounds == 2
             assert r["events_per_second"] == max(r["rounds_events_per_second"])
@@ -258,6 +266,8 @@ def test_a_tiny_run_measures_every_stage(
         "bare aiokafka getmany + orjson",
         "Faust agent, no work",
         "warmcast worker",
+        "warmcast engine in process",
+        "/engine",
         "event -> command latency",
         "bare aiokafka relay",
         "Faust agent relaying",
