@@ -2,10 +2,11 @@
 
 Warmup commands, and the health table's changelog, go out this way. Records are keyed by
 ``model_id`` and go to the partition a keyed producer would use. Queueing returns at
-once (the agent never waits on the broker); a pump task hands each partition's queue to
-the producer as one record batch. While a batch waits for the previous one to leave, new
-records gather behind it, so the batches grow with the load and the cost per record
-stays that of one append.
+once (the agent never waits on the broker): each record is appended straight to the
+record batch being filled for its partition, and a pump task hands the filled batches to
+the producer. While a batch waits for the previous one to leave, new records gather in
+the next, so the batches grow with the load and the cost per record stays that of one
+append.
 
 Nothing is lost on a commit: :meth:`RecordEmitter.drain` waits until every queued
 record is with the producer, and the worker drains every emitter before the producer is
@@ -27,15 +28,12 @@ from streams.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 
-#: (key, value, timestamp in ms) of one queued record; a value of ``None`` deletes the key.
-Record = tuple[bytes, bytes | None, int]
-
 
 class RecordEmitter:
     """Queues records per partition of one topic and ships them as record batches.
 
-    ``producer`` is an ``aiokafka.AIOKafkaProducer`` (``create_batch``, ``send_batch`` and
-    ``send``); ``on_failure(n, exc)`` hears of records the broker did not take. The pump
+    ``producer`` is an ``aiokafka.AIOKafkaProducer`` (``create_batch`` and
+    ``send_batch``); ``on_failure(n, exc)`` hears of records the broker did not take. The pump
     waits ``linger_seconds`` after the first queued record before shipping.
     """
 
@@ -52,7 +50,9 @@ class RecordEmitter:
         self.topic = topic
         self.partitions = partitions
         self.on_failure = on_failure
-        self.pending: dict[int, list[Record]] = {}
+        #: partition -> its record batches waiting to be shipped, in order (the last one
+        #: still being filled)
+        self.pending: dict[int, list[Any]] = {}
         self.queued = 0  # records queued and not yet with the producer
         self.batches = 0  # record batches handed to the producer
         self.sent = 0  # records handed to the producer
@@ -62,19 +62,25 @@ class RecordEmitter:
         self._pump: asyncio.Task[None] | None = None
 
     def queue(self, key: str, value: bytes | None, timestamp_ms: int) -> None:
-        """Queue one record keyed by ``key`` (returns at once)."""
+        """Queue one record keyed by ``key`` (returns at once); a value of ``None``
+        deletes the key."""
         self._append(key, value, timestamp_ms)
         self._wake_pump()
 
     def _append(self, key: str, value: bytes | None, timestamp_ms: int) -> None:
-        record = (key.encode(), value, timestamp_ms)
         partition = partition_for(key, self.partitions)
-        queue = self.pending.get(partition)
-        if queue is None:
-            self.pending[partition] = [record]
-        else:
-            queue.append(record)
+        raw = key.encode()
         self.queued += 1
+        waiting = self.pending.get(partition)
+        if waiting is None:
+            waiting = self.pending[partition] = []
+        elif waiting[-1].append(key=raw, value=value, timestamp=timestamp_ms) is not None:
+            return
+        # no batch being filled, or it is full (appending closed it): start the next; an
+        # empty batch takes any one record (the broker's size limit applies when sent)
+        batch = self.producer.create_batch()
+        batch.append(key=raw, value=value, timestamp=timestamp_ms)
+        waiting.append(batch)
 
     def _wake_pump(self) -> None:
         self._idle.clear()
@@ -96,43 +102,26 @@ class RecordEmitter:
             self._wake.clear()
             while self.pending:
                 partition = next(iter(self.pending))
-                records = self.pending.pop(partition)
-                self.queued -= len(records)
+                waiting = self.pending.pop(partition)  # new records start new batches
+                n = sum(batch.record_count() for batch in waiting)
+                self.queued -= n
                 try:
-                    await self._ship(partition, records)
+                    await self._ship(partition, waiting)
                 except Exception as exc:  # the producer refused: say so, keep the pump
-                    log.exception("could not publish %d records to %s", len(records), self.topic)
+                    log.exception("could not publish %d records to %s", n, self.topic)
                     if self.on_failure is not None:
-                        self.on_failure(len(records), exc)
+                        self.on_failure(n, exc)
             self._idle.set()
 
-    async def _ship(self, partition: int, records: list[Record]) -> None:
-        producer = self.producer
-        batch = producer.create_batch()
-        in_batch = 0
-        for key, value, ts in records:
-            if batch.append(key=key, value=value, timestamp=ts) is not None:
-                in_batch += 1
-                continue
-            if in_batch:  # full: send it, start the next
-                await self._send_batch(batch, partition, in_batch)
-                batch, in_batch = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=ts) is not None:
-                    in_batch = 1
-                    continue
-            # larger than a batch can hold: on its own
-            await producer.send(self.topic, value, key=key, partition=partition, timestamp_ms=ts)
-            self.sent += 1
-        if in_batch:
-            await self._send_batch(batch, partition, in_batch)
-
-    async def _send_batch(self, batch: Any, partition: int, n: int) -> None:
-        batch.close()  # complete: the producer sends it without lingering over it again
-        delivery = await self.producer.send_batch(batch, self.topic, partition=partition)
-        self.batches += 1
-        self.sent += n
-        if self.on_failure is not None:
-            delivery.add_done_callback(lambda f: self._delivered(f, n))
+    async def _ship(self, partition: int, waiting: list[Any]) -> None:
+        for batch in waiting:
+            n = batch.record_count()
+            batch.close()  # complete: the producer sends it without lingering over it again
+            delivery = await self.producer.send_batch(batch, self.topic, partition=partition)
+            self.batches += 1
+            self.sent += n
+            if self.on_failure is not None:
+                delivery.add_done_callback(lambda f, n=n: self._delivered(f, n))
 
     def _delivered(self, delivery: asyncio.Future[Any], n: int) -> None:
         if delivery.cancelled():
