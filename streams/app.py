@@ -6,7 +6,6 @@ start if missing; agents are registered by importing :mod:`agents`.
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from faust.types import TP
 from mode.types.signals import BaseSignalT
 
 from engine import native
+from streams.collector import settle_garbage_collector
 from streams.emit import RecordEmitter, drain_all, drain_before_flush
 from streams.healthstore import HealthStore
 from streams.kafka import ensure_topics
@@ -63,21 +63,6 @@ class WarmcastApp(UnmonitoredApp):
         settle_garbage_collector(settings.gc_young_threshold)
         runtime.usage_partitions = partitions.get(settings.topic("usage"), settings.partitions)
         runtime.warmup_partitions = partitions.get(settings.topic("warmup"), settings.partitions)
-
-
-def settle_garbage_collector(young_threshold: int) -> None:
-    """Keep the collector's pauses short on a worker that holds many served models.
-
-    What exists once the worker is up (modules, Faust, its own objects) is moved out of
-    the collector's sight (``gc.freeze``), and the youngest generation is collected every
-    ``young_threshold`` allocations instead of every 700, so that fewer objects reach the
-    older generations whose collections scan everything.
-    """
-    gc.collect()
-    gc.freeze()
-    if young_threshold > 0:
-        _, middle, old = gc.get_threshold()
-        gc.set_threshold(young_threshold, middle, old)
 
 
 def _kafka_consumer(app: faust.App) -> tuple[Any, Any]:

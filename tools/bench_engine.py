@@ -26,6 +26,7 @@ import orjson
 from engine.health import ModelHealth
 from schemas.envelope import decode, reject_skewed
 from schemas.usage import UsageEvent
+from streams.collector import settle_garbage_collector
 from streams.runtime import Runtime
 from streams.settings import WarmcastSettings
 
@@ -67,14 +68,10 @@ def batches(messages: Sequence[Message], most: int, most_bytes: int) -> Iterator
 
 @contextlib.contextmanager
 def collector_as_worker(young_threshold: int) -> Iterator[None]:
-    """The garbage collector as the worker sets it (what exists is frozen out of its
-    passes, the youngest generation collected every ``young_threshold`` allocations),
-    for a while."""
+    """The garbage collector as the worker sets it
+    (:func:`~streams.collector.settle_garbage_collector`), for a while."""
     thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    if young_threshold > 0:
-        gc.set_threshold(young_threshold, *thresholds[1:])
+    settle_garbage_collector(young_threshold)
     try:
         yield
     finally:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
@@ -219,16 +218,10 @@ async def test_a_backlog_is_taken_in_full_batches(kafka_bootstrap: str, tmp_path
     # the most a batch may (100).
     ns = namespace()
     await two_partition_topics(kafka_bootstrap, ns)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for i in range(600):
-            model_id = f"m{i % 40}"
-            body = orjson.dumps(usage(model_id, T0 + i))
-            await producer.send(topic(ns, "usage"), body, key=model_id.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    backlog = [
+        (f"m{i % 40}".encode(), orjson.dumps(usage(f"m{i % 40}", T0 + i))) for i in range(600)
+    ]
+    await produce(kafka_bootstrap, topic(ns, "usage"), backlog)
     behind = Worker(
         kafka_bootstrap,
         tmp_path,

@@ -1,0 +1,52 @@
+"""The doctests of the streams and tools modules (``testpaths`` collects doctests from the
+engine and the contracts only). Left out: ``streams.app``, which registers the agents when
+imported, ``streams.broker``, whose example starts a broker and is skipped, and the
+modules with no examples."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    *(
+        f"streams.{name}"
+        for name in (
+            "batching",
+            "checkpoint",
+            "collector",
+            "healthstore",
+            "kafka",
+            "loop",
+            "metrics",
+            "partitioning",
+            "security",
+            "settings",
+        )
+    ),
+    *(
+        f"tools.{name}"
+        for name in (
+            "backtest",
+            "bench",
+            "bench_engine",
+            "demo",
+            "fleetsim",
+            "progress",
+            "replay",
+            "scoring",
+            "soak",
+            "tail",
+            "traces",
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_doctests(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
