@@ -117,9 +117,11 @@ class WarmcastSettings(BaseSettings):
         description="largest record batch the producer sends (warmup commands, changelogs)",
     )
     producer_linger_ms: float = Field(
-        default=5.0,
+        default=0.0,
         ge=0,
-        description="how long the producer gathers commands into one request",
+        description="how long the producer gathers commands into one request (0: the "
+        "commands of a batch of usage messages leave at once; under load, those queued "
+        "while earlier batches wait to leave gather in the next)",
     )
     fetch_max_wait_ms: int = Field(
         default=20,
