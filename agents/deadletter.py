@@ -7,7 +7,7 @@ import time
 
 from faust.types import EventT
 
-from schemas.envelope import E, EventError, decode, reject_skewed
+from schemas.envelope import E, EventError
 from streams.app import app
 
 
@@ -44,18 +44,9 @@ async def decode_or_dead_letter(event: EventT, schema: type[E], now: float) -> l
     """The good events of a consumed message (counted as consumed); every bad one (and a
     message that is not JSON, too large, or out of time bounds) is dead-lettered."""
     runtime = app.runtime
-    settings = runtime.settings
     message = event.message
     runtime.metrics.consumed(message.topic).inc()
-    decoded = decode(
-        message.value,
-        schema,
-        max_bytes=settings.max_message_bytes,
-        max_events=settings.max_envelope_events,
-    )
-    decoded = reject_skewed(
-        decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
-    )
+    decoded = runtime.decode(message.value, schema, now)
     if decoded.errors:
         await dead_letter_all(event, decoded.errors)
     return decoded.events

@@ -44,7 +44,7 @@ from engine.checkpoint import (
     seal,
 )
 from engine.lease import Command
-from schemas.envelope import decode, reject_skewed
+from schemas.envelope import decode
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
 from streams.app import app, health_store
@@ -483,13 +483,7 @@ async def replay_into(
     limits = {"max_bytes": settings.max_message_bytes, "max_events": settings.max_envelope_events}
     for timestamp, _, _, kind, value in records:
         if kind == "usage":
-            decoded = reject_skewed(
-                decode(value, UsageEvent, **limits),
-                timestamp / 1000,
-                settings.max_future_skew_seconds,
-                settings.max_past_skew_seconds,
-            )
-            for ev in decoded.events:
+            for ev in runtime.decode(value, UsageEvent, timestamp / 1000).events:
                 if partition_for(ev.model_id, n_partitions) == partition:
                     commands += engine.observe(ev.model_id, ev.ts, ev.count)
         else:

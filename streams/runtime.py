@@ -33,6 +33,7 @@ from engine.lease import Command
 from engine.policies import Policy
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
+from schemas.envelope import Decoded, E, decode, reject_skewed
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
 from streams.metrics import ALERT_KINDS, WorkerMetrics
@@ -227,6 +228,21 @@ class Runtime:
         self.dead_letter_window.add(now, n)
 
     # -- usage and metric events ------------------------------------------------------
+
+    def decode(self, raw: bytes | None, schema: type[E], now: float) -> Decoded[E]:
+        """The events of one consumed message, checked against the settings' bounds
+        (message size, events in an envelope, event time against the wall clock ``now``);
+        the bad ones are in ``errors``."""
+        settings = self.settings
+        decoded = decode(
+            raw,
+            schema,
+            max_bytes=settings.max_message_bytes,
+            max_events=settings.max_envelope_events,
+        )
+        return reject_skewed(
+            decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
+        )
 
     def apply_usage(
         self,

@@ -1,11 +1,10 @@
 """The worker's own work per usage event, timed in the bench's process with no Kafka.
 
 Each usage message is decoded and checked as the usage agent does it
-(:func:`schemas.envelope.decode`, :func:`schemas.envelope.reject_skewed`); the events of
-each batch go to their partition's engine and rolling health at once
-(:meth:`streams.runtime.Runtime.apply_usage`, the worker's own step), and each command is
-encoded as the worker sends it. Batches are cut as the usage agent cuts a backlog:
-``usage_batch_messages`` messages, or ``usage_batch_bytes``.
+(:meth:`streams.runtime.Runtime.decode`); the events of each batch go to their partition's
+engine and rolling health at once (:meth:`streams.runtime.Runtime.apply_usage`, the
+worker's own step), and each command is encoded as the worker sends it. Batches are cut as
+the usage agent cuts a backlog: ``usage_batch_messages`` messages, or ``usage_batch_bytes``.
 
 Left out: Faust, the consumer and the producer, the broker, the health table's writes and
 the metrics of each message. The worker's rate over this one is the share of its time
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 import orjson
 
 from engine.health import ModelHealth
-from schemas.envelope import decode, reject_skewed
 from schemas.usage import UsageEvent
 from streams.collector import settle_garbage_collector
 from streams.runtime import Runtime
@@ -94,18 +92,7 @@ def run_engine(messages: Iterable[Message], settings: WarmcastSettings) -> Engin
             now = time.time()
             mine: dict[int, list[UsageEvent]] = {}
             for partition, _, value, _ in batch:
-                decoded = reject_skewed(
-                    decode(
-                        value,
-                        UsageEvent,
-                        max_bytes=settings.max_message_bytes,
-                        max_events=settings.max_envelope_events,
-                    ),
-                    now,
-                    settings.max_future_skew_seconds,
-                    settings.max_past_skew_seconds,
-                )
-                mine.setdefault(partition, []).extend(decoded.events)
+                mine.setdefault(partition, []).extend(runtime.decode(value, UsageEvent, now).events)
             for partition, good in mine.items():
                 out, _ = runtime.apply_usage(partition, good, stored.get, now)
                 for command in out:
