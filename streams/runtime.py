@@ -293,7 +293,9 @@ class Runtime:
         if self.newest_event_time is None or newest > self.newest_event_time:
             self.newest_event_time = newest
         self.volume.add(newest, (tally.events,))
-        self.decisions.add(now, (), latency=tally.engine_seconds)
+        # stamped when the step's decisions are done: a slow step stays in the window for
+        # the window's whole length after it, not less by its own duration
+        self.decisions.add(now + tally.engine_seconds, (), latency=tally.engine_seconds)
         self.last_usage_wall = now
         self.dirty.update(touched)
         counted = self.metrics.tally

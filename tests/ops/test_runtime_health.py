@@ -93,6 +93,15 @@ def test_errors_latency_and_decisions_are_measured() -> None:
     assert rt.dirty == {"m", "n"}
 
 
+def test_a_slow_step_counts_for_a_whole_window_after_it_is_done() -> None:
+    rt = runtime(policy="fixed:10", decision_latency_window_seconds=1.5)
+    rt.engines[0] = WarmupEngine(StandInPolicy(delay=0.2))
+    now = 100.4  # the step starts in the window slot [99.0, 100.5) and ends in the next one
+    rt.apply_usage(0, [UsageEvent(model_id="m", ts=T0)], lambda m: None, now)
+    p95 = rt.decisions.view(now + 1.6).quantile(0.95)  # less than 1.5 s after it is done
+    assert p95 is not None and p95 > 0.15  # the sketch is 2 % accurate
+
+
 def test_policy_alerts_are_recorded_once_and_queue_overflow_left_to_the_check() -> None:
     rt = runtime(policy="fixed:10", alert_for_seconds=0, alert_keep_firing_seconds=0)
     policy = StandInPolicy()
