@@ -33,7 +33,6 @@ from mode.types.signals import BaseSignalT
 from prometheus_client import Counter, Gauge
 
 from engine.alerting import AlertTransition, RateWindow
-from engine.anomaly import MetricAnomalies
 from engine.checkpoint import (
     CheckpointHeader,
     CheckpointRejected,
@@ -44,13 +43,9 @@ from engine.checkpoint import (
     seal,
 )
 from engine.lease import Command
-from schemas.envelope import decode
-from schemas.metric import MetricEvent
-from schemas.usage import UsageEvent
 from streams.app import app, health_store
 from streams.checkpoint import CheckpointStore
 from streams.kafka import client_kwargs
-from streams.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -470,27 +465,8 @@ async def replay_into(
     finally:
         await consumer.stop()
     records.sort(key=lambda r: r[:3])
-    engine = state.engine
-    if state.anomalies is None:
-        state.anomalies = MetricAnomalies(
-            settings.anomaly_metric_names,
-            threshold=settings.anomaly_threshold,
-            warmup=settings.anomaly_warmup,
-        )
-    watch = state.anomalies
-    n_partitions = runtime.usage_partitions
-    commands: list[Command] = []
-    limits = {"max_bytes": settings.max_message_bytes, "max_events": settings.max_envelope_events}
-    for timestamp, _, _, kind, value in records:
-        if kind == "usage":
-            for ev in runtime.decode(value, UsageEvent, timestamp / 1000).events:
-                if partition_for(ev.model_id, n_partitions) == partition:
-                    commands += engine.observe(ev.model_id, ev.ts, ev.count)
-        else:
-            for mv in decode(value, MetricEvent, **limits).events:
-                if mv.model_id is not None:
-                    watch.observe(mv.model_id, mv.name, mv.value, mv.ts)
-                    engine.observe_metric(mv.model_id, mv.name, mv.value, mv.ts)
+    written = ((timestamp / 1000, kind, value) for timestamp, _, _, kind, value in records)
+    commands = runtime.replay(state, partition, written)
     return commands, len(records)
 
 

@@ -37,6 +37,7 @@ from schemas.envelope import Decoded, E, decode, reject_skewed
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
 from streams.metrics import ALERT_KINDS, WorkerMetrics
+from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 
 WARMUP_OUTCOMES = ("issued", "used", "wasted")
@@ -205,11 +206,14 @@ class Runtime:
     def anomalies_for(self, partition: int) -> MetricAnomalies:
         watch = self.anomalies.get(partition)
         if watch is None:
-            s = self.settings
-            watch = self.anomalies[partition] = MetricAnomalies(
-                s.anomaly_metric_names, threshold=s.anomaly_threshold, warmup=s.anomaly_warmup
-            )
+            watch = self.anomalies[partition] = self._new_anomalies()
         return watch
+
+    def _new_anomalies(self) -> MetricAnomalies:
+        s = self.settings
+        return MetricAnomalies(
+            s.anomaly_metric_names, threshold=s.anomaly_threshold, warmup=s.anomaly_warmup
+        )
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -243,6 +247,35 @@ class Runtime:
         return reject_skewed(
             decoded, now, settings.max_future_skew_seconds, settings.max_past_skew_seconds
         )
+
+    def replay(
+        self,
+        state: PartitionState,
+        partition: int,
+        records: Iterable[tuple[float, str, bytes | None]],
+    ) -> list[Command]:
+        """Feed a restored partition state the input records written after its checkpoint,
+        ``(broker time in seconds, "usage" or "metrics", value)`` in the order they were
+        written, as the agents fed them: each message decoded and checked against its
+        broker time, what the live worker refused skipped (it was dead-lettered then),
+        usage events of other partitions' models left to them; the commands they cause."""
+        engine = state.engine
+        if state.anomalies is None:
+            state.anomalies = self._new_anomalies()
+        watch = state.anomalies
+        n_partitions = self.usage_partitions
+        commands: list[Command] = []
+        for broker_time, kind, value in records:
+            if kind == "usage":
+                for ev in self.decode(value, UsageEvent, broker_time).events:
+                    if partition_for(ev.model_id, n_partitions) == partition:
+                        commands += engine.observe(ev.model_id, ev.ts, ev.count)
+            else:
+                for mv in self.decode(value, MetricEvent, broker_time).events:
+                    if mv.model_id is not None:
+                        watch.observe(mv.model_id, mv.name, mv.value, mv.ts)
+                        engine.observe_metric(mv.model_id, mv.name, mv.value, mv.ts)
+        return commands
 
     def apply_usage(
         self,

@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
+from engine.checkpoint import PartitionState
 from engine.core import WarmupEngine
 from engine.health import ModelHealth
 from engine.lease import Lease
 from schemas.usage import UsageEvent
+from streams.partitioning import partition_for
 from streams.runtime import Runtime
 from streams.settings import WarmcastSettings
 from tests.ops.standin import DriftAlert, StandInPolicy
@@ -100,6 +104,38 @@ def test_a_slow_step_counts_for_a_whole_window_after_it_is_done() -> None:
     rt.apply_usage(0, [UsageEvent(model_id="m", ts=T0)], lambda m: None, now)
     p95 = rt.decisions.view(now + 1.6).quantile(0.95)  # less than 1.5 s after it is done
     assert p95 is not None and p95 > 0.15  # the sketch is 2 % accurate
+
+
+def test_a_replay_feeds_what_the_live_worker_took_and_skips_what_it_refused() -> None:
+    rt = runtime(policy="fixed:10", partitions=2, max_future_skew_seconds=60)
+    policy = StandInPolicy()
+    state = PartitionState(WarmupEngine(policy))
+    mine = [m for m in ("a", "b", "c", "d", "e", "f") if partition_for(m, 2) == 0]
+    theirs = next(m for m in ("a", "b", "c", "d", "e", "f") if partition_for(m, 2) == 1)
+
+    def metric(name: str, value: float, ts: float) -> bytes:
+        return orjson.dumps({"model_id": "probe", "ts": ts, "name": name, "value": value})
+
+    def usage(model_id: str, ts: float) -> bytes:
+        return orjson.dumps({"model_id": model_id, "ts": ts})
+
+    records = [
+        (T0, "metrics", metric("standin.precision", 0.5, T0)),
+        (T0, "metrics", metric("standin.decision_delay", 0.3, T0 + 3600)),  # an hour ahead
+        (T0, "metrics", b"{not json"),
+        (T0, "metrics", metric("load_time", 20.0, T0)),
+        (T0, "metrics", metric("load_time", 300.0, T0 + 3600)),
+        (T0 + 1, "usage", usage(mine[0], T0 + 1)),
+        (T0 + 1, "usage", usage(mine[1], T0 + 7200)),  # two hours ahead of its broker time
+        (T0 + 1, "usage", usage(theirs, T0 + 1)),  # the other partition's
+    ]
+    commands = rt.replay(state, 0, records)
+    assert (policy.accuracy.total.hits, policy.delay) == (500, 0.0)
+    assert [(c.model_id, c.action) for c in commands] == [(mine[0], "warm")]
+    assert state.anomalies is not None
+    learners = state.anomalies.learners
+    assert list(learners) == [("probe", "load_time")]
+    assert learners["probe", "load_time"].anomaly_detector.n == 1
 
 
 def test_policy_alerts_are_recorded_once_and_queue_overflow_left_to_the_check() -> None:
