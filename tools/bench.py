@@ -642,17 +642,7 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         bare_consumer(bootstrap, env.topic("usage"), config.partitions, n_env)
     )
 
-    say(f"one trip through the broker at {config.latency_rate} events/s", "ceiling")
-    hop = asyncio.run(latency(bootstrap, namespace("hop"), config, read="usage"))
-    relayed: dict[str, dict[str, Any]] = {}
-    ended = "broker_hop"
-    for kind, (name, argv) in RELAYS.items():
-        say(f"the same through a {name}", ended)
-        relayed[kind] = relay_latency(
-            bootstrap, namespace(kind.replace("_", "-")), config, workdir, argv
-        )
-        ended = kind
-
+    ended = "ceiling"
     wait = single.fetch_max_wait_ms  # the worker's, from the same environment
     noop_singles: list[float] = []
     noop_envs: list[float] = []
@@ -683,9 +673,21 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     worker_single, worker_env = max(worker_singles), max(worker_envs)
     engine_single, engine_env = max(engine_singles), max(engine_envs)
 
-    # A worker of its own on new topics: the embedded broker's fetches slow down as a
-    # partition fills up, which would time the topics the envelope stage has filled.
-    say(f"latency at {config.latency_rate} events/s", ended)
+    # The latency stages run back to back, each on new topics: the stack's floors just
+    # before the worker, so that a slow spell of the machine shows in all of them, and
+    # none on the topics the throughput stages filled (the embedded broker's fetches slow
+    # down as a partition fills up).
+    say(f"one trip through the broker at {config.latency_rate} events/s", ended)
+    hop = asyncio.run(latency(bootstrap, namespace("hop"), config, read="usage"))
+    relayed: dict[str, dict[str, Any]] = {}
+    ended = "broker_hop"
+    for kind, (name, argv) in RELAYS.items():
+        say(f"the same through a {name}", ended)
+        relayed[kind] = relay_latency(
+            bootstrap, namespace(kind.replace("_", "-")), config, workdir, argv
+        )
+        ended = kind
+    say(f"warmcast worker at {config.latency_rate} events/s", ended)
     timed = namespace("latency")
     w = WorkerProcess(bootstrap, timed.topic_namespace, workdir, config)
     try:
