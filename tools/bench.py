@@ -805,6 +805,8 @@ def memory(
 
 # -- the targets ------------------------------------------------------------------------
 
+MB = 10**6  # the targets count bytes in powers of ten: 2 KB is 2,000 B
+
 #: The performance targets: events per second per worker in envelopes of 100; the share of
 #: the Faust no-op agent's rate with single-event messages; p99 event -> command latency
 #: at 1,000 events/s; state and resident memory per tracked served model.
@@ -813,8 +815,8 @@ ENVELOPE_TARGET_SIZE = 100
 SINGLE_TARGET_RATIO_TO_NOOP = 0.8
 LATENCY_TARGET_P99_MS = 50.0
 LATENCY_TARGET_RATE = 1000
-BYTES_PER_MODEL_TARGET = 2 * 1024
-RSS_TARGET_BYTES = 400 * 2**20
+BYTES_PER_MODEL_TARGET = 2_000
+RSS_TARGET_BYTES = 400 * MB
 RSS_TARGET_MODELS = 100_000
 
 
@@ -908,7 +910,7 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
         ),
         target(
             "worker_rss_at_100k_models",
-            f"worker RSS < {RSS_TARGET_BYTES // 2**20} MB at {RSS_TARGET_MODELS:,} models",
+            f"worker RSS < {RSS_TARGET_BYTES // MB} MB at {RSS_TARGET_MODELS:,} models",
             at_100k["worker_rss_bytes"] if at_100k else None,
             RSS_TARGET_BYTES,
             "bytes",
@@ -924,8 +926,8 @@ def format_target(t: dict[str, Any]) -> str:
         shown = "-"
     elif unit == "ratio":
         shown = f"{value:.1%}"
-    elif unit == "bytes" and t["threshold"] >= 2**20:
-        shown = f"{value / 2**20:,.1f} MB"
+    elif unit == "bytes" and t["threshold"] >= MB:
+        shown = f"{value / MB:,.1f} MB"
     elif unit == "bytes":
         shown = f"{value:,.0f} B"
     elif unit == "ms":
@@ -971,7 +973,7 @@ def format_report(report: BenchReport) -> str:
         for m in report.memory:
             lines.append(
                 f"{m['models']:>8,} {m['tracked_models']:>8,} {m['new_models_per_second']:>8,.0f} "
-                f"{m['worker_rss_bytes'] / 2**20:>9.1f} MB "
+                f"{m['worker_rss_bytes'] / MB:>9.1f} MB "
                 f"{m['worker_bytes_per_model']:>15,.0f} {m['engine_bytes_per_model']:>15,.0f}"
             )
     if report.targets:

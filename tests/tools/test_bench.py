@@ -98,9 +98,8 @@ def report_with(
 def test_each_target_is_judged_against_its_threshold() -> None:
     memory = [model_memory(1_000, 150 * 2**20, 9000.0), model_memory(100_000, 350 * 2**20, 1900.0)]
     config = BenchConfig()
-    report = report_with(
-        single=3_000.0, noop_single=4_000.0, envelope=60_000.0, p99=49.0, memory=memory
-    )
+    fast: dict[str, float] = dict(single=3_000.0, noop_single=4_000.0, envelope=60_000.0, p99=49.0)
+    report = report_with(**fast, memory=memory)
     judged = {t["name"]: t for t in targets(report, config)}
     assert set(judged) == TARGETS
     assert all(t["judged"] for t in judged.values())
@@ -120,6 +119,16 @@ def test_each_target_is_judged_against_its_threshold() -> None:
     assert judged["latency_p99_ms"]["met"] is False  # < 50 ms, strictly
     assert not judged["worker_bytes_per_model"]["judged"]
     assert not judged["worker_rss_at_100k_models"]["judged"]
+
+    # bytes count in powers of ten: 390 MiB is 409 MB, 1,990 B is under 2 KB, 2,010 B is not
+    heavy = [model_memory(100_000, 390 * 2**20, 2_010.0)]
+    judged = {t["name"]: t for t in targets(report_with(**fast, memory=heavy), config)}
+    assert judged["worker_rss_at_100k_models"]["met"] is False
+    assert judged["worker_bytes_per_model"]["met"] is False
+    light = [model_memory(100_000, 399 * 10**6, 1_990.0)]
+    judged = {t["name"]: t for t in targets(report_with(**fast, memory=light), config)}
+    assert judged["worker_rss_at_100k_models"]["met"] is True
+    assert judged["worker_bytes_per_model"]["met"] is True
 
 
 def test_a_target_the_run_did_not_measure_is_not_judged() -> None:
