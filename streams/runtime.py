@@ -272,9 +272,7 @@ class Runtime:
                         commands += engine.observe(ev.model_id, ev.ts, ev.count)
             else:
                 for mv in self.decode(value, MetricEvent, broker_time).events:
-                    if mv.model_id is not None:
-                        watch.observe(mv.model_id, mv.name, mv.value, mv.ts)
-                        engine.observe_metric(mv.model_id, mv.name, mv.value, mv.ts)
+                    feed_metric(engine, watch, mv)
         return commands
 
     def apply_usage(
@@ -404,13 +402,8 @@ class Runtime:
         for ev in events:
             m.metric_events.labels(name=ev.name).inc()
             self.metric_events += 1
-            if ev.model_id is None:
-                continue
-            flagged_before = watch.flagged
-            watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
-            if watch.flagged > flagged_before:
+            if feed_metric(engine, watch, ev):
                 m.anomalies.labels(metric=ev.name).inc()
-            engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
 
     def note_commands(self, commands: list[Command], now: float) -> None:
         if commands:
@@ -575,3 +568,14 @@ class Runtime:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def feed_metric(engine: WarmupEngine, watch: MetricAnomalies, ev: MetricEvent) -> bool:
+    """Hand a metric event to the anomaly learners and to the engine's policy (an event of
+    no served model goes to neither); whether it was flagged as an anomaly."""
+    if ev.model_id is None:
+        return False
+    flagged_before = watch.flagged
+    watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
+    engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
+    return watch.flagged > flagged_before
