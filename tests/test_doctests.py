@@ -34,6 +34,7 @@ MODULES = [
             "bench_engine",
             "demo",
             "fleetsim",
+            "hostile",
             "progress",
             "replay",
             "scoring",

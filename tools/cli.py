@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import topics
 
     topics.register(sub)
-    from tools import soak
+    from tools import hostile, soak
 
     soak.register(sub)
+    hostile.register(sub)
     return parser
 
 

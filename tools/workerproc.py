@@ -33,8 +33,8 @@ def start_worker(
         WARMCAST_PARTITIONS=str(partitions),
         WARMCAST_POLICY=policy,
         WARMCAST_LOG_LEVEL="warning",
-        **(extra_env or {}),
     )
+    env.update(extra_env or {})
     log_path = workdir / f"{ns}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
