@@ -6,14 +6,18 @@ usual ``KAFKA_BOOTSTRAP_SERVERS``) and a ``warmcast run`` flag of the same name.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WarmcastSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WARMCAST_", extra="ignore")
+    # Errors never repeat the input: it may hold a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="WARMCAST_", extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -279,6 +283,62 @@ class WarmcastSettings(BaseSettings):
         default=True, description="check that a broker's certificate names its host"
     )
 
+    # -- signed operator controls (agents/control.py, streams/control_auth.py) ----------
+    control_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key (at least 32 bytes) that signs control records; "
+        "unset: no control record is applied and the /control actions are off",
+    )
+    control_max_age_seconds: float = Field(
+        default=300.0, gt=0, description="control records signed longer ago are refused (stale)"
+    )
+    control_max_future_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="control records signed further ahead of the wall clock are refused",
+    )
+    control_replay_memory: int = Field(
+        default=10_000, ge=100, description="command ids remembered to refuse a replayed record"
+    )
+    # -- secrets from files: WARMCAST_<SECRET>_FILE names a file that holds the secret ----
+    kafka_sasl_password_file: str | None = Field(
+        default=None, description="file holding the SASL password"
+    )
+    kafka_ssl_key_password_file: str | None = Field(
+        default=None, description="file holding the password of the client key"
+    )
+    checkpoint_key_file: str | None = Field(
+        default=None, description="file holding the checkpoint key"
+    )
+    control_token_file: str | None = Field(
+        default=None, description="file holding the bearer token of the /control endpoints"
+    )
+    control_key_file: str | None = Field(
+        default=None, description="file holding the key that signs control records"
+    )
+
+    @model_validator(mode="after")
+    def _secrets_from_files_and_keys_long_enough(self) -> Self:
+        for name in SECRETS:
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{self.env_name(name)} and {self.env_name(name)}_FILE are both set: "
+                    "give the secret one way"
+                )
+            setattr(self, name, SecretStr(_read_secret(path, self.env_name(name))))
+        for name in SIGNING_KEYS:
+            secret = getattr(self, name)
+            size = len(secret.get_secret_value().encode()) if secret is not None else None
+            if size is not None and size < MIN_KEY_BYTES:
+                raise ValueError(
+                    f"{self.env_name(name)} is {size} bytes: a signing key needs at least "
+                    f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)"
+                )
+        return self
+
     def topic(self, name: str) -> str:
         """Full topic name: ``topic("usage")`` is ``warmcast.usage.v1``.
 
@@ -326,3 +386,28 @@ class WarmcastSettings(BaseSettings):
         if isinstance(alias, AliasChoices):
             return str(alias.choices[0])
         return f"WARMCAST_{field.upper()}"
+
+
+#: Settings that are secrets: never flags, read from ``WARMCAST_<NAME>`` or from the file
+#: ``WARMCAST_<NAME>_FILE`` names (``--<name>-file PATH``).
+SECRETS = (
+    "kafka_sasl_password",
+    "kafka_ssl_key_password",
+    "checkpoint_key",
+    "control_token",
+    "control_key",
+)
+#: HMAC keys, refused when shorter than :data:`MIN_KEY_BYTES`.
+SIGNING_KEYS = ("checkpoint_key", "control_key")
+MIN_KEY_BYTES = 32
+
+
+def _read_secret(path: str, env: str) -> str:
+    """A secret kept in a file: its text without the trailing newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{env}_FILE: cannot read {path}: {exc.strerror or exc}") from exc
+    if not text:
+        raise ValueError(f"{env}_FILE: {path} is empty")
+    return text

@@ -17,24 +17,53 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import ValidationError
 
-from streams.settings import WarmcastSettings
+from streams.settings import SECRETS, WarmcastSettings
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; its help names the environment variable it overrides."""
-    group = parser.add_argument_group("settings (flags override the environment)")
+    """One flag per setting; its help names the environment variable it overrides.
+    Secrets have no flag (a command line shows in ``ps``): only their ``--...-file``."""
     defaults = WarmcastSettings.model_construct()
+    secrets = ", ".join(defaults.env_name(name) for name in SECRETS)
+    group = parser.add_argument_group(
+        "settings (flags override the environment)",
+        f"Secrets are never flags: each comes from its environment variable ({secrets}) "
+        "or from a file named by <variable>_FILE or by its --...-file PATH flag.",
+    )
     for name, field in WarmcastSettings.model_fields.items():
+        if name in SECRETS:
+            group.add_argument(
+                "--" + name.replace("_", "-"),
+                nargs="?",
+                action=_SecretFlag,
+                help=argparse.SUPPRESS,
+                env=defaults.env_name(name),
+            )
+            continue
         flag = "--" + name.replace("_", "-")
         env = defaults.env_name(name)
         default = field.default
-        shown = (
-            "unset" if default is None else ("***" if field.annotation is SecretStr else default)
-        )
+        shown = "unset" if default is None else default
         text = f"{field.description or name.replace('_', ' ')} [env: {env}; default: {shown}]"
-        group.add_argument(flag, dest=f"setting_{name}", default=None, metavar="VALUE", help=text)
+        metavar = "PATH" if name.removesuffix("_file") in SECRETS else "VALUE"
+        group.add_argument(flag, dest=f"setting_{name}", default=None, metavar=metavar, help=text)
+
+
+class _SecretFlag(argparse.Action):
+    """A secret given as a flag: refused, without repeating it."""
+
+    def __init__(self, *args: Any, env: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env = env
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        flag = self.option_strings[0]
+        parser.error(
+            f"{flag} is not accepted: a secret on the command line shows in ps; set "
+            f"{self.env} or use {flag}-file PATH"
+        )
 
 
 def _apply_settings_flags(args: argparse.Namespace) -> None:
@@ -194,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> Any:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValidationError as exc:  # the settings (never repeating their input)
+        print(f"warmcast {args.command}: the settings are not valid: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

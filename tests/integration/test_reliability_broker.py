@@ -64,7 +64,7 @@ async def test_worker_rides_out_a_paused_broker(tmp_path: Path) -> None:
             tmp_path,
             ns,
             policy="hybrid",
-            checkpoint_key="k",
+            checkpoint_key="a checkpoint key of the broker pause test",
             checkpoint_interval_seconds=2,
             broker_stall_seconds=3,
             alert_check_seconds=0.5,

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 SECRETS = {
     "kafka_sasl_password": "sasl-pass-9f3a",
     "kafka_ssl_key_password": "key-pass-77c1",
-    "checkpoint_key": "checkpoint-key-51d0",
+    "checkpoint_key": "checkpoint-key-51d0-of-the-security-tests",
+    "control_key": "control-key-8c2e-of-the-security-tests",
     "control_token": "control-token-e2b4",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.kafka import client_kwargs, topic_specs
-from streams.settings import WarmcastSettings
+from streams.settings import SECRETS, WarmcastSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,3 +58,75 @@ def test_run_help_names_the_environment_variables() -> None:
     ).stdout
     for env in ("KAFKA_BOOTSTRAP_SERVERS", "WARMCAST_WEB_PORT", "WARMCAST_POLICY"):
         assert f"env: {env}" in out
+
+
+def test_a_signing_key_under_32_bytes_is_refused() -> None:
+    for name in ("checkpoint_key", "control_key"):
+        assert WarmcastSettings(**{name: "k" * 32}).model_dump()[name] is not None
+        with pytest.raises(ValueError, match="is 31 bytes: a signing key needs at least 32"):
+            WarmcastSettings(**{name: "k" * 31})
+
+
+def test_a_short_key_stops_the_worker_at_start_with_a_clear_error(tmp_path: Path) -> None:
+    for env in ("WARMCAST_CHECKPOINT_KEY", "WARMCAST_CONTROL_KEY"):
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "worker"],
+            cwd=REPO,
+            env={**os.environ, env: "short-secret", "WARMCAST_DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert f"{env} is 12 bytes: a signing key needs at least 32" in done.stderr
+        assert "short-secret" not in done.stderr + done.stdout  # errors never echo a secret
+        assert "Traceback" not in done.stderr
+
+
+def test_secrets_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key = tmp_path / "control.key"
+    key.write_text("a control key kept in a file, 32+ bytes\n")
+    monkeypatch.setenv("WARMCAST_CONTROL_KEY_FILE", str(key))
+    monkeypatch.setenv("WARMCAST_KAFKA_SASL_PASSWORD_FILE", str(key))
+    s = WarmcastSettings()
+    assert s.control_key is not None and s.kafka_sasl_password is not None
+    assert s.control_key.get_secret_value() == "a control key kept in a file, 32+ bytes"
+    monkeypatch.setenv("WARMCAST_CONTROL_KEY", "the same key, given twice: 32+ bytes")
+    with pytest.raises(ValueError, match="WARMCAST_CONTROL_KEY_FILE are both set"):
+        WarmcastSettings()
+    monkeypatch.delenv("WARMCAST_CONTROL_KEY")
+    monkeypatch.setenv("WARMCAST_CONTROL_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="WARMCAST_CONTROL_KEY_FILE: cannot read"):
+        WarmcastSettings()
+
+
+def test_secrets_are_never_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.cli import _apply_settings_flags, build_parser
+
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "worker", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "Secrets are never flags" in " ".join(help_text.split())
+    for name in SECRETS:
+        flag = "--" + name.replace("_", "-")
+        assert f"{flag} " not in help_text and f"{flag}-file PATH" in help_text
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["worker", flag, "hunter2-s3cret"])
+        refused = capsys.readouterr().err
+        assert f"{flag} is not accepted" in refused and "-file PATH" in refused
+        assert "hunter2-s3cret" not in refused
+    key = tmp_path / "checkpoint.key"
+    key.write_text("a checkpoint key kept in a file, 32+ bytes")
+    args = build_parser().parse_args(["worker", "--checkpoint-key-file", str(key)])
+    monkeypatch.setenv("WARMCAST_CHECKPOINT_KEY_FILE", "")  # undone after the test
+    _apply_settings_flags(args)
+    settings = WarmcastSettings()
+    assert settings.checkpoint_key is not None
+    assert settings.checkpoint_key.get_secret_value() == key.read_text()
