@@ -17,6 +17,7 @@ MODULES = [
             "batching",
             "checkpoint",
             "collector",
+            "control_auth",
             "healthstore",
             "kafka",
             "loop",

@@ -5,6 +5,7 @@ warmcast worker     the Faust worker alone (needs a broker)
 warmcast broker     the embedded Kafka-protocol broker alone
 warmcast schemas    export or check the JSON Schema files of the contracts
 warmcast backtest   run policies offline over a historical trace
+warmcast control    send a signed operator command to every worker
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import topics
 
     topics.register(sub)
+    from tools import control
+
+    control.register(sub)
     from tools import hostile, soak
 
     soak.register(sub)
