@@ -209,11 +209,16 @@ async def test_replayed_stale_and_misplaced_records_are_refused(
 
 
 async def test_history_is_taken_in_offset_order(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """A stop whose Kafka timestamp is later than a resume written after it does not
-    outrank the resume (50 minutes ahead, which every broker accepts; year 2100 alike)."""
+    """After a restart the last genuine command holds: not a stop whose Kafka timestamp
+    is later than the resume written after it (50 minutes ahead, which every broker
+    accepts; year 2100 alike), nor a genuine stop written again after the resume."""
     ns = namespace()
+    control = [topic(ns, "control")]
     worker = start(kafka_bootstrap, tmp_path, ns)
     try:
+        status, doc = call(worker, "POST", "/control/emergency-stop")
+        assert status == 200 and doc["applied"]
+        first = (await consume(kafka_bootstrap, control, lambda rs: len(rs) >= 1))[0]
         genuine = command("emergency_stop")
         forged = command("emergency_stop", key=None, release=True)
         later_ms = int((time.time() + 3000) * 1000)
@@ -223,17 +228,20 @@ async def test_history_is_taken_in_offset_order(kafka_bootstrap: str, tmp_path: 
             (genuine[0], genuine[1], 0, later_ms),
             (forged[0], forged[1], 0, later_ms),
         )
-        wait_for(lambda: paused(worker), 30, "the genuine stop")
+        wait_for(lambda: call(worker, "GET", "/control")[1]["commands_applied"] == 2, 30, "2")
         wait_refused(worker, unsigned=1)
         status, doc = call(worker, "POST", "/control/resume")
         assert status == 200 and doc["applied"] and not paused(worker)
+        await send(kafka_bootstrap, ns, (first.value, list(first.headers), 0, None))
+        wait_refused(worker, replayed=1)
+        assert not paused(worker)
     finally:
         assert worker.stop() == 0
     restarted = start(kafka_bootstrap, tmp_path, ns)
     try:
         assert not paused(restarted)
-        assert refused(restarted, "unsigned") == 1  # counted again from the history
-        assert "control history: 3 records, 1 refused; stopped=False" in restarted.log.read_text()
+        assert refused(restarted, "unsigned") == refused(restarted, "replayed") == 1
+        assert "control history: 5 records, 2 refused; stopped=False" in restarted.log.read_text()
     finally:
         restarted.stop()
 
