@@ -233,7 +233,8 @@ def _forged(i: int, now: float) -> Planned:
         body["ts"] = now
         raw = orjson.dumps(body)
         forged_key = secrets.token_bytes(32)
-        headers.append(("warmcast.signature", hmac.new(forged_key, raw, hashlib.sha256).digest()))
+        digest = hmac.new(forged_key, raw, hashlib.sha256).hexdigest()
+        headers.append(("warmcast.signature", f"sha256={digest}".encode()))
         return Planned("forged", "control", raw, None, headers=headers)
     if way == 2:  # stamped in 2100, to outrank every later command
         body["ts"] = 4_102_444_800.0
