@@ -133,6 +133,7 @@ class MetricAnomalies:
         return [a for (m, _), a in self.active.items() if m == model_id]
 
     def forget(self, model_id: str) -> None:
-        for key in [k for k in self.learners if k[0] == model_id]:
-            del self.learners[key]
+        for metric in self.metrics:  # only watched metrics have learners
+            key = (model_id, metric)
+            self.learners.pop(key, None)
             self.active.pop(key, None)

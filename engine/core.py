@@ -3,6 +3,11 @@
 One engine serves one partition's served models. It counts requests per model and minute,
 asks its policy for a lease at each model's first request in a minute, closes minutes as
 event time moves past them, and turns every lease that changes into a :class:`Command`.
+
+Event time is robust to one outlier: an event that would move it more than
+``tolerance_minutes`` ahead at once is *held* until the next event says whether time really
+moved (see :class:`WarmupEngine`). On input that is never out of order by more than the
+tolerance this changes nothing: the policy sees the same calls in the same order.
 """
 
 from __future__ import annotations
@@ -32,10 +37,34 @@ class EngineStats:
     metric_events: int = 0
     capped_models: int = 0  # least recently seen models evicted to stay under max_models
     suppressed_warm: int = 0  # warm leases not issued while the engine is paused
+    future_events: int = 0  # held events the next event contradicted: counted in the open minute
+    untracked_metric_models: int = 0  # metric state let go of models never seen in usage
 
     def __reduce__(self) -> tuple[type[EngineStats], tuple[int, ...]]:
         # by its fields: the same in the pure-Python and the compiled engine (checkpoints)
         return EngineStats, tuple(getattr(self, f.name) for f in fields(self))
+
+
+#: What a checkpoint of an engine holds, by attribute.
+_ENGINE_STATE = (
+    "policy",
+    "grid",
+    "idle_ttl_minutes",
+    "max_models",
+    "tolerance_minutes",
+    "max_untracked_metric_models",
+    "_evicted",
+    "paused",
+    "stats",
+    "leases",
+    "last_seen",
+    "_open",
+    "_counts",
+    "_next_sweep",
+    "newest",
+    "_held",
+    "_untracked",
+)
 
 
 class WarmupEngine:
@@ -69,6 +98,27 @@ class WarmupEngine:
     ...     _ = engine.observe(model_id, 60.0)
     >>> sorted(engine.last_seen), engine.stats.capped_models
     (['b', 'c'], 1)
+
+    No single event moves event time more than ``tolerance_minutes`` ahead. An event further
+    ahead is held; the next event decides. If it is no more than the tolerance before the
+    held one (and not a repeat of it: same model, same minute), time did move: the held
+    event is taken at its own time, then the new one. Otherwise the held event was an
+    outlier: it counts as a request in the open minute, as a late event does, and in
+    ``stats.future_events``. :meth:`advance` (the end of a backtest, the wall clock of a live
+    partition) and :meth:`confirm` take a held event at its own time too.
+
+    >>> engine = WarmupEngine(FixedKeepAlive(10))
+    >>> _ = engine.observe("a", 60.0)
+    >>> engine.observe("b", 60.0 * 59), engine.held_time  # an hour ahead: held
+    ([], 3540.0)
+    >>> [(c.model_id, c.start) for c in engine.observe("c", 120.0)]  # not confirmed
+    [('b', 120.0), ('c', 180.0)]
+    >>> engine.stats.future_events, engine.open_minute, engine.held_time
+    (1, 2, None)
+    >>> engine.observe("d", 60.0 * 30), engine.held_time  # a gap in the traffic ...
+    ([], 1800.0)
+    >>> [(c.model_id, c.start) for c in engine.observe("e", 60.0 * 31)]  # ... confirmed
+    [('d', 1860.0), ('e', 1920.0)]
     """
 
     def __init__(
@@ -79,13 +129,19 @@ class WarmupEngine:
         idle_ttl_minutes: int = 7 * 24 * 60,
         max_models: int = 10_000_000,
         report_evictions: bool = False,
+        tolerance_minutes: int = 5,
+        max_untracked_metric_models: int = 1000,
     ) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
+        if tolerance_minutes < 0:
+            raise ValueError("tolerance_minutes must not be negative")
         self.policy = policy
         self.grid = grid or MinuteGrid()
         self.idle_ttl_minutes = idle_ttl_minutes
         self.max_models = max_models
+        self.tolerance_minutes = tolerance_minutes
+        self.max_untracked_metric_models = max(max_untracked_metric_models, 1)
         if report_evictions:
             self._evicted = deque(maxlen=100_000)
         self.paused = False  # an emergency stop: warm leases are withheld
@@ -95,10 +151,31 @@ class WarmupEngine:
         self._open: int | None = None  # the minute requests are being counted in
         self._counts: dict[str, int] = {}
         self._next_sweep = 0
+        #: the newest event time taken at its own time (held events and outliers aside)
+        self.newest: float = 0.0
+        #: an event held until the next one confirms it: (model, minute, newest ts of it
+        #: and its repeats, requests, events)
+        self._held: tuple[str, int, float, int, int] | None = None
+        #: models with metric state that usage has not shown yet, least recent first
+        self._untracked: dict[str, None] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # the compiled engine is built by its constructor, then given its state
         return WarmupEngine, (self.policy,), self.__getstate__()
+
+    def __getstate__(self) -> dict[str, object]:
+        # by name: the same in the pure-Python and the compiled engine (checkpoints)
+        return {name: getattr(self, name) for name in _ENGINE_STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a state saved without the held event and the untracked models has none held
+        self.tolerance_minutes = 5
+        self.max_untracked_metric_models = 1000
+        self.newest = 0.0
+        self._held = None
+        self._untracked = {}
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @property
     def open_minute(self) -> int | None:
@@ -109,18 +186,65 @@ class WarmupEngine:
         """Start of the open minute, in event time: everything before it is decided."""
         return None if self._open is None else self.grid.start_of(self._open)
 
+    @property
+    def held_time(self) -> float | None:
+        """Event time of the event held for confirmation, if one is."""
+        return None if self._held is None else self._held[2]
+
     def observe(self, model_id: str, ts: float, count: int = 1) -> list[Command]:
         out: list[Command] = []
         minute = self.grid.minute_of(ts)
+        held = self._held
+        if held is not None:
+            if held[0] == model_id and held[1] == minute:  # a repeat: held with it
+                self._held = (model_id, minute, max(held[2], ts), held[3] + count, held[4] + 1)
+                return out
+            self._held = None
+            self._take_held(held, minute >= held[1] - self.tolerance_minutes, out)
+        opened = self._open
+        if opened is not None and minute - opened > self.tolerance_minutes:
+            self._held = (model_id, minute, ts, count, 1)
+            return out
+        if ts > self.newest:
+            self.newest = ts
+        self._count(model_id, minute, count, 1, out)
+        return out
+
+    def confirm(self) -> list[Command]:
+        """Take a held event at its own time (the wall clock has reached it)."""
+        out: list[Command] = []
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._take_held(held, True, out)
+        return out
+
+    def _take_held(
+        self, held: tuple[str, int, float, int, int], confirmed: bool, out: list[Command]
+    ) -> None:
+        model_id, minute, ts, count, events = held
+        if confirmed:
+            if ts > self.newest:
+                self.newest = ts
+        else:
+            assert self._open is not None
+            minute = self._open
+            self.stats.future_events += events
+        self._count(model_id, minute, count, events, out)
+
+    def _count(
+        self, model_id: str, minute: int, count: int, events: int, out: list[Command]
+    ) -> None:
+        """Count ``events`` events (``count`` requests) of a model in ``minute``."""
         if self._open is None:
             self._open = minute
             self._next_sweep = minute + 60
         elif minute > self._open:
             self._close_until(minute, out)
         elif minute < self._open:
-            self.stats.late_events += 1
+            self.stats.late_events += events
             minute = self._open
-        self.stats.events += 1
+        self.stats.events += events
         self.stats.requests += count
         seen = self._counts.get(model_id)
         if seen is None:
@@ -134,23 +258,61 @@ class WarmupEngine:
                 self._apply(model_id, lease, minute, out)
         else:
             self._counts[model_id] = seen + count
-        return out
 
     def advance(self, ts: float) -> list[Command]:
-        """Close every minute that ends at or before ``ts``."""
+        """Close every minute that ends at or before ``ts``; a held event no more than the
+        tolerance ahead of ``ts`` is taken at its own time first."""
         out: list[Command] = []
         minute = self.grid.minute_of(ts)
+        held = self._held
+        if held is not None and held[1] - minute <= self.tolerance_minutes:
+            self._held = None
+            self._take_held(held, True, out)
         if self._open is not None and minute > self._open:
             self._close_until(minute, out)
         return out
 
-    def observe_metric(self, model_id: str, name: str, value: float, ts: float) -> None:
+    def observe_metric(self, model_id: str, name: str, value: float, ts: float) -> str | None:
         """Hand a metric event (load time, latency, memory) to the policy, if it learns
-        them (``policy.observe_metric(model_id, name, value)``)."""
+        them (``policy.observe_metric(model_id, name, value)``).
+
+        Metric state is for the served models this engine tracks from usage, and for at
+        most ``max_untracked_metric_models`` others (a load time often comes just before
+        the request that caused the load); past that, the one measured least recently is
+        forgotten (``policy.forget_metrics``, else ``policy.forget``) and returned, so that
+        metric state kept beside the engine can follow.
+        """
         self.stats.metric_events += 1
+        dropped: str | None = None
+        if model_id not in self.last_seen:
+            dropped = self._note_untracked(model_id)
         learn = getattr(self.policy, "observe_metric", None)
         if learn is not None:
             learn(model_id, name, value)
+        return dropped
+
+    def tracks(self, model_id: str) -> bool:
+        """Whether the model has usage state here."""
+        return model_id in self.last_seen
+
+    def _note_untracked(self, model_id: str) -> str | None:
+        untracked = self._untracked
+        if model_id in untracked:
+            del untracked[model_id]
+            untracked[model_id] = None  # now the most recent
+            return None
+        dropped: str | None = None
+        while len(untracked) >= self.max_untracked_metric_models:
+            oldest = next(iter(untracked))
+            del untracked[oldest]
+            if oldest not in self.last_seen:  # tracked since: its state stays
+                forget = getattr(self.policy, "forget_metrics", None)
+                (forget or self.policy.forget)(oldest)
+                self.stats.untracked_metric_models += 1
+                dropped = oldest
+                break
+        untracked[model_id] = None
+        return dropped
 
     def lease_of(self, model_id: str) -> Lease | None:
         return self.leases.get(model_id)

@@ -134,3 +134,7 @@ class ResourceManager:
     def forget(self, model_id: str) -> None:
         self.release(model_id, 0)
         self._memory.pop(model_id, None)
+
+    def known_models(self) -> int:
+        """Served models whose memory is known (from metric events)."""
+        return len(self._memory)

@@ -247,6 +247,11 @@ class WarmcastPolicy:
         if model_id in self._order:
             self._order.remove(model_id)
 
+    def forget_metrics(self, model_id: str) -> None:
+        """Drop what metric events taught about a model that usage never showed."""
+        self.performance.forget(model_id)
+        self.resources.forget(model_id)
+
     # -- what the worker calls besides the contract --------------------------------------
 
     def observe_metric(self, model_id: str, name: str, value: float) -> None:
@@ -256,6 +261,10 @@ class WarmcastPolicy:
             self.performance.learn_one(model_id, value)
         elif name in MEMORY_METRICS:
             self.resources.set_memory(model_id, value * MEMORY_METRICS[name])
+
+    def metric_models(self) -> int:
+        """Entries of per-model metric state: load-time statistics and memory sizes."""
+        return len(self.performance) + self.resources.known_models()
 
     def drain_alerts(self) -> list[Alert]:
         """Alerts raised since the last call: learner drift (overall or per model) and
