@@ -8,7 +8,7 @@ import time
 import orjson
 
 from engine.alerting import AlertTransition
-from streams.app import alerts_topic, app
+from streams.app import alerts_topic, app, health_store
 
 
 @app.timer(interval=app.runtime.settings.alert_check_seconds)
@@ -50,6 +50,7 @@ async def advance_idle_partitions() -> None:
     lag = runtime.settings.idle_advance_seconds
     from agents.usage import publish_commands
 
+    await confirm_held_events()
     for engine in list(runtime.engines.values()):
         watermark = engine.watermark
         if watermark is None or not (now - 6 * 3600 < watermark < now - lag - 60):
@@ -58,3 +59,20 @@ async def advance_idle_partitions() -> None:
         runtime.note_commands(commands, now)
         if commands:
             await publish_commands(commands)
+
+
+@app.timer(interval=1.0)
+async def confirm_held_events() -> None:
+    """An event held because it was far ahead of its partition's event time, with no event
+    after it yet, is taken at its own time once the wall clock reaches it: a replay's event
+    after a gap waits a second at most, an event from the future waits for the next event
+    (which may show it to be an outlier) or for its time to come."""
+    runtime = app.runtime
+    if all(engine.held_time is None for engine in runtime.engines.values()):
+        return
+    from agents.usage import publish_commands
+
+    commands, touched = runtime.confirm_held(health_store.decoded, time.time())
+    health_store.mark(touched)
+    if commands:
+        await publish_commands(commands)

@@ -67,9 +67,12 @@ async def process_usage(batch: Sequence[EventT]) -> None:
             queue = mine.get(partition)
             if queue is None:
                 queue = mine[partition] = []
+            kept = len(queue)
             for ev in good:
                 owner = partition_for(ev.model_id, n_partitions)
                 (queue if owner == partition else foreign[owner]).append(ev)
+            if len(queue) - kept < len(good):  # counted by the partition they arrived on
+                runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
             last_offset[partition] = message.offset
         for owner, theirs in foreign.items():
             await forward(owner, theirs)

@@ -35,15 +35,14 @@ class Usage(Protocol):
 
 
 class UsageTally:
-    """What a step saw: events, requests, cold starts, failed requests, the newest event
-    time, and the seconds spent in the engine (steps add up in one tally)."""
+    """What a step saw: events, requests, cold starts, failed requests, and the seconds
+    spent in the engine (steps add up in one tally; the engine keeps the event time)."""
 
-    def __init__(self, newest: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.events = 0
         self.requests = 0
         self.cold_starts = 0
         self.errors = 0
-        self.newest = newest
         self.engine_seconds = 0.0
 
 
@@ -85,7 +84,6 @@ def feed_usage(
     ([180.0, 780.0, 0], 3)
     """
     observe = engine.observe
-    newest = tally.newest
     for ev in events:
         model_id = ev.model_id
         health = touched.get(model_id)
@@ -115,6 +113,3 @@ def feed_usage(
         tally.requests += count
         tally.cold_starts += cold
         tally.errors += errors
-        if ts > newest:
-            newest = ts
-    tally.newest = newest

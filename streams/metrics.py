@@ -11,7 +11,12 @@ from engine.components import COMPONENTS
 from engine.healthscore import CHECKS
 
 #: Alert kinds the worker raises itself (a policy may add its own, such as drift).
-ALERT_KINDS = (*CHECKS, "health_degraded")
+ALERT_KINDS = (*CHECKS, "health_degraded", "forwarded_events")
+#: Metric event names counted under their own ``name`` label (with the anomaly metrics of
+#: the settings); every other name is counted as ``other``, so that producers cannot add
+#: series without bound.
+KNOWN_METRIC_NAMES = ("load_time_seconds", "latency_seconds", "memory_bytes", "memory_mb")
+OTHER_METRIC_NAME = "other"
 DEAD_LETTER_REASONS = ("malformed_json", "schema_violation", "oversize", "bad_envelope")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -33,6 +38,7 @@ class UsageTally:
     cold_starts: int = 0
     errors: int = 0
     late: int = 0
+    future: int = 0  # held events the next event contradicted (counted in the open minute)
     last_usage: float | None = None  # wall clock of the latest usage message
     lag: float = 0.0  # wall clock minus the newest event time, then
 
@@ -45,6 +51,7 @@ class WorkerMetrics:
         registry: CollectorRegistry | None = None,
         input_topics: tuple[str, ...] = (),
         anomaly_metrics: tuple[str, ...] = (),
+        partitions: int = 0,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -122,7 +129,59 @@ class WorkerMetrics:
         self.warm_commands = self.commands.labels(action="warm")
         self.release_commands = self.commands.labels(action="release")
         self._health_metrics(r)
+        self._input_metrics(r, anomaly_metrics, partitions)
         self._initialise_labels(input_topics, anomaly_metrics)
+
+    def _input_metrics(
+        self, r: CollectorRegistry, anomaly_metrics: tuple[str, ...], partitions: int
+    ) -> None:
+        """Event time, routing and metric-event bounds."""
+        self.future_events = Counter(
+            "warmcast_future_events_total",
+            "usage events too far ahead of their partition's event time that the next "
+            "event did not confirm (counted in the open minute)",
+            registry=r,
+        )
+        self.forwarded_events = Counter(
+            "warmcast_forwarded_events_total",
+            "usage events that arrived on a partition that does not own their model and "
+            "were forwarded to the owner (producers keyed without murmur2)",
+            ["partition"],
+            registry=r,
+        )
+        self._forwarded: dict[int, Any] = {}
+        for partition in range(partitions):
+            self.forwarded(partition)
+        self.metric_state = Gauge(
+            "warmcast_model_metric_state",
+            "per-model metric state held: load-time statistics, memory sizes and anomaly "
+            "learners (bounded by the models tracked from usage and the untracked allowance)",
+            registry=r,
+        )
+        self._metric_names: dict[str, Any] = {}
+        for name in (*KNOWN_METRIC_NAMES, *anomaly_metrics, OTHER_METRIC_NAME):
+            self._metric_names[name] = self.metric_events.labels(name=name)
+
+    def forwarded(self, partition: int) -> Any:
+        """The forwarded-events counter of a source partition (its labelled child, kept)."""
+        child = self._forwarded.get(partition)
+        if child is None:
+            child = self._forwarded[partition] = self.forwarded_events.labels(
+                partition=str(partition)
+            )
+        return child
+
+    def metric_event(self, name: str) -> Any:
+        """The metric-events counter of ``name``: its own for a known name, else ``other``.
+
+        >>> m = WorkerMetrics()
+        >>> m.metric_event("load_time_seconds") is m.metric_event("load_time_seconds")
+        True
+        >>> m.metric_event("made-up-1") is m.metric_event("made-up-2") is m.metric_event("other")
+        True
+        """
+        names = self._metric_names
+        return names.get(name) or names[OTHER_METRIC_NAME]
 
     def _health_metrics(self, r: CollectorRegistry) -> None:
         self.request_errors = Counter(
@@ -237,6 +296,9 @@ class WorkerMetrics:
             self.request_errors.inc(t.errors)
             self.late_events.inc(t.late)
             t.events = t.requests = t.cold_starts = t.errors = t.late = 0
+        if t.future:
+            self.future_events.inc(t.future)
+            t.future = 0
         if t.last_usage is not None:
             self.last_usage.set(t.last_usage)
             self.event_time_lag.set(t.lag)

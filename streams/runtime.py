@@ -41,6 +41,8 @@ from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 
 WARMUP_OUTCOMES = ("issued", "used", "wasted")
+#: Forwarded events in the window below which ``forwarded_events`` does not judge a share.
+FORWARDED_MIN_EVENTS = 20
 
 #: Reads a served model's stored health (``None``: not known yet).
 HealthLoader = Callable[[str], ModelHealth | None]
@@ -66,6 +68,7 @@ class Runtime:
     partition_event_time: dict[int, float] = field(default_factory=dict)
     started: bool = False  # set once the worker has joined its group and recovered its tables
     dead_letter_window: RateWindow = field(init=False)
+    routing: RollingWindow = field(init=False)  # usage events applied, forwarded; wall clock
     overflow_window: RateWindow = field(init=False)  # warmup-queue overflows
     volume: RollingWindow = field(init=False)  # usage events, event time
     decisions: RollingWindow = field(init=False)  # engine time per message, wall clock
@@ -96,9 +99,11 @@ class Runtime:
         self.metrics = WorkerMetrics(
             input_topics=(s.topic("usage"), s.topic("metrics")),
             anomaly_metrics=s.anomaly_metric_names,
+            partitions=s.partitions,
         )
         self.alerts = AlertTracker(s.alert_for_seconds, s.alert_keep_firing_seconds)
         self.dead_letter_window = RateWindow(s.dead_letter_window_seconds)
+        self.routing = RollingWindow(s.forwarded_window_seconds, width=2)
         self.overflow_window = RateWindow(s.queue_overflow_window_seconds)
         self.volume = RollingWindow(s.volume_window_seconds, width=1)
         self.decisions = RollingWindow(s.decision_latency_window_seconds, width=0)
@@ -130,6 +135,7 @@ class Runtime:
                 self.new_policy(),
                 max_models=self.settings.max_models_per_partition,
                 report_evictions=True,
+                tolerance_minutes=self.tolerance_minutes,
             )
             engine = self.engines[partition] = self._under_controls(partition, engine)
         if offset is not None:
@@ -140,6 +146,11 @@ class Runtime:
                 self.positions[where[0], partition] = where[2]
         return engine
 
+    @property
+    def tolerance_minutes(self) -> int:
+        """How far (whole minutes) one usage event may move a partition's event time."""
+        return math.ceil(self.settings.watermark_tolerance_seconds / 60.0)
+
     def new_policy(self) -> Policy:
         spec = self.settings.policy
         knobs = {"knob": self.settings.knob} if spec.strip().lower() == "warmcast" else {}
@@ -149,6 +160,7 @@ class Runtime:
         """Apply the operator's current controls to an engine joining this worker."""
         engine.paused = self.paused
         engine.max_models = self.settings.max_models_per_partition
+        engine.tolerance_minutes = self.tolerance_minutes
         if self.safe_mode and partition not in self.learned_policies:
             self.learned_policies[partition] = engine.policy
             engine.policy = make_policy(self.settings.safe_policy)
@@ -291,8 +303,9 @@ class Runtime:
         commands: list[Command] = []
         touched: dict[str, ModelHealth] = {}
         before = [0, 0]  # warmups used and wasted of the touched models, before
-        tally = UsageTally(self.partition_event_time.get(partition, 0.0))
+        tally = UsageTally()
         late_before = engine.stats.late_events
+        future_before = engine.stats.future_events
         cache = self.health_cache.setdefault(partition, OrderedDict())
 
         def health_of(model_id: str) -> ModelHealth:
@@ -315,7 +328,9 @@ class Runtime:
             windows=windows,
             on_latency=self.metrics.request_latency.observe,
         )
-        newest = tally.newest
+        # the partition's robust event time: an event held for confirmation or found to
+        # be an outlier does not move it
+        newest = max(engine.newest, self.partition_event_time.get(partition, 0.0))
         self._note_outcomes(before, touched)
         self._keep_decoded(cache, touched)
         if commands:
@@ -335,6 +350,8 @@ class Runtime:
         counted.cold_starts += tally.cold_starts
         counted.errors += tally.errors
         counted.late += engine.stats.late_events - late_before
+        counted.future += engine.stats.future_events - future_before
+        self.routing.add(now, (tally.events, 0))
         counted.last_usage = now
         counted.lag = now - newest
         self.metrics.decision_duration.observe(tally.engine_seconds)
@@ -352,11 +369,16 @@ class Runtime:
             cache.popitem(last=False)
 
     def forget_health(self, partition: int, model_ids: list[str]) -> None:
-        """Drop the decoded health of models the partition's engine evicted."""
+        """Drop the decoded health and the metric anomaly learners of models the
+        partition's engine evicted."""
         cache = self.health_cache.get(partition)
         if cache is not None:
             for model_id in model_ids:
                 cache.pop(model_id, None)
+        watch = self.anomalies.get(partition)
+        if watch is not None:
+            for model_id in model_ids:
+                watch.forget(model_id)
 
     def drop_decoded(self, partitions: set[int]) -> None:
         """Forget decoded health of partitions this worker may no longer own: what comes
@@ -400,10 +422,83 @@ class Runtime:
         m = self.metrics
         self.last_metric_wall = now
         for ev in events:
-            m.metric_events.labels(name=ev.name).inc()
+            m.metric_event(ev.name).inc()
             self.metric_events += 1
             if feed_metric(engine, watch, ev):
                 m.anomalies.labels(metric=ev.name).inc()
+
+    # -- event time held for confirmation, forwarded events ------------------------------
+
+    def confirm_held(
+        self, load: HealthLoader, now: float
+    ) -> tuple[list[Command], dict[str, ModelHealth]]:
+        """Take the events held for confirmation that the wall clock ``now`` has reached at
+        their own time (a replay's event after a gap, with nothing after it yet); the
+        commands and the health that follows them."""
+        commands: list[Command] = []
+        touched: dict[str, ModelHealth] = {}
+        for partition, engine in self.engines.items():
+            held = engine.held_time
+            if held is None or held > now:
+                continue
+            caused = engine.confirm()
+            self.partition_event_time[partition] = max(
+                engine.newest, self.partition_event_time.get(partition, 0.0)
+            )
+            cache = self.health_cache.setdefault(partition, OrderedDict())
+            followed: dict[str, ModelHealth] = {}
+            before = [0, 0]
+            for c in caused:
+                health = followed.get(c.model_id)
+                if health is None:
+                    health = cache.get(c.model_id) or load(c.model_id) or ModelHealth(c.model_id)
+                    before[0] += health.warmups_used_total
+                    before[1] += health.warmups_wasted_total
+                    followed[c.model_id] = health
+                health.on_command(c.action, c.start, c.end, c.issued_at, self.windows)
+            self._note_outcomes(before, followed)
+            self._keep_decoded(cache, followed)
+            touched.update(followed)
+            commands += caused
+        self.note_commands(commands, now)
+        self.dirty.update(touched)
+        return commands, touched
+
+    def note_forwarded(self, partition: int, n: int, now: float) -> None:
+        """``n`` usage events read from ``partition`` were forwarded to their owners."""
+        self.metrics.forwarded(partition).inc(n)
+        self.routing.add(now, (0, n))
+
+    def _check_forwarded(self, now: float) -> list[AlertTransition]:
+        """``forwarded_events``: the share of usage events forwarded within the window."""
+        kind = "forwarded_events"
+        if kind in self.settings.disabled_alerts:
+            return []
+        applied, forwarded = self.routing.view(now).counts
+        share = forwarded / applied if applied > 0 else 0.0
+        limit = self.settings.forwarded_share_max
+        return self.alerts.check(
+            kind,
+            self.settings.topic("usage"),
+            share > limit and forwarded >= FORWARDED_MIN_EVENTS,
+            ts=now,
+            value=round(share, 6),
+            threshold=limit,
+            summary=f"{share:.0%} of usage events arrived on a partition that does not own "
+            "their model and were forwarded: key them by model_id with murmur2 (README)",
+            clear=share <= limit * (1 - self.settings.alert_hysteresis),
+        )
+
+    def metric_state_size(self) -> int:
+        """Entries of per-model metric state: the policies' load-time statistics and
+        memory sizes, and the anomaly learners."""
+        size = sum(len(w.learners) for w in self.anomalies.values())
+        policies = [e.policy for e in self.engines.values()] + [*self.learned_policies.values()]
+        for policy in policies:
+            count = getattr(policy, "metric_models", None)
+            if count is not None:
+                size += count()
+        return size
 
     def note_commands(self, commands: list[Command], now: float) -> None:
         if commands:
@@ -449,6 +544,7 @@ class Runtime:
                 out += self._check(r, now)
         out += self._check_anomalies(now)
         out += self._check(degraded(self.score, self.thresholds), now)
+        out += self._check_forwarded(now)
         self._export(probe, overflows)
         return out
 
@@ -564,6 +660,7 @@ class Runtime:
         for kind in {*ALERT_KINDS, *firing}:
             m.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
         m.tracked_models.set(self.tracked_models())
+        m.metric_state.set(self.metric_state_size())
 
 
 def _nan(value: float | None) -> float:
@@ -577,5 +674,7 @@ def feed_metric(engine: WarmupEngine, watch: MetricAnomalies, ev: MetricEvent) -
         return False
     flagged_before = watch.flagged
     watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
-    engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
+    dropped = engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
+    if dropped is not None:  # metric state beside the engine follows its bound
+        watch.forget(dropped)
     return watch.flagged > flagged_before

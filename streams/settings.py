@@ -251,6 +251,25 @@ class WarmcastSettings(BaseSettings):
         description="usage events further behind the wall clock are dead-lettered; 0: no bound "
         "(replays of history need none)",
     )
+    # -- event time and routing ----------------------------------------------------
+    watermark_tolerance_seconds: float = Field(
+        default=300.0,
+        ge=60,
+        description="no single usage event moves its partition's event time further ahead "
+        "than this: one further ahead waits until the next event (or the wall clock) "
+        "confirms it, else counts in the open minute (keep it above "
+        "WARMCAST_IDLE_ADVANCE_SECONDS plus two minutes)",
+    )
+    forwarded_share_max: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="forwarded_events fires when a larger share of the usage events in the "
+        "forwarded window arrived on a partition that does not own their model",
+    )
+    forwarded_window_seconds: float = Field(
+        default=300.0, gt=0, description="wall-clock window of the forwarded_events share"
+    )
     control_token: SecretStr | None = Field(
         default=None,
         description="bearer token of the /control endpoints; unset: they are off",
