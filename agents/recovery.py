@@ -234,8 +234,7 @@ class Recovery:
                 continue
             try:
                 outcome = await self.restore_partition(partition)
-            except CheckpointRejected as exc:
-                self._rejected(exc.reason, str(exc))
+            except CheckpointRejected as exc:  # counted by restore_partition
                 outcome = "rejected"
                 log.error("checkpoint of partition %d refused: %s", partition, exc)
             except Exception:
@@ -258,7 +257,15 @@ class Recovery:
             log.info("commit moved up to what the engines have seen: %s", ahead)
 
     async def restore_partition(self, partition: int, name: str = "") -> str:
-        """Restore one partition from its latest checkpoint (or snapshot ``name``)."""
+        """Restore one partition from its latest checkpoint (or snapshot ``name``); a
+        refused one raises :class:`CheckpointRejected`, counted by its reason."""
+        try:
+            return await self._restore_partition(partition, name)
+        except CheckpointRejected as exc:
+            self._rejected(exc.reason, str(exc))
+            raise
+
+    async def _restore_partition(self, partition: int, name: str) -> str:
         assert self.store is not None
         loaded = await self.store.load(partition, name)
         if loaded is None:

@@ -7,9 +7,10 @@ behind a JSON header that says what it covers, and signed with HMAC-SHA256::
     b"WCK1" | tag (32 bytes) | header length (4 bytes, big endian) | header | payload
 
 The tag covers everything after it. :func:`unseal` checks the tag in constant time before
-it even parses the header, and :func:`restore` unpickles only classes of ``engine``,
-``river``, numpy and a few standard containers: a record written without the key is never
-deserialised, and one written with it cannot name arbitrary callables either.
+it even parses the header, and :func:`restore` rebuilds only the exact classes listed in
+:mod:`engine.restorable` (the engine's, the river learners' and a few containers): a record
+written without the key is never deserialised, and one written with it cannot name any
+other callable either (``forbidden_class``).
 
 >>> from engine.core import WarmupEngine
 >>> from engine.policies import FixedKeepAlive
@@ -41,6 +42,7 @@ import orjson
 
 from engine.core import WarmupEngine
 from engine.policies import Policy
+from engine.restorable import Unrestorable, resolve
 
 MAGIC = b"WCK1"
 #: 2: leases, histograms and engines pickled by their fields, which the pure-Python and the
@@ -50,26 +52,6 @@ TAG_BYTES = 32
 MAX_HEADER_BYTES = 64 * 1024
 #: Largest uncompressed state :func:`restore` accepts by default.
 MAX_STATE_BYTES = 512 * 1024 * 1024
-
-#: Modules whose every class may be restored (the learned state is made of them).
-_TRUSTED_PREFIXES = ("engine.", "river.")
-#: Anything else a state may hold, by module and name.
-_TRUSTED_NAMES: dict[str, frozenset[str]] = {
-    "builtins": frozenset(
-        {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int"}
-        | {"list", "object", "range", "set", "slice", "str", "tuple"}
-    ),
-    "array": frozenset({"array", "_array_reconstructor"}),
-    "collections": frozenset({"Counter", "OrderedDict", "defaultdict", "deque"}),
-    "copyreg": frozenset({"_reconstructor"}),
-    "datetime": frozenset({"date", "datetime", "timedelta", "timezone"}),
-    "random": frozenset({"Random"}),
-    "numpy": frozenset({"dtype", "ndarray"}),
-    "numpy._core.numeric": frozenset({"_frombuffer"}),
-    "numpy.core.numeric": frozenset({"_frombuffer"}),
-    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
-    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
-}
 
 
 class CheckpointRejected(ValueError):
@@ -178,7 +160,7 @@ def unseal(record: bytes, key: bytes) -> tuple[CheckpointHeader, bytes]:
 
 
 def restore(payload: bytes, max_bytes: int = MAX_STATE_BYTES) -> PartitionState:
-    """Decompress and unpickle a verified payload, with trusted classes only."""
+    """Decompress and unpickle a verified payload, with listed classes only."""
     inflate = zlib.decompressobj()
     try:
         raw = inflate.decompress(payload, max_bytes + 1)
@@ -187,7 +169,7 @@ def restore(payload: bytes, max_bytes: int = MAX_STATE_BYTES) -> PartitionState:
     if len(raw) > max_bytes or inflate.unconsumed_tail:
         raise CheckpointRejected("too_large", f"state larger than {max_bytes} bytes")
     try:
-        state = _TrustedUnpickler(io.BytesIO(raw)).load()
+        state = _RestrictedUnpickler(raw).load()
     except CheckpointRejected:
         raise
     except Exception as exc:
@@ -206,28 +188,24 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"warmcast-checkpoint-key\x00" + key).hexdigest()[:8]
 
 
-def trusted(module: str, name: str) -> bool:
-    """Whether a checkpoint may name this class.
-
-    >>> trusted("engine.core", "WarmupEngine"), trusted("os", "system")
-    (True, False)
-    >>> trusted("builtins", "eval")
-    False
-    """
-    if module.startswith(_TRUSTED_PREFIXES):
-        return True
-    return name in _TRUSTED_NAMES.get(module, frozenset())
-
-
 def _tag(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, MAGIC + body, hashlib.sha256).digest()
 
 
-class _TrustedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Rebuilds only what :mod:`engine.restorable` lists, each name exactly."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw), fix_imports=False)
+
     def find_class(self, module: str, name: str) -> Any:
-        if not trusted(module, name):
-            raise CheckpointRejected("forbidden_class", f"{module}.{name} is not restorable")
-        return super().find_class(module, name)
+        try:
+            return resolve(module, name)
+        except Unrestorable as exc:
+            raise CheckpointRejected("forbidden_class", str(exc)) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise CheckpointRejected("forbidden_class", "persistent ids are not restorable")
 
 
 __all__ = [
@@ -240,6 +218,5 @@ __all__ = [
     "pack",
     "restore",
     "seal",
-    "trusted",
     "unseal",
 ]

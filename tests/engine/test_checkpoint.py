@@ -3,9 +3,13 @@ not signed with the key is ever unpickled."""
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,10 +29,13 @@ from engine.checkpoint import (
 from engine.core import WarmupEngine
 from engine.lease import Command
 from engine.registry import make_policy
+from engine.restorable import CLASSES, RECONSTRUCTORS, Unrestorable, resolve
 from engine.timebase import MinuteGrid
+from tests.engine.gadgets import dotted_call, system_gadget
 from tools.traces import Trace, load_azure
 
-SAMPLE = Path(__file__).resolve().parents[2] / "tools" / "samples" / "azure2019_150fn_4h.csv.gz"
+SAMPLES = Path(__file__).resolve().parents[2] / "tools" / "samples"
+SAMPLE = SAMPLES / "azure2019_150fn_4h.csv.gz"
 T0 = 1_563_177_600.0
 KEY = b"a checkpoint key for the tests"
 HEADER = CheckpointHeader(partition=1, offsets={"usage": 10, "metrics": 3}, policy="hybrid")
@@ -158,3 +165,135 @@ def test_no_key_no_checkpoint() -> None:
         seal(b"", HEADER, b"")
     with pytest.raises(ValueError, match="key"):
         unseal(b"", b"")
+
+
+def sealed_payload(pickled: bytes) -> bytes:
+    """A payload as :func:`restore` gets it: signed with the key and verified."""
+    return unseal(seal(pickled, HEADER, KEY), KEY)[1]
+
+
+def test_a_signed_pickle_reaching_os_system_by_a_dotted_name_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    """``river.datasets.base`` imports ``os``: a protocol-4 name ``os.system`` under it is
+    one attribute walk from running a command. The restore refuses it by name."""
+    marker = tmp_path / "marker"
+    gadget = system_gadget(str(marker))
+    pickle.loads(gadget)  # the gadget is real: a plain unpickler runs the command
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(CheckpointRejected) as refused:
+        restore(sealed_payload(gadget))
+    assert refused.value.reason == "forbidden_class"
+    assert "river.datasets.base.os.system" in str(refused.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("engine.core", "WarmupEngine.__init__.__globals__"),  # walks from a listed class
+        ("engine.checkpoint", "pickle.loads"),  # a module the engine imports
+        ("river.stats.mean", "Mean.__class__"),
+        ("river.stats", "Mean"),  # a listed class, by another module's name for it
+        ("engine.warmcast", "make_policy"),
+        ("builtins", "eval"),
+        ("builtins", "getattr"),
+        ("copyreg", "_reconstructor"),
+        ("os", "system"),
+        ("posix", "system"),
+        ("subprocess", "Popen"),
+    ],
+)
+def test_only_exact_listed_names_are_rebuilt(module: str, name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    with pytest.raises(CheckpointRejected) as refused:
+        restore(sealed_payload(dotted_call(module, name, f"touch {marker}")))
+    assert refused.value.reason == "forbidden_class"
+    assert f"{module}.{name}" in str(refused.value)
+    assert not marker.exists()
+
+
+def test_a_listed_name_that_resolves_to_something_else_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The name alone is not enough: it must still be the class it was listed as."""
+    import engine.timebase
+
+    marker = tmp_path / "marker"
+    monkeypatch.setattr(engine.timebase, "MinuteGrid", os.system)
+    with pytest.raises(CheckpointRejected) as refused:
+        restore(sealed_payload(dotted_call("engine.timebase", "MinuteGrid", f"touch {marker}")))
+    assert refused.value.reason == "forbidden_class"
+    assert not marker.exists()
+
+
+def test_every_listed_name_resolves_to_what_it_is_listed_as() -> None:
+    for module, names in CLASSES.items():
+        for name in names:
+            found = resolve(module, name)
+            assert isinstance(found, type), (module, name)
+    for module, names in RECONSTRUCTORS.items():
+        for name in names:
+            assert callable(resolve(module, name)), (module, name)
+    with pytest.raises(Unrestorable):
+        resolve("river.datasets.base", "os")
+
+
+class RecordingUnpickler(pickle.Unpickler):
+    """A plain unpickler that notes every global a pickle names."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw))
+        self.named: set[tuple[str, str]] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.named.add((module, name))
+        return super().find_class(module, name)
+
+
+def busy_state(spec: str, trace: Trace) -> PartitionState:
+    """A partition that has seen the whole sample, load times and memory sizes, anomaly
+    learners of two metrics, and an operator's safe mode (a learned policy set aside)."""
+    with open(SAMPLES / "azure2019_150fn_memory.csv", newline="") as f:
+        memory = {row["HashApp"]: float(row["AverageAllocatedMb"]) for row in csv.DictReader(f)}
+    engine = engine_for(spec, trace)
+    anomalies = MetricAnomalies(("load_time", "latency"))
+    for i, (ts, model_id, count) in enumerate(trace.events):
+        engine.observe(model_id, ts, count)
+        if i % 7 == 0:
+            load_time = 5.0 + (i % 13) / 4 if i < len(trace.events) // 2 else 60.0 + i % 3
+            engine.observe_metric(model_id, "load_time_seconds", load_time, ts)
+            anomalies.observe(model_id, "load_time", load_time, ts)
+            anomalies.observe(model_id, "latency", (i % 17) / 10, ts)
+            if model_id in memory:
+                engine.observe_metric(model_id, "memory_mb", memory[model_id], ts)
+    engine.advance(trace.end_ts + 3600)
+    return PartitionState(engine, anomalies, learned_policy=make_policy("hybrid"))
+
+
+@pytest.mark.parametrize("spec", ["fixed:10", "hybrid", "warmcast"])
+def test_every_class_a_real_checkpoint_holds_is_listed(spec: str, trace: Trace) -> None:
+    state = busy_state(spec, trace)
+    pickled = pack(state)
+    recorder = RecordingUnpickler(pickled)
+    recorder.load()
+    unlisted = {
+        (m, n)
+        for m, n in recorder.named
+        if n not in CLASSES.get(m, ()) and n not in RECONSTRUCTORS.get(m, ())
+    }
+    assert unlisted == set()
+    assert ("engine.anomaly", "RobustZScore") in recorder.named
+    if spec == "warmcast":
+        assert ("river.linear_model.log_reg", "LogisticRegression") in recorder.named
+
+    restored = restore(sealed_payload(pickled))
+    assert type(restored.engine.policy) is type(state.engine.policy)
+    assert restored.engine.leases == state.engine.leases
+    assert restored.engine.stats == state.engine.stats
+    later = [(ts + 5 * 3600, m, c) for ts, m, c in trace.events[:3000]]
+    expected = [c.to_dict() for c in feed(state.engine, later)]
+    assert len(expected) > 100
+    assert [c.to_dict() for c in feed(restored.engine, later)] == expected
