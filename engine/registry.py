@@ -26,6 +26,27 @@ class PolicyUnavailable(RuntimeError):
     """A policy that is named correctly but cannot be built here (its module is missing)."""
 
 
+def parse_policy(spec: str) -> str:
+    """The canonical form of a policy spec; ``ValueError`` for one that names no policy.
+
+    >>> parse_policy(" Hybrid "), parse_policy("fixed:010")
+    ('hybrid', 'fixed:10')
+    >>> parse_policy("fixed:0")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad policy 'fixed:0': fixed:K needs K, whole minutes, of at least 1
+    """
+    name = spec.strip().lower()
+    if name.startswith("fixed:"):
+        minutes = name.partition(":")[2]
+        if not (minutes.isascii() and minutes.isdigit()) or int(minutes) < 1:
+            raise ValueError(f"bad policy {spec!r}: fixed:K needs K, whole minutes, of at least 1")
+        return f"fixed:{int(minutes)}"
+    if name in ("hybrid", "warmcast"):
+        return name
+    raise ValueError(f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid or warmcast")
+
+
 def make_policy(spec: str, **knobs: Any) -> Policy:
     """A fresh policy for ``spec``.
 
@@ -40,28 +61,22 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
 
     Unknown names raise ``ValueError``; knobs a policy does not take raise ``TypeError``.
     """
-    name = spec.strip().lower()
+    name = parse_policy(spec)
     if name.startswith("fixed:"):
-        try:
-            keepalive = int(name.partition(":")[2])
-        except ValueError:
-            raise ValueError(f"bad policy {spec!r}: fixed:K needs K in whole minutes") from None
         if knobs:
             raise TypeError(f"fixed:K takes no knobs, got {sorted(knobs)}")
-        return FixedKeepAlive(keepalive)
+        return FixedKeepAlive(int(name.partition(":")[2]))
     if name == "hybrid":
         return HybridHistogram(**knobs)
-    if name == "warmcast":
-        try:
-            from engine.warmcast import WarmcastPolicy
-        except ImportError as exc:
-            raise PolicyUnavailable(
-                "the warmcast policy is not available: engine.warmcast.WarmcastPolicy "
-                f"could not be imported ({exc})"
-            ) from exc
-        policy: Policy = WarmcastPolicy(**knobs)
-        return policy
-    raise ValueError(f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid or warmcast")
+    try:  # warmcast
+        from engine.warmcast import WarmcastPolicy
+    except ImportError as exc:
+        raise PolicyUnavailable(
+            "the warmcast policy is not available: engine.warmcast.WarmcastPolicy "
+            f"could not be imported ({exc})"
+        ) from exc
+    policy: Policy = WarmcastPolicy(**knobs)
+    return policy
 
 
-__all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_policy"]
+__all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_policy", "parse_policy"]

@@ -22,7 +22,7 @@ from streams.partitioning import default_partitioner, partition_for
 from streams.runtime import Runtime
 from streams.security import broker_credentials
 from streams.sensors import UnmonitoredApp
-from streams.settings import WarmcastSettings
+from streams.settings import WarmcastSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
 
 
 def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
-    settings = settings or WarmcastSettings()
+    settings = settings or load_settings()
     app = WarmcastApp(settings.app_id, **faust_options(settings))
     app.runtime = Runtime(settings)
     app.emitters = {}

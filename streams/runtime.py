@@ -152,9 +152,7 @@ class Runtime:
         return math.ceil(self.settings.watermark_tolerance_seconds / 60.0)
 
     def new_policy(self) -> Policy:
-        spec = self.settings.policy
-        knobs = {"knob": self.settings.knob} if spec.strip().lower() == "warmcast" else {}
-        return make_policy(spec, **knobs)
+        return make_policy(self.settings.policy, **self.settings.policy_knobs)
 
     def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
         """Apply the operator's current controls to an engine joining this worker."""

@@ -7,10 +7,19 @@ usual ``KAFKA_BOOTSTRAP_SERVERS``) and a ``warmcast run`` flag of the same name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.registry import parse_policy
 
 
 class WarmcastSettings(BaseSettings):
@@ -406,6 +415,44 @@ class WarmcastSettings(BaseSettings):
             return str(alias.choices[0])
         return f"WARMCAST_{field.upper()}"
 
+    # -- checked before anything starts ---------------------------------------------
+
+    @property
+    def policy_knobs(self) -> dict[str, Any]:
+        """The knobs :func:`engine.registry.make_policy` takes for ``policy``."""
+        return {"knob": self.knob} if self.policy == "warmcast" else {}
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_is_known(cls, value: str) -> str:
+        return parse_policy(value)
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> WarmcastSettings:
+        """Rules between settings; each message names the variables involved."""
+        env = self.env_name
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"{env('kafka_security_protocol')}={protocol} needs "
+                f"{env('kafka_sasl_username')} and {env('kafka_sasl_password')}"
+            )
+        tls_files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        given = [env(name) for name in tls_files if getattr(self, name)]
+        if given and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(given)} would not be used: TLS needs "
+                f"{env('kafka_security_protocol')}=SSL or SASL_SSL (it is {protocol})"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError(
+                f"{env('kafka_ssl_keyfile')} needs the certificate it belongs to: "
+                f"{env('kafka_ssl_certfile')}"
+            )
+        return self
+
 
 #: Settings that are secrets: never flags, read from ``WARMCAST_<NAME>`` or from the file
 #: ``WARMCAST_<NAME>_FILE`` names (``--<name>-file PATH``).
@@ -430,3 +477,61 @@ def _read_secret(path: str, env: str) -> str:
     if not text:
         raise ValueError(f"{env}_FILE: {path} is empty")
     return text
+
+
+class SettingsError(ValueError):
+    """Settings a worker cannot start with; the message names each variable and flag."""
+
+
+def load_settings(**values: Any) -> WarmcastSettings:
+    """:class:`WarmcastSettings` from the environment (``values`` override it); raises
+    :class:`SettingsError` with one line per bad setting.
+
+    >>> load_settings(policy="nonsense", partitions=0)
+    Traceback (most recent call last):
+    ...
+    streams.settings.SettingsError: invalid settings:
+      WARMCAST_PARTITIONS (--partitions): Input should be greater than or equal to 1
+      WARMCAST_POLICY (--policy): unknown policy 'nonsense': use fixed:K (K minutes), hybrid ...
+    """
+    try:
+        return WarmcastSettings(**values)
+    except ValidationError as exc:
+        raise SettingsError(describe_invalid(exc)) from None
+
+
+def check_policies(settings: WarmcastSettings) -> None:
+    """Build the policy and the safe policy once, as the worker will; raises
+    :class:`SettingsError` naming the setting if either cannot be built here."""
+    from engine.registry import PolicyUnavailable, make_policy
+
+    for field, spec, knobs in (
+        ("policy", settings.policy, settings.policy_knobs),
+        ("safe_policy", settings.safe_policy, {}),
+    ):
+        try:
+            make_policy(spec, **knobs)
+        except (PolicyUnavailable, TypeError, ValueError) as exc:
+            flag = "--" + field.replace("_", "-")
+            raise SettingsError(
+                f"invalid settings:\n  {settings.env_name(field)} ({flag}) = {spec!r}: {exc}"
+            ) from None
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A :class:`ValidationError` of the settings as lines that name variables and flags."""
+    fields = WarmcastSettings.model_fields
+    defaults = WarmcastSettings.model_construct()
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = str(error["loc"][0]) if error["loc"] else ""
+        field = where if where in fields else where.lower().removeprefix("warmcast_")
+        if field in SECRETS:  # a secret has no flag
+            lines.append(f"  {defaults.env_name(field)}: {message}")
+        elif field in fields:  # never the input: it may be a secret in the wrong place
+            flag = "--" + field.replace("_", "-")
+            lines.append(f"  {defaults.env_name(field)} ({flag}): {message}")
+        else:
+            lines.append(f"  {message}")
+    return "\n".join(lines)

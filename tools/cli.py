@@ -20,7 +20,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.settings import SECRETS, WarmcastSettings
+from streams.settings import (
+    SECRETS,
+    SettingsError,
+    WarmcastSettings,
+    check_policies,
+    describe_invalid,
+    load_settings,
+)
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -127,14 +134,29 @@ def _run_worker(settings: WarmcastSettings) -> int:
     return 0
 
 
+def _checked_settings(command: str) -> WarmcastSettings | None:
+    """The settings, checked before anything starts (``None``, and why on stderr, when a
+    worker could not run with them)."""
+    try:
+        settings = load_settings()
+        check_policies(settings)
+    except SettingsError as exc:
+        print(f"warmcast {command}: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     _apply_settings_flags(args)
-    return _run_worker(WarmcastSettings())
+    settings = _checked_settings("worker")
+    return 2 if settings is None else _run_worker(settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _apply_settings_flags(args)
-    settings = WarmcastSettings()
+    settings = _checked_settings("run")
+    if settings is None:
+        return 2
     broker = None
     if not settings.kafka_bootstrap_servers:
         from streams.broker import BrokerError, EmbeddedBroker
@@ -154,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        return _run_worker(WarmcastSettings())
+        return _run_worker(load_settings())
     finally:
         if broker is not None:
             broker.stop()
@@ -229,9 +251,14 @@ def main(argv: Sequence[str] | None = None) -> Any:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValidationError as exc:  # the settings (never repeating their input)
-        print(f"warmcast {args.command}: the settings are not valid: {exc}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:  # settings read by a command on its own
+        if exc.title == WarmcastSettings.__name__:
+            print(f"warmcast {args.command}: {describe_invalid(exc)}", file=sys.stderr)
+        else:  # never repeating the input
+            print(f"warmcast {args.command}: the settings are not valid: {exc}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"warmcast {args.command}: {exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

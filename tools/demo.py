@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from engine.registry import PolicyUnavailable, make_policy
+from engine.registry import PolicyUnavailable, make_policy, parse_policy
 from streams.settings import WarmcastSettings
 from tools.fleetsim import (
     FleetReport,
@@ -405,13 +405,17 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     from streams.broker import EmbeddedBroker
 
     out = out if out is not None else sys.stdout
-    outdir = options.out.resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
+    settings = settings_for(options.bootstrap)  # bad settings stop the demo before it starts
     if options.policy:
-        policy, why = options.policy.strip().lower(), "--policy"
-        make_policy(policy)  # fail now on a bad name
+        try:
+            policy, why = parse_policy(options.policy), "--policy"
+        except ValueError as exc:
+            raise DemoError(f"--policy: {exc}") from None
+        make_policy(policy)  # the warmcast policy may not be available here
     else:
         policy, why = default_policy()
+    outdir = options.out.resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
     sample = options.trace is None
     path = str(SAMPLE) if sample else str(options.trace)
     mapping = dict(options.mapping)
@@ -422,7 +426,6 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     )
     if not trace.events:
         raise DemoError(f"{path}: no requests in the slice")
-    settings = settings_for(options.bootstrap)
     knob = options.knob if options.knob is not None else settings.knob
     say(out, "warmcast demo")
     say(

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
 from streams.partitioning import partition_for
-from streams.settings import WarmcastSettings
+from streams.settings import WarmcastSettings, load_settings
 from tools.traces import GZIP_MAGIC, load_trace, parse_time, sniff_format
 
 EXIT_OK = 0
@@ -459,8 +459,9 @@ class ReplaySummary:
 
 
 def settings_for(bootstrap: str | None = None, namespace: str | None = None) -> WarmcastSettings:
-    """``WarmcastSettings()`` from the environment, with the flags that override it."""
-    settings = WarmcastSettings()
+    """The settings from the environment, with the flags that override it (a bad one
+    raises :class:`~streams.settings.SettingsError`, naming it)."""
+    settings = load_settings()
     update: dict[str, Any] = {}
     if bootstrap:
         update["kafka_bootstrap_servers"] = bootstrap

@@ -109,7 +109,13 @@ def test_plaintext_has_no_credentials() -> None:
     assert broker_credentials(WarmcastSettings()) is None
     assert "broker_credentials" not in faust_options(WarmcastSettings())
     sasl = credentials_to_aiokafka_auth(
-        broker_credentials(WarmcastSettings(kafka_security_protocol="SASL_PLAINTEXT"))
+        broker_credentials(
+            WarmcastSettings(
+                kafka_security_protocol="SASL_PLAINTEXT",
+                kafka_sasl_username="u",
+                kafka_sasl_password="p",  # type: ignore[arg-type]
+            )
+        )
     )
     assert sasl["security_protocol"] == "SASL_PLAINTEXT" and sasl["ssl_context"] is None
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.kafka import client_kwargs, topic_specs
-from streams.settings import SECRETS, WarmcastSettings
+from streams.settings import SECRETS, SettingsError, WarmcastSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,3 +132,138 @@ def test_secrets_are_never_flags(
     settings = WarmcastSettings()
     assert settings.checkpoint_key is not None
     assert settings.checkpoint_key.get_secret_value() == key.read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec", "canonical"),
+    [
+        ("hybrid", "hybrid"),
+        (" WarmCast ", "warmcast"),
+        ("fixed:10", "fixed:10"),
+        ("FIXED:020", "fixed:20"),
+    ],
+)
+def test_policy_specs_are_read_in_their_canonical_form(spec: str, canonical: str) -> None:
+    assert load_settings(policy=spec).policy == canonical
+
+
+@pytest.mark.parametrize(
+    "spec", ["nonsense", "fixed", "fixed:", "fixed:0", "fixed:-5", "fixed:1.5", "fixed:x", ""]
+)
+def test_a_policy_spec_that_names_no_policy_is_refused(spec: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(policy=spec)
+    assert "WARMCAST_POLICY (--policy)" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (
+            {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "u"},
+            "WARMCAST_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_password": "p"},
+            "WARMCAST_KAFKA_SASL_USERNAME",
+        ),
+        ({"kafka_ssl_cafile": "/etc/ca.pem"}, "WARMCAST_KAFKA_SSL_CAFILE"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "/etc/key.pem"},
+            "WARMCAST_KAFKA_SSL_CERTFILE",
+        ),
+    ],
+)
+def test_settings_that_contradict_each_other_are_refused(
+    values: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(**values)
+
+
+def test_every_bad_setting_is_named_and_no_secret_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMCAST_PARTITIONS", "many")
+    monkeypatch.setenv("WARMCAST_SAFE_POLICY", "hybrid")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(checkpoint_key=["s3cret value"])
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert sorted(line.split()[0] for line in lines[1:]) == [
+        "WARMCAST_CHECKPOINT_KEY:",
+        "WARMCAST_PARTITIONS",
+        "WARMCAST_SAFE_POLICY",
+    ]
+    assert "many" not in str(refused.value)  # no input is repeated: it may be a secret
+    assert "s3cret" not in str(refused.value)
+
+
+def test_sasl_credentials_may_come_from_a_file(tmp_path: Path) -> None:
+    password = tmp_path / "sasl"
+    password.write_text("a SASL password kept in a file\n")
+    s = load_settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="u",
+        kafka_sasl_password_file=str(password),
+    )
+    assert s.kafka_sasl_password is not None
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """``warmcast ARGS`` as a process of its own; killed with everything it started if it
+    is still running after ``timeout`` (a command that should have refused to start)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WARMCAST_")}
+    full_env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    full_env.update(env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"warmcast {' '.join(args)} was still running after {timeout:.0f}s:\n{err}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["run", "--policy", "nonsense"], {}, "WARMCAST_POLICY (--policy)"),
+        (["worker"], {"WARMCAST_POLICY": "nonsense"}, "WARMCAST_POLICY (--policy)"),
+        (["worker", "--policy", "fixed:0"], {}, "WARMCAST_POLICY (--policy)"),
+        (["demo", "--policy", "nonsense", "--exit"], {}, "--policy: unknown policy 'nonsense'"),
+        (["demo", "--exit"], {"WARMCAST_POLICY": "nonsense"}, "WARMCAST_POLICY (--policy)"),
+        (
+            ["run"],
+            {"WARMCAST_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "WARMCAST_KAFKA_SASL_USERNAME",
+        ),
+        (["tail", "warmup"], {"WARMCAST_PARTITIONS": "0"}, "WARMCAST_PARTITIONS (--partitions)"),
+    ],
+)
+def test_a_bad_setting_stops_a_command_before_it_starts_anything(
+    args: list[str], env: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    """The worker, ``run`` (which would start a broker first) and the demo refuse at once:
+    status 2 and the setting's name, no broker started, no worker ready."""
+    if args[0] == "demo":
+        args = [*args, "--out", str(tmp_path / "demo")]
+    if args[0] == "worker":
+        env = {**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}  # never reached
+    done = run_cli(args, env)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert done.stderr.startswith(f"warmcast {args[0]}: ")
+    assert "Traceback" not in done.stderr
+    assert "embedded broker on" not in done.stderr
+    assert not (tmp_path / "demo").exists()
