@@ -3,7 +3,10 @@
 On a terminal each message is a row of aligned columns; piped, each message is one JSON
 line (the message value as published). ``--from-beginning`` reads the topic from its
 start (default: only new messages), ``--limit N`` stops after N messages, ``--timeout S``
-stops once no message has arrived for S seconds.
+stops once no message has arrived for S seconds. Control, bidirectional-override and other
+invisible characters in what a message holds are printed as escapes (``\\x1b``,
+``\\u202e``; in JSON lines as JSON escapes), so a hostile model id cannot drive the
+terminal or split a line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,42 @@ class Column:
     width: int
     render: Callable[[dict[str, Any]], str]
     right: bool = False
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on or hide escaped: controls
+    (ESC, newline, DEL, C1), bidirectional overrides and isolates, line separators and
+    other invisible ones (what Python's ``str.isprintable`` refuses); a backslash is
+    doubled, so that the escaped text reads one way only.
+
+    >>> printable("llama-8b"), printable("évian")
+    ('llama-8b', 'évian')
+    >>> print(printable("m\x1b[2J\nfake\u202egnp.exe\\x"))
+    m\x1b[2J\nfake\u202egnp.exe\\x
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _json_printable(line: str) -> str:
+    """A JSON line with the characters :func:`printable` escapes written as JSON escapes
+    (only strings can hold them, so the line decodes to the same value)."""
+    if line.isprintable():
+        return line
+    return "".join(ch if ch.isprintable() else _json_escape(ch) for ch in line)
 
 
 def _time(key: str) -> Callable[[dict[str, Any]], str]:
@@ -92,6 +131,7 @@ COLUMNS: dict[str, list[Column]] = {
 
 
 def _cell(text: str, column: Column) -> str:
+    text = printable(text)
     if len(text) > column.width:
         text = text[: column.width - 1] + "…"
     return text.rjust(column.width) if column.right else text.ljust(column.width)
@@ -124,15 +164,19 @@ def row(kind: str, value: bytes) -> str:
 
 
 def json_line(value: bytes) -> str:
-    """The message value as one JSON line (re-encoded if it spans lines).
+    r"""The message value as one JSON line (re-encoded if it spans lines), with every
+    character :func:`printable` escapes written as a JSON escape.
 
-    >>> json_line(b'{"a": 1,\\n "b": 2}')
+    >>> json_line(b'{"a": 1,\n "b": 2}')
     '{"a":1,"b":2}'
+    >>> print(json_line('{"model_id": "m\\u001b[2J\u202e\u0085"}'.encode()))
+    {"model_id":"m\u001b[2J\u202e\u0085"}
     """
     try:
-        return orjson.dumps(orjson.loads(value)).decode()
+        line = orjson.dumps(orjson.loads(value)).decode()
     except orjson.JSONDecodeError:
-        return orjson.dumps({"undecodable": value.decode("utf-8", "replace")}).decode()
+        line = orjson.dumps({"undecodable": value.decode("utf-8", "replace")}).decode()
+    return _json_printable(line)
 
 
 async def tail(
@@ -255,7 +299,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                 )
             )
     except (OSError, LookupError, KafkaError) as exc:
-        print(f"warmcast tail: {exc}", file=sys.stderr)
+        print(f"warmcast tail: {printable(str(exc))}", file=sys.stderr)
         return 2
     return 0
 
@@ -274,4 +318,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["COLUMNS", "command", "header", "json_line", "register", "row", "tail"]
+__all__ = ["COLUMNS", "command", "header", "json_line", "printable", "register", "row", "tail"]
