@@ -17,7 +17,19 @@ class MetricEvent(BaseModel):
     'load_time_seconds'
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    #: strict: a field takes only its own JSON type, as the JSON Schema file says; the
+    #: file also says that model_id or node_id must be a string.
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [key], "properties": {key: {"type": "string"}}}
+                for key in ("model_id", "node_id")
+            ]
+        },
+    )
 
     model_id: Identifier | None = None
     node_id: Identifier | None = None

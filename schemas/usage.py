@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas._types import EpochSeconds, Identifier, Label
+from schemas._types import EpochSeconds, Identifier, Label, WholeNumber
 
 
 class UsageEvent(BaseModel):
@@ -14,11 +16,15 @@ class UsageEvent(BaseModel):
     1731628803.0
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    #: strict: a field takes only its own JSON type (no "5" for 5, no 1 for true), as the
+    #: JSON Schema file says.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     model_id: Identifier = Field(description="the served model the requests were for")
     ts: EpochSeconds
-    count: int = Field(default=1, ge=1, le=10_000_000, description="requests in this event")
+    count: Annotated[int, WholeNumber(1, 10_000_000)] = Field(
+        default=1, description="requests in this event"
+    )
     cold_start: bool | None = Field(
         default=None, description="whether the request found the model unloaded"
     )
