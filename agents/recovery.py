@@ -81,6 +81,8 @@ class ReliabilityMetrics:
             ["reason"],
             registry=r,
         )
+        for reason in HOSTILE:  # exposed from the start, so that a rule sees them rise
+            self.rejected.labels(reason=reason)
         self.restores = Counter(
             "warmcast_restores_total", "partitions taken over, by outcome", ["outcome"], registry=r
         )

@@ -3,6 +3,7 @@ that exist, and environment and ports consistent with the settings and Prometheu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,57 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 
 
+#: What a user must set for ``docker compose up`` to start at all.
+REQUIRED_ENV = {"GRAFANA_ADMIN_PASSWORD": "a password of the tests"}
+_VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}"
+)
+
+
+class MissingVariable(LookupError):
+    """A ``${NAME:?message}`` whose variable is unset or empty: compose refuses to start."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation of the forms the file uses: ``${NAME}``,
+    ``${NAME:-default}``, ``${NAME:?message}`` and ``$$``.
+
+    >>> interpolate("${A:-x}:${B}:$$", {"B": "2"})
+    'x:2:$'
+    """
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        value = env.get(m["name"], "")
+        if m["op"] == ":-":
+            return value or m["arg"]
+        if m["op"] == ":?" and not value:
+            raise MissingVariable(f"{m['name']}: {m['arg']}")
+        return value
+
+    out = _VARIABLE.sub(one, text)
+    assert "${" not in out, f"a variable form the tests do not know: {out}"
+    return out
+
+
+def load_compose(env: dict[str, str]) -> dict[str, Any]:
+    return dict(yaml.safe_load(interpolate(COMPOSE.read_text(), env)))
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load(COMPOSE.read_text()))
+    return load_compose(REQUIRED_ENV)
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each port a service publishes."""
+    out = []
+    for mapping in service.get("ports", []):
+        parts = str(mapping).split(":")
+        assert len(parts) == 3, f"{mapping}: publish on an address, not on every interface"
+        out.append((parts[0], parts[1], parts[2]))
+    return out
 
 
 def warmcast_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -85,12 +134,11 @@ def test_workers_are_reachable_where_prometheus_looks(compose: dict[str, Any]) -
         assert env["WARMCAST_WEB_HOST"] == "0.0.0.0"
         assert env["WARMCAST_WEB_ADVERTISED_HOST"] == service.get("hostname", name)
         assert f"{env['WARMCAST_WEB_ADVERTISED_HOST']}:{port}" in targets
-        (mapping,) = service["ports"]
-        host, _, container = mapping.partition(":")
+        ((_, host, container),) = published(service)
         assert container == port
         host_ports.append(host)
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-    all_ports = [p.split(":")[0] for s in compose["services"].values() for p in s.get("ports", [])]
+    all_ports = [p[1] for s in compose["services"].values() for p in published(s)]
     assert len(all_ports) == len(set(all_ports)), "host ports must be distinct"
     assert compose["services"]["topics"]["command"] == ["warmcast", "topics", "create"]
 
@@ -125,3 +173,27 @@ def test_grafana_is_provisioned(compose: dict[str, Any]) -> None:
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"]
         assert all(t["expr"] for t in panel["targets"])
+
+
+def test_every_port_is_published_on_loopback_unless_asked(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    publishing = {name for name, s in services.items() if s.get("ports")}
+    assert {"kafka", "prometheus", "grafana", *workers(compose)} <= publishing
+    for name in publishing:
+        assert {address for address, _, _ in published(services[name])} == {"127.0.0.1"}, name
+    everywhere = load_compose({**REQUIRED_ENV, "WARMCAST_BIND_ADDRESS": "0.0.0.0"})
+    for name in publishing:
+        assert {a for a, _, _ in published(everywhere["services"][name])} == {"0.0.0.0"}, name
+
+
+def test_grafana_takes_its_admin_password_from_the_environment_or_does_not_start() -> None:
+    with pytest.raises(MissingVariable, match="GRAFANA_ADMIN_PASSWORD"):
+        load_compose({})
+    with pytest.raises(MissingVariable, match="GRAFANA_ADMIN_PASSWORD"):
+        load_compose({"GRAFANA_ADMIN_PASSWORD": ""})
+    chosen = load_compose({"GRAFANA_ADMIN_PASSWORD": "s3cret-of-the-operator"})
+    env = chosen["services"]["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-of-the-operator"
+    raw = COMPOSE.read_text()
+    assert "GRAFANA_ADMIN_PASSWORD:-" not in raw, "no default password"
+    assert "admin/admin" not in raw.replace(" ", "")
