@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 KEY = "checkpoint key of the gadget test, 32 bytes or more"
 TOKEN = "control token of the gadget test"
+CONTROL_KEY = "control key of the gadget test, 32 bytes or more"
 REFUSED = 'warmcast_checkpoints_rejected_total{reason="forbidden_class"}'
 
 
@@ -62,6 +63,7 @@ async def test_a_signed_checkpoint_that_would_run_a_command_is_refused(
         partitions=2,
         checkpoint_key=KEY,
         control_token=TOKEN,
+        control_key=CONTROL_KEY,
     ).start()
     try:
         metrics = wait_for(
