@@ -152,6 +152,9 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
@@ -175,6 +178,10 @@ class LocalBroker(Protocol):
     def bootstrap(self) -> str: ...
 
     def running(self) -> bool: ...
+
+    def pids(self) -> list[int]:
+        """Process ids of the broker's running processes."""
+        ...
 
     def stop(self, timeout: float = ...) -> None: ...
 

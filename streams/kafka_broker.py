@@ -4,7 +4,8 @@ Each node is a combined broker and controller (``process.roles=broker,controller
 JVM of its own, run with ``java`` from the class path ``streams.kafka_artifacts`` resolves.
 Three nodes replicate every topic three times with ``min.insync.replicas=2``: one node
 may fail without stopping a producer that waits for all in-sync replicas. Storage is a
-temporary folder, formatted at start and removed at stop.
+temporary folder, formatted at start and removed at stop; records are kept whatever their
+timestamps (no time-based retention).
 
 The JVMs never outlive the Python process that started them: a small guard process holds
 a pipe from it and kills them when the pipe closes, however that process ended.
@@ -129,6 +130,10 @@ def server_properties(
         "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
+        # Time-based retention counts from the records' own timestamps, and a replay of
+        # history stamps its events with their (old) event times: kept, they stay readable.
+        # The storage goes with the cluster anyway.
+        "log.retention.ms": "-1",
     }
 
 
@@ -401,6 +406,15 @@ class KafkaCluster:
             if time.monotonic() > deadline:
                 raise BrokerError(f"partitions still out of sync after {timeout:.0f}s: {lagging}")
             time.sleep(0.2)
+
+    def running(self) -> bool:
+        """Whether every node runs (``False`` once one has ended or been stopped)."""
+        return bool(self.nodes) and all(
+            n.process is not None and n.process.poll() is None for n in self.nodes
+        )
+
+    def pids(self) -> list[int]:
+        return [n.process.pid for n in self.nodes if n.process is not None]
 
     def exited(self) -> KafkaNode | None:
         """A node whose JVM has ended without being stopped here, if any."""

@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from streams.broker import LocalBroker
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -81,6 +85,19 @@ def broker_kind(test_broker: tuple[str, str]) -> str:
     """``tansu``, ``kafka`` or ``external``: tests apply workarounds for the embedded
     broker's quirks only on ``tansu``."""
     return test_broker[0]
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A broker of the run's kind for one test alone (a test that pauses or stops it):
+    Apache Kafka (one node) when ``WARMCAST_TEST_BROKER=kafka``, else the embedded one."""
+    from streams.broker import start_broker
+
+    broker = start_broker("kafka" if TEST_BROKER == "kafka" else "tansu")
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")
