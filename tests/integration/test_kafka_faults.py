@@ -34,6 +34,7 @@ from tests.integration.harness import Worker, namespace, topic, usage, wait_for
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.timeout(900),  # a cluster of three JVMs on a loaded machine: minutes per test
     pytest.mark.skipif(
         os.environ.get("WARMCAST_TEST_BROKER", "").lower() != "kafka",
         reason="faults on three brokers need Apache Kafka (WARMCAST_TEST_BROKER=kafka)",
