@@ -31,8 +31,18 @@ run: $(NATIVE)
 worker: $(NATIVE)
 	$(BIN)/warmcast run $(ARGS)
 
+# Every test on the embedded broker, then the integration tests (those that use a broker)
+# on Apache Kafka when Java and Maven are there (TEST_BROKERS=tansu: the first run only).
+TEST_BROKERS ?= tansu kafka
 test: $(NATIVE)
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || ! echo "$(TEST_BROKERS)" | grep -qw kafka; then :; \
+	elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+	  echo "== the integration tests again, on Apache Kafka"; \
+	  WARMCAST_TEST_BROKER=kafka $(BIN)/pytest -m integration $(PYTEST_ARGS); \
+	else \
+	  echo "== no Java or Maven: the integration tests ran on the embedded broker only"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

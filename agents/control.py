@@ -66,7 +66,7 @@ from streams.control_auth import (
     signed,
     verify,
 )
-from streams.kafka import client_kwargs, last_answer
+from streams.kafka import client_kwargs, last_answer, topic_partitions
 from streams.security import token_matches
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ControlFeed:
             )
             try:
                 await consumer.start()
-                partitions = consumer.partitions_for_topic(CONTROL)
+                partitions = await topic_partitions(consumer, CONTROL, timeout=10.0)
                 if partitions:
                     self.tps = [TopicPartition(CONTROL, p) for p in sorted(partitions)]
                     consumer.assign(self.tps)

@@ -2,6 +2,8 @@
 
 Memory storage only: a restart of the broker loses every topic. Good for a laptop, a
 demo and the test suite; use ``KAFKA_BOOTSTRAP_SERVERS`` for anything else.
+``start_broker`` starts either kind of local broker: this one (``tansu``) or Apache
+Kafka from Maven artifacts (``kafka``, ``streams.kafka_broker``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 
 class BrokerError(RuntimeError):
@@ -147,6 +149,12 @@ class EmbeddedBroker:
         proc, self.process = self.process, None
         terminate(proc, timeout)
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
@@ -157,3 +165,59 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+#: The local brokers warmcast can start: ``tansu`` (embedded, the default) and ``kafka``.
+BROKER_KINDS = ("tansu", "kafka")
+
+
+class LocalBroker(Protocol):
+    """A broker started on this machine (``EmbeddedBroker`` or ``KafkaCluster``)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def running(self) -> bool: ...
+
+    def pids(self) -> list[int]:
+        """Process ids of the broker's running processes."""
+        ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+def start_broker(
+    kind: str = "tansu", port: int | None = None, nodes: int = 1, log_path: Path | None = None
+) -> LocalBroker:
+    """Start a local broker of ``kind`` and wait until it answers.
+
+    ``nodes`` applies to ``kafka`` (1 or 3); ``log_path`` to ``tansu`` (Kafka's nodes log
+    in their storage folder).
+    """
+    if kind == "tansu":
+        if nodes != 1:
+            raise BrokerError("the embedded broker runs one node only")
+        return EmbeddedBroker(port=port, log_path=log_path).start()
+    if kind == "kafka":
+        from streams.kafka_broker import KafkaCluster
+
+        return KafkaCluster(nodes=nodes, port=port).start()
+    raise BrokerError(f"unknown broker kind {kind!r}: choose one of {', '.join(BROKER_KINDS)}")
+
+
+def describe_broker(kind: str, broker: LocalBroker) -> str:
+    """One line saying what runs where.
+
+    >>> class B:
+    ...     bootstrap = "127.0.0.1:9092"
+    >>> describe_broker("tansu", B())
+    'embedded broker (Tansu, memory storage) on 127.0.0.1:9092'
+    """
+    if kind == "kafka":
+        from streams.kafka_artifacts import kafka_version
+
+        size = getattr(broker, "size", 1)
+        nodes = f"{size} nodes" if size > 1 else "1 node"
+        where = f"(KRaft, {nodes}, temporary storage) on {broker.bootstrap}"
+        return f"Apache Kafka {kafka_version()} {where}"
+    return f"embedded broker (Tansu, memory storage) on {broker.bootstrap}"

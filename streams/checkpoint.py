@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from engine.checkpoint import CheckpointHeader, CheckpointRejected, unseal
-from streams.kafka import client_kwargs, last_answer
+from streams.kafka import client_kwargs, last_answer, topic_partitions
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,8 @@ class CheckpointStore:
             await self._producer.start()
             self._tail = self._consumer(kwargs)
             await self._tail.start()
-            partitions = self._tail.partitions_for_topic(self.topic) or set()
-            if not partitions:
-                raise RuntimeError(f"topic {self.topic} does not exist")
-            self._tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            partitions = await topic_partitions(self._tail, self.topic)
+            self._tps = [TopicPartition(self.topic, p) for p in partitions]
             self._tail.assign(self._tps)
             await self._tail.seek_to_beginning(*self._tps)
             self._reader = self._consumer(kwargs)

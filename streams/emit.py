@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -132,15 +133,22 @@ class RecordEmitter:
 
 
 class CommandEmitter(RecordEmitter):
-    """A :class:`RecordEmitter` of warmup commands (JSON, timestamped when issued)."""
+    """A :class:`RecordEmitter` of warmup commands (JSON).
+
+    A command's record carries the wall-clock time it is published as its Kafka timestamp;
+    its event times are in the command (``issued_at``, ``start``, ``end``). Kafka's
+    time-based retention counts from record timestamps, so commands of a replayed history
+    stamped with their event time would be deleted at the broker's next retention check.
+    """
 
     def publish(self, commands: list[Command]) -> None:
         """Queue commands for delivery (returns at once)."""
         if not commands:
             return
         append, dumps = self._append, orjson.dumps
+        now_ms = int(time.time() * 1000)
         for command in commands:
-            append(command.model_id, dumps(command.to_dict()), int(command.issued_at * 1000))
+            append(command.model_id, dumps(command.to_dict()), now_ms)
         self._wake_pump()
 
 

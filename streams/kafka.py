@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -126,3 +127,22 @@ def last_answer(consumer: Any, partitions: Iterable[Any]) -> float | None:
     stamps = [consumer.last_poll_timestamp(tp) for tp in partitions]
     known = [s for s in stamps if s is not None]
     return max(known) / 1000 if known else None
+
+
+async def topic_partitions(consumer: Any, topic: str, timeout: float = 30.0) -> list[int]:
+    """The partitions of ``topic``, for a consumer that assigns them by hand.
+
+    A consumer learns a topic's partitions from a metadata request that asks for it (or
+    for every topic): Apache Kafka answers its first, bootstrap request, which names no
+    topic, with none. Raises ``LookupError`` if the topic is not there within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return sorted(found)
+        if time.monotonic() > deadline:
+            raise LookupError(f"topic {topic} does not exist")
+        await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.2)

@@ -2,7 +2,7 @@
 
 warmcast run        broker (embedded unless KAFKA_BOOTSTRAP_SERVERS) + worker
 warmcast worker     the Faust worker alone (needs a broker)
-warmcast broker     the embedded Kafka-protocol broker alone
+warmcast broker     a local broker alone: the embedded one (Tansu) or Apache Kafka
 warmcast schemas    export or check the JSON Schema files of the contracts
 warmcast backtest   run policies offline over a historical trace
 warmcast control    send a signed operator command to every worker
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streams.broker import BROKER_KINDS
 from streams.settings import (
     SECRETS,
     SettingsError,
@@ -84,26 +85,21 @@ def _apply_settings_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.broker import BrokerError, EmbeddedBroker
+    from streams.broker import BrokerError, describe_broker, start_broker
 
-    broker = EmbeddedBroker(port=args.port)
     try:
-        broker.start()
+        broker = start_broker(args.kind, port=args.port, nodes=args.nodes)
     except BrokerError as exc:
         print(f"warmcast broker: {exc}", file=sys.stderr)
         return 2
     print(broker.bootstrap, flush=True)
-    print(
-        f"embedded broker (Tansu, memory storage) on {broker.bootstrap}; Ctrl-C stops it",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"{describe_broker(args.kind, broker)}; Ctrl-C stops it", file=sys.stderr, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        while not stop.is_set() and broker.process is not None:
-            if broker.process.poll() is not None:
+        while not stop.is_set():
+            if not broker.running():
                 print("warmcast broker: the broker exited", file=sys.stderr)
                 return 1
             stop.wait(0.5)
@@ -159,16 +155,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     broker = None
     if not settings.kafka_bootstrap_servers:
-        from streams.broker import BrokerError, EmbeddedBroker
+        from streams.broker import BrokerError, describe_broker, start_broker
 
-        broker = EmbeddedBroker(port=args.broker_port)
         try:
-            broker.start()
+            broker = start_broker(args.broker, port=args.broker_port)
         except BrokerError as exc:
             print(f"warmcast run: {exc}", file=sys.stderr)
             return 2
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+        print(describe_broker(args.broker, broker), file=sys.stderr, flush=True)
     print(
         f"worker web server on http://{settings.web_host}:{settings.web_port} "
         "(/health, /metrics); Ctrl-C stops",
@@ -197,6 +192,16 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_kind_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        choices=BROKER_KINDS,
+        default="tansu",
+        help="local broker started when KAFKA_BOOTSTRAP_SERVERS is unset: tansu (embedded, "
+        "default) or kafka (Apache Kafka from Maven artifacts, one node)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmcast",
@@ -208,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="start the embedded broker (unless configured) and a worker")
     p.add_argument("--broker-port", type=int, default=None, help="embedded broker port")
+    _broker_kind_flag(p)
     _settings_flags(p)
     p.set_defaults(func=cmd_run)
 
@@ -215,8 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("broker", help="start the embedded Kafka-protocol broker (Tansu)")
-    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p = sub.add_parser(
+        "broker",
+        help="start a local broker: the embedded one (Tansu) or Apache Kafka",
+        description="Start a local broker and print its bootstrap address; Ctrl-C stops it. "
+        "tansu: the embedded broker (memory storage). kafka: Apache Kafka in KRaft mode "
+        "from Maven artifacts (resolved by mvn into ~/.cache/warmcast/kafka on first use; "
+        "needs Java 17), storage in a temporary folder; --nodes 3 replicates every topic "
+        "three times with min.insync.replicas=2.",
+    )
+    p.add_argument(
+        "--kind", choices=BROKER_KINDS, default="tansu", help="which broker (default: tansu)"
+    )
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="kafka: nodes (1)")
+    p.add_argument(
+        "--port", type=int, default=None, help="port (kafka: the first node's; default: free)"
+    )
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("schemas", help="JSON Schema files of the contracts")

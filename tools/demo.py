@@ -391,6 +391,7 @@ class DemoOptions:
     speed: float | None = None
     publish_metrics: bool = True
     bootstrap: str | None = None
+    broker: str = "tansu"  # the local broker started when no bootstrap is given
     keep_running: bool = False
     fmt: str = "auto"
     mapping: dict[str, Any] = field(default_factory=dict)
@@ -402,7 +403,7 @@ def say(out: TextIO, text: str = "") -> None:
 
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     """Run the demo; print as it goes; stop the worker and the broker it started."""
-    from streams.broker import EmbeddedBroker
+    from streams.broker import LocalBroker, describe_broker, start_broker
 
     out = out if out is not None else sys.stdout
     settings = settings_for(options.bootstrap)  # bad settings stop the demo before it starts
@@ -434,13 +435,13 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         f"\n           {trace.models} models, {trace.requests:,} requests, "
         f"{trace.end_minute + 1} minutes from {iso(trace.t0)}",
     )
-    broker = None
+    broker: LocalBroker | None = None
     worker = None
     try:
         if not settings.kafka_bootstrap_servers:
-            broker = EmbeddedBroker(log_path=outdir / "broker.log").start()
+            broker = start_broker(options.broker, log_path=outdir / "broker.log")
             settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
-            say(out, f"  broker   embedded (Tansu, memory storage) on {broker.bootstrap}")
+            say(out, f"  broker   {describe_broker(options.broker, broker)}")
         else:
             say(out, f"  broker   {settings.kafka_bootstrap_servers}")
         namespace = f"demo-{uuid.uuid4().hex[:8]}"
@@ -615,6 +616,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--bootstrap", metavar="HOST:PORT", help="use this broker [env: KAFKA_BOOTSTRAP_SERVERS]"
     )
     p.add_argument(
+        "--broker",
+        choices=("tansu", "kafka"),
+        default="tansu",
+        help="local broker started when no --bootstrap is given: tansu (embedded, default) "
+        "or kafka (Apache Kafka from Maven artifacts)",
+    )
+    p.add_argument(
         "--no-metrics",
         action="store_true",
         help="the fleet publishes no metric events (the backtest sees none either)",
@@ -652,6 +660,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         speed=args.speed,
         publish_metrics=not args.no_metrics,
         bootstrap=args.bootstrap,
+        broker=args.broker,
         keep_running=keep,
         fmt=args.fmt,
         mapping=trace_mapping(args),

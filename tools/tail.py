@@ -236,15 +236,12 @@ async def tail(
 
 
 async def _partitions(consumer: Any, topic: str, timeout: float | None) -> list[int]:
-    deadline = time.monotonic() + (timeout if timeout is not None else 30.0)
-    while True:
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return sorted(found)
-        if time.monotonic() > deadline:
-            raise LookupError(f"topic {topic} does not exist (is a worker running?)")
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.2)
+    from streams.kafka import topic_partitions
+
+    try:
+        return await topic_partitions(consumer, topic, timeout if timeout is not None else 30.0)
+    except LookupError as exc:
+        raise LookupError(f"{exc} (is a worker running?)") from None
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
