@@ -141,6 +141,8 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "producer_max_batch_size": settings.producer_batch_bytes,
         "producer_partitioner": default_partitioner,
     }
+    if settings.producer_compression != "none":
+        options["producer_compression_type"] = settings.producer_compression
     credentials = broker_credentials(settings)  # SASL and TLS; None: plaintext
     if credentials is not None:
         options["broker_credentials"] = credentials
