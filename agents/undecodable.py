@@ -113,9 +113,18 @@ class Undecodable:
             )
         ordered = self.skips.get(ident)
         if ordered is not None:
-            self._spawn(self.skip(batch.topic, batch.partition, batch.first_offset, ordered))
+            self._spawn(self._skip_as_ordered(batch, ordered))
         else:
             self._spawn(self._alert(batch, "firing", summary(batch)))
+
+    async def _skip_as_ordered(self, batch: UndecodableBatch, by: str) -> None:
+        """A batch the operator has already said to skip: skip it (or, if that fails,
+        raise the alert as for any other)."""
+        try:
+            await self.skip(batch.topic, batch.partition, batch.first_offset, by)
+        except Exception:
+            log.exception("could not skip %s[%d] as ordered", batch.topic, batch.partition)
+            await self._alert(batch, "firing", summary(batch))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
