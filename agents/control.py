@@ -17,6 +17,7 @@ The same commands as HTTP endpoints, with ``Authorization: Bearer $WARMCAST_CONT
     POST /control/reset-to-safe
     POST /control/snapshot         {"name": "before-upgrade"}
     POST /control/restore          {"name": "before-upgrade"}
+    POST /control/skip-batch       {"topic": "warmcast.usage.v1", "partition": 0, "offset": 12}
     GET  /control                  mode, checkpoints and snapshots of this worker
 
 A POST publishes the command, signed, on the control topic and answers once this worker
@@ -83,6 +84,7 @@ ACTIONS = {
     "reset-to-safe": "reset_to_safe",
     "snapshot": "snapshot",
     "restore": "restore",
+    "skip-batch": "skip_batch",
 }
 APPLY_TIMEOUT = 15.0
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas._types import EpochSeconds, Label
 
-Action = Literal["emergency_stop", "resume", "reset_to_safe", "snapshot", "restore"]
+Action = Literal["emergency_stop", "resume", "reset_to_safe", "snapshot", "restore", "skip_batch"]
 #: A snapshot's name: letters, digits, dot, dash, underscore.
 SnapshotName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
@@ -33,7 +33,9 @@ class ControlCommand(BaseModel):
     - ``resume``: leave the emergency stop and the safe mode;
     - ``reset_to_safe``: every engine runs the safe fixed keep-alive until resumed;
     - ``snapshot``: checkpoint every partition's learned state under ``name``;
-    - ``restore``: take the learned state of snapshot ``name`` back.
+    - ``restore``: take the learned state of snapshot ``name`` back;
+    - ``skip_batch``: go on after the record batch of ``topic`` / ``partition`` that
+      starts at ``offset`` and cannot be decoded (it is dead-lettered).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,10 +47,15 @@ class ControlCommand(BaseModel):
     release: bool = False
     name: SnapshotName | None = None
     issued_by: Label = ""
+    topic: Label | None = None
+    partition: Annotated[int, Field(ge=0)] | None = None
+    offset: Annotated[int, Field(ge=0)] | None = None
     ts: EpochSeconds = Field(default_factory=time.time)
 
     @model_validator(mode="after")
     def _named_when_needed(self) -> Self:
         if self.command in ("snapshot", "restore") and self.name is None:
             raise ValueError(f"{self.command} needs a name")
+        if self.command == "skip_batch" and None in (self.topic, self.partition, self.offset):
+            raise ValueError("skip_batch needs a topic, a partition and an offset")
         return self

@@ -117,6 +117,38 @@ async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
     return tps
 
 
+def seek_uncommitted_to_beginning(app: faust.App) -> bool:
+    """Make the consumer's seek to committed offsets, which Faust does before its streams
+    resume after each rebalance, also seek the partitions that have no committed offset:
+    to their beginning (the worker's offset reset). Returns whether the consumer was found.
+
+    aiokafka leaves such a partition where its fetcher is, and while Faust recovers its
+    tables it may have taken records of it from the fetcher and dropped them: a partition
+    that has something to seek back to gets them again, one without a commit (a new
+    group, or one that has waited since its first offset) lost them.
+    """
+    _, consumer = _kafka_consumer(app)
+    if consumer is None:
+        return False
+    if getattr(consumer, "_warmcast_seeks_uncommitted", False):
+        return True
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_every_partition(*partitions: Any) -> Any:
+        offsets = await seek_to_committed(*partitions)
+        for tp, offset in offsets.items():
+            if offset == 0:
+                consumer.seek(tp, 0)  # aiokafka seeks only past 0
+        fresh = [tp for tp, offset in offsets.items() if offset is None or offset < 0]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        return offsets
+
+    consumer.seek_to_committed = seek_every_partition
+    consumer._warmcast_seeks_uncommitted = True
+    return True
+
+
 def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
     """Faust settings derived from warmcast's."""
     options: dict[str, Any] = {
@@ -141,6 +173,8 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "producer_max_batch_size": settings.producer_batch_bytes,
         "producer_partitioner": default_partitioner,
     }
+    if settings.producer_compression != "none":
+        options["producer_compression_type"] = settings.producer_compression
     credentials = broker_credentials(settings)  # SASL and TLS; None: plaintext
     if credentials is not None:
         options["broker_credentials"] = credentials
@@ -162,6 +196,13 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
             log.info("engine: %s", native.describe())
         else:
             log.warning("engine: %s", native.describe())
+
+    @app.on_partitions_assigned.connect
+    async def _seek_uncommitted(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        if not seek_uncommitted_to_beginning(app):
+            log.warning("partitions without a committed offset may skip what came first")
 
     @app.on_rebalance_complete.connect
     async def _pause_changelogs(

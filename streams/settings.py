@@ -136,6 +136,11 @@ class WarmcastSettings(BaseSettings):
         "commands of a batch of usage messages leave at once; under load, those queued "
         "while earlier batches wait to leave gather in the next)",
     )
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none",
+        description="codec of the record batches the worker writes (commands, alerts, "
+        "health, changelogs, dead letters); it reads every codec whatever this says",
+    )
     fetch_max_wait_ms: int = Field(
         default=20,
         ge=0,
