@@ -3,6 +3,7 @@ that exist, and environment and ports consistent with the settings and Prometheu
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,13 @@ def test_prometheus_loads_the_rules_it_is_given(compose: dict[str, Any]) -> None
     mounted = {
         v.split(":")[1]: v.split(":")[0] for v in compose["services"]["prometheus"]["volumes"]
     }
+    config_dir = posixpath.dirname(
+        next(c for c, h in mounted.items() if h.endswith("prometheus.yml"))
+    )
     for rule_file in prometheus["rule_files"]:
-        assert rule_file in mounted
-        rules = yaml.safe_load((REPO / mounted[rule_file]).read_text())
+        in_container = posixpath.join(config_dir, rule_file)  # relative to the config file
+        assert in_container in mounted, in_container
+        rules = yaml.safe_load((REPO / mounted[in_container]).read_text())
         assert all(
             r["expr"] and r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]
         )
