@@ -57,3 +57,36 @@ def exposed_names(text: str) -> set[str]:
         if line and not line.startswith("#"):
             names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
     return names
+
+
+#: Labels Prometheus attaches to every series it scrapes; no worker exposes them.
+TARGET_LABELS = {"job", "instance"}
+
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The series selectors of an expression with label matchers: (metric, [(label, op,
+    value)]).
+
+    >>> selectors('sum(rate(a_total{kind="x", reason=~"p|q"}[5m])) / b{job!="w"}')
+    [('a_total', [('kind', '=', 'x'), ('reason', '=~', 'p|q')]), ('b', [('job', '!=', 'w')])]
+    """
+    found = re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", expr)
+    return [(m.group(1), _LABEL.findall(m.group(2))) for m in found]
+
+
+def series(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Name and labels of each sample of a Prometheus text exposition (or of a series
+    written as ``name{label="value", ...}``).
+
+    >>> series('# TYPE x_total counter\\nx_total{a="1",b="2"} 2.0\\ny 1\\n')
+    [('x_total', {'a': '1', 'b': '2'}), ('y', {})]
+    """
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?", line)
+        if m and not line.startswith("#"):
+            labels = {k: v for k, op, v in _LABEL.findall(m.group(2) or "") if op == "="}
+            out.append((m.group(1), labels))
+    return out

@@ -1,7 +1,9 @@
-"""The Prometheus rules of the worker's own reliability checks say what the worker says:
-same metric, same threshold, same ``for`` and keep-firing time, same severity, with the
-settings' defaults. (That every metric they name is exposed by a running worker is
-checked in tests/integration/test_ops_checks.py.)"""
+"""The Prometheus rules of the worker's checks say what the worker says: same metric, same
+threshold and comparison, same window, and for the worker's own reliability checks the
+same ``for`` and keep-firing time and severity, with the settings' defaults. (That every
+metric they name is exposed by a running worker is checked in
+tests/integration/test_ops_checks.py; that each fires at its threshold and not under it,
+by promtool in tests/ops/test_promtool.py.)"""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.runtime import FORWARDED_MIN_EVENTS
 from streams.settings import WarmcastSettings
 from tests.ops.promql import metric_names
 
@@ -37,16 +40,84 @@ def hostile_reasons() -> set[str]:
     raise AssertionError("agents/recovery.py has no HOSTILE")
 
 
+def load_rules(group: str | None = None) -> dict[str, dict[str, Any]]:
+    """The alerting rules of alerts.yml by name (of one group, or of all)."""
+    doc = yaml.safe_load((REPO / "ops/prometheus/alerts.yml").read_text())
+    groups = [g for g in doc["groups"] if group in (None, g["name"])]
+    assert groups, group
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
 @pytest.fixture(scope="module")
 def rules() -> dict[str, dict[str, Any]]:
-    doc = yaml.safe_load((REPO / "ops/prometheus/alerts.yml").read_text())
-    (group,) = [g for g in doc["groups"] if g["name"] == "warmcast-reliability"]
-    return {r["alert"]: r for r in group["rules"]}
+    return load_rules("warmcast-reliability")
 
 
 def threshold(expr: str) -> float:
     (value,) = re.findall(r">\s*([0-9.]+)\s*$", expr.strip())
     return float(value)
+
+
+def comparisons(expr: str) -> set[tuple[str, float]]:
+    """Each comparison of the expression with a number.
+
+    >>> sorted(comparisons('a{x!="1"} >= 0.99 or b < 7 and c > 0'))
+    [('<', 7.0), ('>', 0.0), ('>=', 0.99)]
+    """
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    found = re.findall(r"(==|!=|>=|<=|>|<)\s*([0-9]+(?:\.[0-9]+)?)", unquoted)
+    return {(op, float(value)) for op, value in found}
+
+
+def windows(expr: str) -> set[float]:
+    """Seconds of each range the expression selects."""
+    return {duration(w) for w in re.findall(r"\[(\w+)\]", expr)}
+
+
+D = DEFAULTS
+#: Per rule of a worker check: its comparisons and ranges, from the settings' defaults.
+WORKER_CHECKS: dict[str, tuple[set[tuple[str, float]], set[float]]] = {
+    "WarmcastHealthDegraded": ({("<", D.health_score_min)}, set()),
+    # `> 0`: a worker without usage yet counts from its start
+    "WarmcastStaleData": ({(">", 0), (">", D.stale_after_seconds)}, set()),
+    "WarmcastInsufficientVolume": ({("<", D.min_volume_events)}, {D.volume_window_seconds}),
+    "WarmcastLowAccuracy": ({("<", D.accuracy_min)}, set()),
+    "WarmcastSlowDecisions": (
+        {(">", D.decision_latency_p95_max_seconds)},
+        {D.decision_latency_window_seconds},
+    ),
+    "WarmcastWarmupQueueOverflow": ({(">", 0)}, {D.queue_overflow_window_seconds}),
+    "WarmcastBudgetExhausted": ({(">=", D.budget_use_max)}, set()),
+    "WarmcastDeadLetterBurst": ({(">=", D.dead_letter_burst)}, {D.dead_letter_window_seconds}),
+    "WarmcastForwardedEvents": (
+        {(">", D.forwarded_share_max), (">=", FORWARDED_MIN_EVENTS)},
+        {D.forwarded_window_seconds},
+    ),
+}
+#: Rules on what Prometheus alone sees, or with thresholds no setting has.
+PROMETHEUS_ONLY = {
+    "WarmcastWorkerDown",
+    "WarmcastDrift",
+    "WarmcastControlRejected",
+    "WarmcastMetricAnomalies",
+    "WarmcastHighColdStartRatio",
+    "WarmcastRequestErrors",
+    "WarmcastWastedWarmups",
+    "WarmcastAlertsFiring",
+}
+
+
+@pytest.mark.parametrize("alert", sorted(WORKER_CHECKS))
+def test_worker_check_thresholds_are_the_defaults(alert: str) -> None:
+    expr = load_rules("warmcast")[alert]["expr"]
+    expected_comparisons, expected_windows = WORKER_CHECKS[alert]
+    assert comparisons(expr) == expected_comparisons, expr
+    assert windows(expr) == expected_windows, expr
+
+
+def test_every_rule_is_held_to_a_setting_or_named_as_prometheus_only() -> None:
+    held = set(WORKER_CHECKS) | set(load_rules("warmcast-reliability"))
+    assert set(load_rules()) == held | PROMETHEUS_ONLY
 
 
 def test_consumer_lag(rules: dict[str, dict[str, Any]]) -> None:
