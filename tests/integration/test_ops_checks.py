@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -32,7 +33,14 @@ from tests.integration.harness import (
     usage,
     wait_for,
 )
-from tests.ops.promql import SCRAPE_SERIES, exposed_names, metric_names
+from tests.ops.promql import (
+    SCRAPE_SERIES,
+    TARGET_LABELS,
+    exposed_names,
+    metric_names,
+    selectors,
+    series,
+)
 from tests.ops.workers import AlertLog, ModuleWorker
 
 pytestmark = pytest.mark.integration
@@ -237,6 +245,51 @@ def test_alert_rules_and_dashboard_use_only_exposed_metrics(ops_worker: Worker) 
             assert names, f"{source}: no metric in {expr!r}"
             missing = names - exposed - SCRAPE_SERIES
             assert not missing, f"{source}: {sorted(missing)} not exposed by a worker ({expr!r})"
+
+
+def matches(op: str, pattern: str, value: str) -> bool:
+    if op in ("=~", "!~"):
+        return bool(re.fullmatch(pattern, value)) == (op == "=~")
+    return (value == pattern) == (op == "=")
+
+
+def test_alert_rules_select_series_a_worker_exposes(ops_worker: Worker) -> None:
+    """Every label matcher of a rule matches a series a worker exposes (a label value the
+    worker never writes would keep the rule quiet for good); each alternative of a
+    ``=~"a|b"`` matcher is such a value."""
+    exposed = series(ops_worker.get("/metrics").decode())
+    for expr in rule_expressions():
+        for name, matchers in selectors(expr):
+            own = [
+                (label, op, value) for label, op, value in matchers if label not in TARGET_LABELS
+            ]
+            for label, op, value in own:
+                alternatives = value.split("|") if op == "=~" else [value]
+                for want in alternatives:
+                    assert any(
+                        n == name and matches(op, want, labels.get(label, ""))
+                        for n, labels in exposed
+                    ), f"no {name}{{{label}{op}{want!r}}} exposed by a worker ({expr!r})"
+
+
+def test_rule_unit_tests_feed_series_as_a_worker_exposes_them(ops_worker: Worker) -> None:
+    """The input series of ops/prometheus/alerts_test.yml are series of a worker: same
+    name, same label names (besides those Prometheus adds)."""
+    exposed: dict[str, set[frozenset[str]]] = {}
+    for name, labels in series(ops_worker.get("/metrics").decode()):
+        exposed.setdefault(name, set()).add(frozenset(labels))
+    doc = yaml.safe_load((REPO / "ops/prometheus/alerts_test.yml").read_text())
+    inputs = [s["series"] for group in doc["tests"] for s in group["input_series"]]
+    assert inputs
+    for text in inputs:
+        ((name, labels),) = series(text)
+        assert set(labels) >= TARGET_LABELS, text
+        if name in SCRAPE_SERIES:
+            continue
+        assert name in exposed, f"{text}: no such series on a worker"
+        own = frozenset(labels) - TARGET_LABELS
+        seen = sorted(sorted(names) for names in exposed[name])
+        assert own in exposed[name], f"{text}: a worker labels it {seen}"
 
 
 def test_metric_names_follow_the_conventions(ops_worker: Worker) -> None:
