@@ -104,6 +104,7 @@ PROMETHEUS_ONLY = {
     "WarmcastRequestErrors",
     "WarmcastWastedWarmups",
     "WarmcastAlertsFiring",
+    "WarmcastUndecodableBatch",
 }
 
 
