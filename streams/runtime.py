@@ -18,6 +18,7 @@ from engine.anomaly import MetricAnomalies
 from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
+from engine.crashloop import CrashLoops
 from engine.feed import UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.healthscore import (
@@ -93,9 +94,14 @@ class Runtime:
     #: (the consumer lag counts from the next one).
     read_offsets: dict[int, int] = field(default_factory=dict)
     position_source: PositionSource | None = None
+    #: Crashes of the worker's agents (agents/probes.py counts them; readiness reads them).
+    agent_crashes: CrashLoops = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.agent_crashes = CrashLoops(
+            s.agent_crash_loop_crashes, s.agent_crash_loop_window_seconds
+        )
         self.metrics = WorkerMetrics(
             input_topics=(s.topic("usage"), s.topic("metrics")),
             anomaly_metrics=s.anomaly_metric_names,
@@ -150,6 +156,24 @@ class Runtime:
     def tolerance_minutes(self) -> int:
         """How far (whole minutes) one usage event may move a partition's event time."""
         return math.ceil(self.settings.watermark_tolerance_seconds / 60.0)
+
+    def settings_problems(self) -> list[str]:
+        """What in the settings keeps the worker from working: the policies they name
+        must be built (empty: nothing).
+
+        >>> Runtime(WarmcastSettings(policy="nonsense")).settings_problems()
+        ["setting policy: unknown policy 'nonsense': use fixed:K (K minutes), hybrid or warmcast"]
+        """
+        problems = []
+        for name, build in (
+            ("policy", self.new_policy),
+            ("safe_policy", lambda: make_policy(self.settings.safe_policy)),
+        ):
+            try:
+                build()
+            except Exception as exc:  # whatever a policy's constructor refuses with
+                problems.append(f"setting {name}: {exc}")
+        return problems
 
     def new_policy(self) -> Policy:
         return make_policy(self.settings.policy, **self.settings.policy_knobs)
