@@ -1,19 +1,23 @@
 """The probe stage of ``warmcast bench``: what asking ``/health`` costs the events.
 
-A fresh worker is given ``--probe-models`` served models (200,000), then gets brand-new
+A fresh worker is given ``--probe-models`` served models (200,000) and left until it is
+idle (the health writes and snapshots the new models cause are done), then gets brand-new
 models at ``--latency-rate`` events/s for ``--probe-seconds``, each timed from produce to
-its warmup command as in the latency table. The run alternates spans of
-:data:`BLOCK_SECONDS` (a quarter of a shorter run): in one, nothing but the events; in the
-next, ``/health`` (its default listing of 100 models) is asked once a second from another
-thread, as a probe or a status page would. Events are grouped by the span they were sent
-in, so both groups share the same worker, topics and moment of the machine, and the p99 of
-the probed group is set against the quiet one's.
+its warmup command as in the latency table. The run is cut in spans of
+:data:`BLOCK_SECONDS` (an eighth of a shorter run), in the order quiet, probed, probed,
+quiet, and again: in a quiet span nothing but the events, in a probed one ``/health`` (its
+default listing of 100 models) is asked once a second from another thread, as a probe or
+a status page would. Events are grouped by the span they were sent in, so both groups
+share the same worker, topics and moment of the machine, and the order cancels a steady
+drift (the embedded broker slows down as its topics fill); the p99 of the probed group is
+set against the quiet one's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 import urllib.request
@@ -24,14 +28,19 @@ from streams.settings import WarmcastSettings
 from tools.bench import BenchConfig, WorkerProcess, latency, new_models
 
 #: Seconds of each span, with probes and without.
-BLOCK_SECONDS = 5.0
+BLOCK_SECONDS = 2.5
+#: Which spans are probed, in turn (quiet, probed, probed, quiet).
+PATTERN = (False, True, True, False)
+#: The worker counts as idle once it uses less than this share of a core over a second.
+IDLE_CPU_SHARE = 0.2
 #: Seconds between two probes in a probed span.
 PROBE_INTERVAL_SECONDS = 1.0
 
 
 class Prober(threading.Thread):
-    """Asks ``url`` once a second (twice a span, if spans are shorter) in every other span
-    of ``block`` seconds from its start; keeps how long each answer took and its size."""
+    """Asks ``url`` once a second (twice a span, if spans are shorter) in the probed spans
+    of ``block`` seconds from its start (:data:`PATTERN`); keeps how long each answer took
+    and its size."""
 
     def __init__(self, url: str, block: float = BLOCK_SECONDS) -> None:
         super().__init__(name="health-prober", daemon=True)
@@ -45,11 +54,11 @@ class Prober(threading.Thread):
     def probing(self, t: float) -> bool:
         """Whether monotonic time ``t`` falls in a probed span.
 
-        >>> p = Prober("http://127.0.0.1:1/health", block=5.0)
-        >>> [p.probing(p.t0 + s) for s in (0.5, 4.9, 5.1, 9.9, 10.2)]
-        [False, False, True, True, False]
+        >>> p = Prober("http://127.0.0.1:1/health", block=2.5)
+        >>> [p.probing(p.t0 + s) for s in (0.5, 2.6, 5.1, 7.6, 10.1, 12.6)]
+        [False, True, True, False, False, True]
         """
-        return int((t - self.t0) // self.block) % 2 == 1
+        return PATTERN[int((t - self.t0) // self.block) % len(PATTERN)]
 
     def group_of(self, t: float) -> str:
         return "probed" if self.probing(t) else "quiet"
@@ -77,6 +86,26 @@ class Prober(threading.Thread):
         self.join(timeout=90)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process ``pid`` has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(w: WorkerProcess, timeout: float = 300.0) -> float:
+    """Wait until the worker uses less than :data:`IDLE_CPU_SHARE` of a core over a second
+    (or ``timeout`` has passed); returns the seconds waited."""
+    start = time.monotonic()
+    used = cpu_seconds(w.process.pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(1.0)
+        now = cpu_seconds(w.process.pid)
+        if now - used < IDLE_CPU_SHARE:
+            break
+        used = now
+    return time.monotonic() - start
+
+
 def health_probe(
     bootstrap: str, settings: WarmcastSettings, workdir: Path, config: BenchConfig
 ) -> dict[str, Any]:
@@ -86,7 +115,8 @@ def health_probe(
         w.wait_ready()
         intake = new_models(w, bootstrap, settings, config, 0, config.probe_models, "probe")
         tracked = int(w.metric("warmcast_tracked_models"))
-        block = min(BLOCK_SECONDS, config.probe_seconds / 4)
+        settled = wait_idle(w)
+        block = min(BLOCK_SECONDS, config.probe_seconds / 8)
         prober = Prober(f"http://127.0.0.1:{w.port}/health", block)
         timed = dataclasses.replace(config, latency_seconds=config.probe_seconds)
         prober.start()
@@ -107,6 +137,7 @@ def health_probe(
         "models": config.probe_models,
         "tracked_models": tracked,
         "new_models_per_second": round(intake, 1),
+        "seconds_to_idle": round(settled, 1),
         "worker_rss_bytes": rss,
         "block_seconds": block,
         "offered_per_second": lat.get("offered_per_second", 0.0),

@@ -305,9 +305,9 @@ def test_a_tiny_run_measures_every_stage(
     assert judged["worker_rss_at_100k_models"]["judged"] is False
     assert judged["health_probe_p99_rise"]["judged"] is False  # 300 models, not 200,000
 
-    probe = report["probe"]  # spans of 0.5 s in a 2 s run, probed twice each
+    probe = report["probe"]  # spans of 0.25 s in a 2 s run, probed twice each
     assert probe["tracked_models"] >= 300 and probe["events"] == 200
-    assert probe["block_seconds"] == 0.5
+    assert probe["block_seconds"] == 0.25
     assert set(probe["groups"]) == {"quiet", "probed"}
     assert probe["groups"]["quiet"]["commands"] + probe["groups"]["probed"]["commands"] == 200
     assert probe["answers"]["count"] >= 1 and probe["answers"]["statuses"] == [200]
