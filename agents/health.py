@@ -105,24 +105,37 @@ RANK_STEP_MODELS = 1000
 #: evicted from the top of a ranking): each is a pass over every model.
 RANK_REBUILD_SECONDS = 30.0
 _last_rebuild = [0.0]
+_rebuilding: list[asyncio.Task[bool]] = []  # the rebuild under way, if any
 
 
 @app.timer(interval=RANK_SECONDS)
 async def keep_rankings() -> None:
     """Rank the models changed since the last round; rebuild the listing's rankings when
-    they may miss models, once the worker holds its partitions' tables (not while
-    rebalancing or recovering)."""
+    they may miss models."""
+    await rankings_now(rebuild_if_short=True)
+
+
+async def rankings_now(rebuild_if_short: bool = False) -> None:
+    """Bring the listing's rankings up to date: the models changed meanwhile ranked, and
+    after a rebalance the one rebuild from the recovered tables done (a request waits for
+    it, sharing it with the timer's), once the worker holds its partitions' tables (not
+    while rebalancing or recovering). ``rebuild_if_short``: also rebuild, at most every
+    :data:`RANK_REBUILD_SECONDS`, rankings that models leaving have left short."""
     await rank_in_steps(health_store, RANK_STEP_MODELS)
     rankings = health_store.rankings
     if not app.runtime.started or app.rebalancing or app.in_recovery:
         return
-    if not rankings.wants_rebuild(app.runtime.settings.health_list_max):
+    if _rebuilding and not _rebuilding[0].done():
+        await asyncio.shield(_rebuilding[0])
         return
-    now = time.monotonic()
-    if not rankings.stale and now - _last_rebuild[0] < RANK_REBUILD_SECONDS:
-        return
-    _last_rebuild[0] = now
-    await rebuild_rankings(health_store, RANK_STEP_MODELS)
+    if not rankings.stale:
+        if not rebuild_if_short or not rankings.wants_rebuild(app.runtime.settings.health_list_max):
+            return
+        if time.monotonic() - _last_rebuild[0] < RANK_REBUILD_SECONDS:
+            return
+    _last_rebuild[0] = time.monotonic()
+    _rebuilding[:] = [asyncio.ensure_future(rebuild_rankings(health_store, RANK_STEP_MODELS))]
+    await asyncio.shield(_rebuilding[0])
 
 
 @app.on_rebalance_complete.connect

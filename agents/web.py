@@ -23,7 +23,7 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from agents.health import snapshot, snapshot_of
+from agents.health import rankings_now, snapshot, snapshot_of
 from agents.probes import readiness, refused
 from agents.status_page import STATUS_PAGE
 from engine.alerting import AlertTransition
@@ -100,7 +100,8 @@ def model_summary(health_doc: dict[str, Any]) -> dict[str, Any]:
 
 async def listed_models(sort: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
     """The models ranked ``offset`` to ``offset + limit`` by ``sort``, summarised a few at
-    a time; and whether the ranking is exact (not while it is rebuilt after a rebalance)."""
+    a time; and whether the ranking is exact (not while the worker rebalances)."""
+    await rankings_now()
     rankings = health_store.rankings
     complete = rankings.complete(sort, limit, offset)
     ranked = rankings.ranked(sort, limit, offset)
