@@ -1,9 +1,9 @@
 """The probe stage of ``warmcast bench``: what asking ``/health`` costs the events.
 
 A fresh worker is given ``--probe-models`` served models (200,000) and left until it is
-idle (the health writes and snapshots the new models cause are done), then gets brand-new
-models at ``--latency-rate`` events/s for ``--probe-seconds``, each timed from produce to
-its warmup command as in the latency table. The run is cut in spans of
+idle (the health snapshots of the new models published, and nothing else running), then
+gets brand-new models at ``--latency-rate`` events/s for ``--probe-seconds``, each timed
+from produce to its warmup command as in the latency table. The run is cut in spans of
 :data:`BLOCK_SECONDS` (an eighth of a shorter run), in the order quiet, probed, probed,
 quiet, and again: in a quiet span nothing but the events, in a probed one ``/health`` (its
 default listing of 100 models) is asked once a second from another thread, as a probe or
@@ -92,10 +92,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_idle(w: WorkerProcess, timeout: float = 300.0) -> float:
-    """Wait until the worker uses less than :data:`IDLE_CPU_SHARE` of a core over a second
-    (or ``timeout`` has passed); returns the seconds waited."""
+def wait_idle(w: WorkerProcess, models: int, timeout: float = 300.0) -> float:
+    """Wait until the worker has published the health snapshots of its ``models`` new
+    models (a round every ``WARMCAST_HEALTH_SNAPSHOT_SECONDS``, seconds of work for a
+    flood) and then uses less than :data:`IDLE_CPU_SHARE` of a core over a second (or
+    ``timeout`` has passed); returns the seconds waited."""
     start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if w.metric("warmcast_health_snapshots_total") >= models:
+            break
+        time.sleep(1.0)
     used = cpu_seconds(w.process.pid)
     while time.monotonic() - start < timeout:
         time.sleep(1.0)
@@ -115,7 +121,7 @@ def health_probe(
         w.wait_ready()
         intake = new_models(w, bootstrap, settings, config, 0, config.probe_models, "probe")
         tracked = int(w.metric("warmcast_tracked_models"))
-        settled = wait_idle(w)
+        settled = wait_idle(w, config.probe_models)
         block = min(BLOCK_SECONDS, config.probe_seconds / 8)
         prober = Prober(f"http://127.0.0.1:{w.port}/health", block)
         timed = dataclasses.replace(config, latency_seconds=config.probe_seconds)
@@ -143,6 +149,7 @@ def health_probe(
         "offered_per_second": lat.get("offered_per_second", 0.0),
         "events": lat.get("events", 0),
         "groups": groups,
+        "p99_ms_by_second": lat.get("p99_ms_by_second", []),
         "p99_rise": rise,
         "answers": {
             "count": len(seconds),
