@@ -2,8 +2,9 @@
 
 ``/livez``   200 while the worker's event loop answers at all
 ``/readyz``  200 when the worker is ready: it has joined its group and recovered its
-             tables, is not rebalancing, its settings hold, and no agent crash-loops;
-             503 otherwise, with the reasons
+             tables, is not rebalancing, and no agent crash-loops; 503 otherwise, with
+             the reasons (a worker whose settings do not hold never starts: they are
+             checked before anything else)
 
 Every agent's crashes are counted (``warmcast_agent_crashes_total{agent}``): Faust
 restarts an agent whose loop raises, so an agent raising at every message would otherwise
@@ -51,16 +52,10 @@ class ProbeMetrics:
 metrics = ProbeMetrics()
 
 
-#: Checked once: settings do not change while the worker runs.
-SETTINGS_PROBLEMS = runtime.settings_problems()
-for problem in SETTINGS_PROBLEMS:
-    log.error("the worker will not be ready: %s", problem)
-
-
 def readiness(now: float) -> tuple[bool, str, list[str]]:
     """Whether the worker is ready, its state (``ready``, ``starting`` or ``failing``)
     and why not; a few attribute reads, whatever the worker holds."""
-    failing = list(SETTINGS_PROBLEMS)
+    failing = []
     window = settings.agent_crash_loop_window_seconds
     for agent, n in runtime.agent_crashes.looping(now).items():
         failing.append(f"agent {agent} crashed {n} times in {window:g} s")

@@ -157,24 +157,6 @@ class Runtime:
         """How far (whole minutes) one usage event may move a partition's event time."""
         return math.ceil(self.settings.watermark_tolerance_seconds / 60.0)
 
-    def settings_problems(self) -> list[str]:
-        """What in the settings keeps the worker from working: the policies they name
-        must be built (empty: nothing).
-
-        >>> Runtime(WarmcastSettings(policy="nonsense")).settings_problems()
-        ["setting policy: unknown policy 'nonsense': use fixed:K (K minutes), hybrid or warmcast"]
-        """
-        problems = []
-        for name, build in (
-            ("policy", self.new_policy),
-            ("safe_policy", lambda: make_policy(self.settings.safe_policy)),
-        ):
-            try:
-                build()
-            except Exception as exc:  # whatever a policy's constructor refuses with
-                problems.append(f"setting {name}: {exc}")
-        return problems
-
     def new_policy(self) -> Policy:
         return make_policy(self.settings.policy, **self.settings.policy_knobs)
 
