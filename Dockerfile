@@ -19,6 +19,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 ENV WARMCAST_DATA_DIR=/var/lib/warmcast
 EXPOSE 6066
+# /readyz answers in constant time (503 while starting, rebalancing, with bad settings or
+# an agent crash-looping); /livez is the liveness probe of orchestrators that have one.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WARMCAST_WEB_PORT', '6066') + '/health', timeout=4)"
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WARMCAST_WEB_PORT', '6066') + '/readyz', timeout=4)"
 CMD ["warmcast", "worker"]

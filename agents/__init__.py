@@ -2,11 +2,15 @@
 
 from agents import alerts, control, health, metrics, recovery, undecodable, usage, web
 
+# Last: it counts the crashes of every agent registered above.
+from agents import probes  # isort: skip
+
 __all__ = [
     "alerts",
     "control",
     "health",
     "metrics",
+    "probes",
     "recovery",
     "undecodable",
     "usage",

@@ -2,7 +2,8 @@
 
 Snapshots go to the compacted health topic keyed by ``model_id``, so the topic holds the
 latest health of every served model. Only models that saw events since the previous
-round are published.
+round are published. The rankings of ``/health``'s listing are rebuilt here when they
+fall short (after a rebalance, or once many ranked models have gone).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 from typing import Any
 
 import orjson
+from mode.types.signals import BaseSignalT
 
 from engine.health import ModelHealth
 from streams.app import app, health_store, health_topic, model_health
-from streams.healthstore import flush_in_steps
+from streams.healthstore import flush_in_steps, rank_in_steps, rebuild_rankings
 from streams.partitioning import partition_for
 
 
@@ -85,12 +87,58 @@ async def publish_snapshots() -> None:
     emitter = app.emitter(health_topic.get_topic_name(), runtime.usage_partitions)
     now_ms = int(time.time() * 1000)
     for i, model_id in enumerate(sorted(due)):
-        health = health_store.decoded(model_id)
+        health = health_store.detached(model_id)  # a snapshot settles leases: a copy
         if health is None:
             continue
-        if model_id in health_store.pending:  # the live object: a snapshot settles leases
-            health = ModelHealth.from_bytes(model_id, health.to_bytes())
         emitter.queue(model_id, orjson.dumps(snapshot_of(health)), now_ms)
         runtime.metrics.health_snapshots.inc()
         if i % 200 == 199:
             await asyncio.sleep(0)
+
+
+#: Seconds between two rankings of the models changed meanwhile: a listing's order is at
+#: most this old (its figures are current).
+RANK_SECONDS = 0.5
+#: Models ranked between two turns of the event loop (a few microseconds each).
+RANK_STEP_MODELS = 1000
+#: Least seconds between two rebuilds that no change of partitions asked for (models
+#: evicted from the top of a ranking): each is a pass over every model.
+RANK_REBUILD_SECONDS = 30.0
+_last_rebuild = [0.0]
+_rebuilding: list[asyncio.Task[bool]] = []  # the rebuild under way, if any
+
+
+@app.timer(interval=RANK_SECONDS)
+async def keep_rankings() -> None:
+    """Rank the models changed since the last round; rebuild the listing's rankings when
+    they may miss models."""
+    await rankings_now(rebuild_if_short=True)
+
+
+async def rankings_now(rebuild_if_short: bool = False) -> None:
+    """Bring the listing's rankings up to date: the models changed meanwhile ranked, and
+    after a rebalance the one rebuild from the recovered tables done (a request waits for
+    it, sharing it with the timer's), once the worker holds its partitions' tables (not
+    while rebalancing or recovering). ``rebuild_if_short``: also rebuild, at most every
+    :data:`RANK_REBUILD_SECONDS`, rankings that models leaving have left short."""
+    await rank_in_steps(health_store, RANK_STEP_MODELS)
+    rankings = health_store.rankings
+    if not app.runtime.started or app.rebalancing or app.in_recovery:
+        return
+    if _rebuilding and not _rebuilding[0].done():
+        await asyncio.shield(_rebuilding[0])
+        return
+    if not rankings.stale:
+        if not rebuild_if_short or not rankings.wants_rebuild(app.runtime.settings.health_list_max):
+            return
+        if time.monotonic() - _last_rebuild[0] < RANK_REBUILD_SECONDS:
+            return
+    _last_rebuild[0] = time.monotonic()
+    _rebuilding[:] = [asyncio.ensure_future(rebuild_rankings(health_store, RANK_STEP_MODELS))]
+    await asyncio.shield(_rebuilding[0])
+
+
+@app.on_rebalance_complete.connect
+async def _rank_afresh(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+    """The recovered tables hold models the rankings were never told of."""
+    health_store.rankings.stale = True

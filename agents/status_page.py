@@ -2,7 +2,8 @@
 
 It reads ``/health`` and ``/health/components`` every few seconds and shows the health
 score, the checks, the seven components, the served models with the most cold starts
-and the recent alerts.
+and the recent alerts. When the worker asks for its control token, the page asks for it
+once and keeps it for the browser tab (``sessionStorage``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ STATUS_PAGE = (
   <span id="policy"></span>
   <span id="worker"></span>
   <span id="updated"></span>
+  <form id="token-form" hidden>
+    <input id="token" type="password" placeholder="control token" autocomplete="off">
+    <button>show</button>
+  </form>
 </header>
 <main>
   <section>
@@ -132,11 +137,30 @@ function showComponents(doc) {
     '</td><td>' + figures(c) + '</td><td>' + when(c.last_update) + '</td></tr>');
 }
 
+const TOKEN_KEY = "warmcast-control-token";
+const tokenForm = document.getElementById("token-form");
+tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
+  tokenForm.hidden = true;
+  refresh();
+});
+
+async function getJson(path) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const response = await fetch(path, token ? {headers: {Authorization: "Bearer " + token}} : {});
+  if (response.status === 401) {
+    tokenForm.hidden = false;
+    throw new Error("this worker wants its control token");
+  }
+  return response.json();
+}
+
 async function refresh() {
   try {
     const [health, components] = await Promise.all([
-      fetch("/health?limit=10&sort=cold_starts_total").then((r) => r.json()),
-      fetch("/health/components").then((r) => r.json()),
+      getJson("/health?limit=10&sort=cold_starts_total"),
+      getJson("/health/components"),
     ]);
     showHealth(health);
     showComponents(components);

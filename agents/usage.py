@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -38,10 +39,14 @@ async def usage_agent(stream: StreamT) -> None:
         return s.usage_batch_seconds
 
     sizes = app.runtime.metrics.usage_batches
-    async for batch in take_batches(stream, most, s.usage_batch_bytes, wait):
-        sizes.observe(len(batch))
-        await process_usage(batch)
-        last = batch
+    # Closed when the loop raises: a restarted agent reads the stream alone.
+    async with contextlib.aclosing(
+        take_batches(stream, most, s.usage_batch_bytes, wait)
+    ) as batches:
+        async for batch in batches:
+            sizes.observe(len(batch))
+            await process_usage(batch)
+            last = batch
 
 
 async def process_usage(batch: Sequence[EventT]) -> None:

@@ -4,27 +4,40 @@
 ``/health/components``    the seven components under the running policy
 ``/health/models/{id}``   one served model, answered by the worker that owns it
 ``/``                     a status page that refreshes itself from the above
+
+The probes (``/livez``, ``/readyz``) are in :mod:`agents.probes`. ``/health`` lists at most
+``WARMCAST_HEALTH_LIST_MAX`` served models, taken from rankings kept as the models change
+(:class:`streams.healthstore.HealthRankings`): what a request costs is what it lists, and
+the reply is built a few models at a time, letting the agents run in between. With
+``WARMCAST_CONTROL_TOKEN`` set, ``/health`` and ``/health/models/{id}`` want it as a bearer
+token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import orjson
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from agents.health import snapshot
+from agents.health import rankings_now, snapshot, snapshot_of
+from agents.probes import readiness, refused
 from agents.status_page import STATUS_PAGE
 from engine.alerting import AlertTransition
 from engine.healthscore import CheckResult
 from streams.app import app, health_store, usage_topic
+from streams.healthstore import RANKED
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 #: What ``/health?sort=`` may order models by.
-SORT_KEYS = ("requests_total", "cold_starts_total", "errors_total", "last_seen")
+SORT_KEYS = RANKED
+#: Models of a listing summarised between two turns of the event loop (about 50 us each).
+LIST_STEP_MODELS = 20
 
 
 @app.page("/metrics")
@@ -46,7 +59,7 @@ class MetricsView(View):
 
 
 def is_ready() -> bool:
-    return app.runtime.started and not app.rebalancing and not app.in_recovery
+    return readiness(time.time())[0]
 
 
 def alert_document(alert: AlertTransition) -> dict[str, Any]:
@@ -69,54 +82,89 @@ def assigned_partitions() -> list[int]:
     return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == usage)
 
 
-def model_summary(model_id: str, data: dict[str, Any], window: float) -> dict[str, Any]:
+def model_summary(health_doc: dict[str, Any]) -> dict[str, Any]:
+    """A listed model: totals and rates, its rolling windows and warmups."""
     return {
-        "model_id": model_id,
-        "requests_total": data["requests_total"],
-        "cold_starts_total": data["cold_starts_total"],
-        "errors_total": data.get("errors_total", 0),
-        "request_rate": data["weighted_requests"] / window,
-        "cold_start_rate": (
-            data["weighted_cold"] / data["weighted_requests"]
-            if data["weighted_requests"] > 0
-            else 0.0
-        ),
-        "latency_mean": data.get("latency_mean"),
-        "last_seen": data["last_seen"],
+        "model_id": health_doc["model_id"],
+        "requests_total": health_doc["requests_total"],
+        "cold_starts_total": health_doc["cold_starts_total"],
+        "errors_total": health_doc["errors_total"],
+        "request_rate": health_doc["request_rate"],
+        "cold_start_rate": health_doc["cold_start_rate"],
+        "latency_mean": health_doc["latency_mean"],
+        "last_seen": health_doc["last_seen"],
+        "windows": health_doc["windows"],
+        "warmups": {k: health_doc[f"warmups_{k}_total"] for k in ("issued", "used", "wasted")},
     }
 
 
-def health_document(limit: int = 100, sort: str = "requests_total") -> dict[str, Any]:
+async def listed_models(sort: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+    """The models ranked ``offset`` to ``offset + limit`` by ``sort``, summarised a few at
+    a time; and whether the ranking is exact (not while the worker rebalances)."""
+    await rankings_now()
+    rankings = health_store.rankings
+    complete = rankings.complete(sort, limit, offset)
+    ranked = rankings.ranked(sort, limit, offset)
+    out: list[dict[str, Any]] = []
+    for i, (model_id, _) in enumerate(ranked):
+        if i and i % LIST_STEP_MODELS == 0:
+            await asyncio.sleep(0)
+        health = health_store.detached(model_id)
+        if health is not None:
+            out.append(model_summary(snapshot_of(health)))
+    return out, complete
+
+
+async def health_document(
+    limit: int = 100, sort: str = "requests_total", offset: int = 0
+) -> dict[str, Any]:
     runtime = app.runtime
-    runtime.assess(time.time())
-    window = runtime.settings.health_window_seconds
-    stored = [(m, d) for m, d in list(health_store.items()) if d]
-    stored.sort(key=lambda item: item[1].get(sort, 0), reverse=True)
-    models = [model_summary(m, d, window) for m, d in stored[:limit]]
-    for doc, (model_id, data) in zip(models, stored, strict=False):
-        snap = snapshot(model_id, data)
-        if snap is not None:
-            doc["windows"] = snap["windows"]
-            doc["warmups"] = {k: snap[f"warmups_{k}_total"] for k in ("issued", "used", "wasted")}
+    now = time.time()
+    runtime.assess(now)
+    ready, state, reasons = readiness(now)
     firing = [alert_document(a) for a in runtime.alerts.firing.values()]
-    ready = is_ready()
+    models, complete = await listed_models(sort, limit, offset)
+    listed = runtime.settings.health_list_max
+    more = complete and len(models) == limit and offset + limit < listed
     return {
-        "status": ("degraded" if firing else "ok") if ready else "starting",
+        "status": ("degraded" if firing else "ok") if ready else state,
         "ready": ready,
-        "ts": time.time(),
+        "reasons": reasons,
+        "ts": now,
         "worker": str(app.conf.canonical_url),
         "policy": runtime.settings.policy,
         "engine_partitions": sorted(runtime.engines),
         "assigned_partitions": assigned_partitions(),
-        "tracked_models": len(stored),
-        "window_seconds": window,
+        "tracked_models": health_store.count(),
+        "window_seconds": runtime.settings.health_window_seconds,
         "score": runtime.score,
         "score_min": runtime.settings.health_score_min,
         "checks": [check_document(c) for c in runtime.checks],
         "alerts_firing": firing,
         "recent_alerts": [alert_document(a) for a in reversed(runtime.alerts.recent)],
+        "sort": sort,
+        "offset": offset,
+        "limit": limit,
+        "listing_complete": complete,
+        "next_offset": offset + limit if more else None,
         "models": models,
     }
+
+
+def listing_query(request: Request) -> tuple[str, int, int] | str:
+    """``sort``, ``limit`` and ``offset`` of a listing (``limit`` cut to what a listing may
+    hold), or what is wrong with them."""
+    query = request.query
+    sort = query.get("sort", "requests_total")
+    limit, offset = query.get("limit", "100"), query.get("offset", "0")
+    if sort not in SORT_KEYS:
+        return f"sort by one of {', '.join(SORT_KEYS)}"
+    if not limit.isdigit() or not offset.isdigit():
+        return "limit and offset are whole numbers of models"
+    most = app.runtime.settings.health_list_max
+    if int(offset) >= most:
+        return f"a listing holds the first {most} models (WARMCAST_HEALTH_LIST_MAX)"
+    return sort, min(int(limit), most - int(offset)), int(offset)
 
 
 def check_document(check: CheckResult) -> dict[str, Any]:
@@ -133,14 +181,19 @@ def check_document(check: CheckResult) -> dict[str, Any]:
 @app.page("/health")
 class HealthView(View):
     async def get(self, request: Request) -> Response:
-        limit = request.query.get("limit", "100")
-        sort = request.query.get("sort", "requests_total")
-        if sort not in SORT_KEYS:
-            return self.json({"error": f"sort by one of {', '.join(SORT_KEYS)}"}, status=400)
-        if not limit.isdigit():
-            return self.json({"error": "limit is a whole number of models"}, status=400)
-        document = health_document(int(limit), sort)
-        return self.json(document, status=200 if document["ready"] else 503)
+        denied = refused(self, request)
+        if denied is not None:
+            return denied
+        asked = listing_query(request)
+        if isinstance(asked, str):
+            return self.json({"error": asked}, status=400)
+        sort, limit, offset = asked
+        document = await health_document(limit, sort, offset)
+        return self.bytes(
+            orjson.dumps(document),
+            content_type="application/json",
+            status=200 if document["ready"] else 503,
+        )
 
 
 @app.page("/health/components")
@@ -179,7 +232,8 @@ async def model_health_view(view: View, request: Request, *args: Any, **kwargs: 
 
 @app.page("/health/models/{model_id}")
 class ModelView(View):
-    get = model_health_view
+    async def get(self, request: Request, model_id: str) -> Response:
+        return refused(self, request) or await model_health_view(self, request)
 
 
 @app.page("/")

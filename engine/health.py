@@ -399,6 +399,24 @@ _SCALARS = (
     "lease",
 )
 _ZEROS: list[Any] = [0] * _WIDTH
+
+
+def stored_scalars(data: bytes) -> dict[str, Any]:
+    """The totals, rates and times of a stored form (:meth:`ModelHealth.to_bytes`, or
+    :meth:`ModelHealth.to_dict` as JSON), without building the model's windows.
+
+    >>> h = ModelHealth("m")
+    >>> h.update(60.0, count=3, cold=1)
+    >>> s = stored_scalars(h.to_bytes())
+    >>> s["requests_total"], s["cold_starts_total"], s["last_seen"]
+    (3, 1, 60.0)
+    """
+    doc = orjson.loads(data)
+    if isinstance(doc, dict):
+        return {k: doc[k] for k in _SCALARS if k in doc}
+    return dict(zip(_SCALARS, doc[1], strict=True))
+
+
 _EMPTY_SKETCH = LogSketch()
 
 

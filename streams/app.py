@@ -233,7 +233,7 @@ model_health = app.Table(
     use_partitioner=True,
 )
 #: The table's entries as the agents see them: changes are written in batches.
-health_store = HealthStore(model_health)
+health_store = HealthStore(model_health, ranked=2 * settings.health_list_max)
 
 
 @app.on_partitions_revoked.connect
@@ -246,6 +246,7 @@ def _drop_decoded_health(
     partitions = {tp.partition for tp in revoked if tp.topic == usage}
     n = app.runtime.usage_partitions
     health_store.flush(partitions, lambda model_id: partition_for(model_id, n))
+    health_store.rankings.drop(lambda model_id: partition_for(model_id, n) in partitions)
     app.runtime.drop_decoded(partitions)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from faust.types import EventT, StreamT
@@ -25,7 +25,7 @@ from faust.types import EventT, StreamT
 
 async def take_batches(
     stream: StreamT, max_events: int, max_bytes: int, wait: Callable[[], float]
-) -> AsyncIterator[list[EventT]]:
+) -> AsyncGenerator[list[EventT], None]:
     """Batches of ``stream``'s events, full at ``max_events`` events or once their messages
     hold ``max_bytes`` bytes (an envelope's events count by its size); before each batch,
     at most ``wait()`` seconds pass waiting for it to fill up.

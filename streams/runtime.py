@@ -18,6 +18,7 @@ from engine.anomaly import MetricAnomalies
 from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
+from engine.crashloop import CrashLoops
 from engine.feed import UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.healthscore import (
@@ -93,9 +94,14 @@ class Runtime:
     #: (the consumer lag counts from the next one).
     read_offsets: dict[int, int] = field(default_factory=dict)
     position_source: PositionSource | None = None
+    #: Crashes of the worker's agents (agents/probes.py counts them; readiness reads them).
+    agent_crashes: CrashLoops = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.agent_crashes = CrashLoops(
+            s.agent_crash_loop_crashes, s.agent_crash_loop_window_seconds
+        )
         self.metrics = WorkerMetrics(
             input_topics=(s.topic("usage"), s.topic("metrics")),
             anomaly_metrics=s.anomaly_metric_names,

@@ -286,7 +286,8 @@ class WarmcastSettings(BaseSettings):
     )
     control_token: SecretStr | None = Field(
         default=None,
-        description="bearer token of the /control endpoints; unset: they are off",
+        description="bearer token of the /control endpoints and of the /health listing and "
+        "model views; unset: the controls are off and /health is open",
     )
     control_max_bytes: int = Field(
         default=4096, ge=256, le=1 << 20, description="largest control command accepted"
@@ -314,6 +315,23 @@ class WarmcastSettings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = None
     kafka_ssl_check_hostname: bool = Field(
         default=True, description="check that a broker's certificate names its host"
+    )
+    # -- health listing and probes --------------------------------------------------
+    health_list_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="most served models one /health listing answers with (?limit and "
+        "?offset stay within it)",
+    )
+    agent_crash_loop_crashes: int = Field(
+        default=3,
+        ge=1,
+        description="crashes of one agent within the crash-loop window that make the worker "
+        "not ready and raise agent_crash_loop",
+    )
+    agent_crash_loop_window_seconds: float = Field(
+        default=300.0, gt=0, description="window of the agent crash-loop count"
     )
 
     # -- signed operator controls (agents/control.py, streams/control_auth.py) ----------

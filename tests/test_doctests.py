@@ -33,6 +33,7 @@ MODULES = [
             "backtest",
             "bench",
             "bench_engine",
+            "bench_probe",
             "demo",
             "fleetsim",
             "hostile",

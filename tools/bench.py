@@ -14,7 +14,13 @@ On one broker, with an event mix taken from a real trace, it measures:
   fixed offered load, and the same through the broker alone and through relays that send
   each event straight on (a bare aiokafka one and a Faust agent): the stack's own floor;
 - resident memory per tracked served model at several model counts, for the worker
-  process and for the engine alone.
+  process and for the engine alone;
+- the same event -> command latency at a worker holding ``--probe-models`` served models
+  (200,000), in spans of 2.5 seconds with ``/health`` asked once a second and spans with
+  no probe (:mod:`tools.bench_probe`): what a health probe costs the events.
+
+Stages: ``throughput``, ``latency``, ``memory`` and ``probe``; ``--only`` runs some of them
+(``--only memory --models 100000``: the memory table alone, at 100,000 models).
 
 It prints a table, the performance targets with whether this run met them, and writes the
 same figures as JSON (``--json``). The exit status does not depend on the targets.
@@ -83,6 +89,13 @@ class BenchConfig:
     rounds: int = 2
     policy: str = "hybrid"
     json_out: str | None = None
+    stages: tuple[str, ...] = ("throughput", "latency", "memory", "probe")
+    probe_models: int = 200_000
+    probe_seconds: float = 20.0
+
+
+#: The stages of a run, in the order they run (``--only`` picks some).
+STAGES = BenchConfig.stages
 
 
 @dataclass
@@ -91,6 +104,7 @@ class BenchReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, Any] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    probe: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -345,7 +359,7 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise self.failed(f"the worker exited with code {self.process.returncode}")
             try:
-                url = f"http://127.0.0.1:{self.port}/health"
+                url = f"http://127.0.0.1:{self.port}/readyz"
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if orjson.loads(response.read()).get("ready"):
                         return
@@ -411,7 +425,11 @@ def collector_frozen() -> Iterator[None]:
 
 
 async def latency(
-    bootstrap: str, settings: WarmcastSettings, config: BenchConfig, read: str = "warmup"
+    bootstrap: str,
+    settings: WarmcastSettings,
+    config: BenchConfig,
+    read: str = "warmup",
+    group_of: Callable[[float], str] | None = None,
 ) -> dict[str, Any]:
     """Produce new-model events at ``config.latency_rate``/s for ``config.latency_seconds``;
     time each until its warmup command arrives.
@@ -423,7 +441,9 @@ async def latency(
     slowest of their latencies is ``first_events_ms``.
 
     ``read="usage"`` (topics no worker reads) times the events themselves: one trip through
-    the broker, producer to reader, with nothing in between.
+    the broker, producer to reader, with nothing in between. ``group_of(sent)`` names the
+    group of an event sent at ``time.monotonic()`` value ``sent``; each group's figures are
+    then under ``groups`` too.
     """
     consumer = AIOKafkaConsumer(
         settings.topic(read),
@@ -438,7 +458,12 @@ async def latency(
         try:
             with collector_frozen():
                 timed = await _latency(
-                    consumer, producer, settings, config.latency_rate, config.latency_seconds
+                    consumer,
+                    producer,
+                    settings,
+                    config.latency_rate,
+                    config.latency_seconds,
+                    group_of,
                 )
             return {**timed, "producer_linger_ms": config.latency_linger_ms}
         finally:
@@ -453,6 +478,7 @@ async def _latency(
     settings: WarmcastSettings,
     rate: int,
     seconds: float,
+    group_of: Callable[[float], str] | None = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while not consumer.assignment():
@@ -551,14 +577,28 @@ async def _latency(
     }
     if lat:
         out.update(
-            p50_ms=round(1000 * lat[len(lat) // 2], 2),
-            p99_ms=round(1000 * _p99(lat), 2),
-            max_ms=round(1000 * lat[-1], 2),
-            mean_ms=round(1000 * statistics.fmean(lat), 2),
+            latency_figures(lat),
             # how the latency moves over the run (the embedded broker slows as it fills)
             p99_ms_by_second=[round(1000 * _p99(by_second[k]), 1) for k in sorted(by_second)],
         )
+    if group_of is not None:
+        groups: dict[str, list[float]] = {}
+        for m in ids:
+            if m in got:
+                groups.setdefault(group_of(sent[m]), []).append(got[m] - sent[m])
+        out["groups"] = {g: latency_figures(sorted(v)) for g, v in sorted(groups.items())}
     return out
+
+
+def latency_figures(lat: list[float]) -> dict[str, Any]:
+    """p50, p99, max and mean in milliseconds of latencies in seconds, sorted."""
+    return {
+        "commands": len(lat),
+        "p50_ms": round(1000 * lat[len(lat) // 2], 2),
+        "p99_ms": round(1000 * _p99(lat), 2),
+        "max_ms": round(1000 * lat[-1], 2),
+        "mean_ms": round(1000 * statistics.fmean(lat), 2),
+    }
 
 
 def _p99(values: list[float]) -> float:
@@ -610,9 +650,6 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         clock[0] = now
         print(text, file=sys.stderr, flush=True)
 
-    n_single, n_env = config.single_events, config.envelope_events
-    mix = event_mix(trace, max(n_single, n_env))
-
     def namespace(kind: str) -> WarmcastSettings:
         s = WarmcastSettings(
             kafka_bootstrap_servers=bootstrap,
@@ -622,13 +659,49 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         asyncio.run(ensure_topics(s))
         return s
 
+    ended = None
+    if "throughput" in config.stages:
+        ended = throughput(config, bootstrap, workdir, trace, report, say, namespace)
+    if "latency" in config.stages:
+        ended = latency_stages(config, bootstrap, workdir, report, say, namespace, ended)
+    if "memory" in config.stages:
+        say("memory per tracked served model", ended)
+        report.memory = memory(bootstrap, namespace("memory"), workdir, config)
+        ended = "memory"
+    if "probe" in config.stages:
+        say(
+            f"event -> command latency at {config.probe_models:,} served models, "
+            "with and without /health probes",
+            ended,
+        )
+        from tools.bench_probe import health_probe
+
+        report.probe = health_probe(bootstrap, namespace("probe"), workdir, config)
+        ended = "probe"
+    say("done", ended)
+    report.targets = targets(report, config)
+    return report
+
+
+def throughput(
+    config: BenchConfig,
+    bootstrap: str,
+    workdir: Path,
+    trace: str,
+    report: BenchReport,
+    say: Callable[[str, str | None], None],
+    namespace: Callable[[str], WarmcastSettings],
+) -> str:
+    """The throughput rows: the ceiling, the no-op agent, the engine and the worker."""
+    n_single, n_env = config.single_events, config.envelope_events
+    mix = event_mix(trace, max(n_single, n_env))
     single_msgs = list(messages(mix[:n_single], config.partitions, 1))
     env_msgs = list(messages(mix[:n_env], config.partitions, config.envelope_size))
     rounds = range(config.rounds)
     # Each round's worker gets topics of its own (it writes commands and state there).
     singles = [namespace("single") for _ in rounds]
     envs = [namespace("envelope") for _ in rounds]
-    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes")
+    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes", None)
     for single, env in zip(singles, envs, strict=True):
         asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
         asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
@@ -673,31 +746,6 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
     worker_single, worker_env = max(worker_singles), max(worker_envs)
     engine_single, engine_env = max(engine_singles), max(engine_envs)
 
-    # The latency stages run back to back, each on new topics: the stack's floors just
-    # before the worker, so that a slow spell of the machine shows in all of them, and
-    # none on the topics the throughput stages filled (the embedded broker's fetches slow
-    # down as a partition fills up).
-    say(f"one trip through the broker at {config.latency_rate} events/s", ended)
-    hop = asyncio.run(latency(bootstrap, namespace("hop"), config, read="usage"))
-    relayed: dict[str, dict[str, Any]] = {}
-    ended = "broker_hop"
-    for kind, (name, argv) in RELAYS.items():
-        say(f"the same through a {name}", ended)
-        relayed[kind] = relay_latency(
-            bootstrap, namespace(kind.replace("_", "-")), config, workdir, argv
-        )
-        ended = kind
-    say(f"warmcast worker at {config.latency_rate} events/s", ended)
-    timed = namespace("latency")
-    w = WorkerProcess(bootstrap, timed.topic_namespace, workdir, config)
-    try:
-        w.wait_ready()
-        report.latency = asyncio.run(latency(bootstrap, timed, config))
-        report.latency["broker_hop"] = hop
-        report.latency.update(relayed)
-    finally:
-        w.stop()
-
     env_kind = f"envelope {config.envelope_size}"
     report.rows = [
         row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
@@ -725,12 +773,44 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
             engine=engine_env,
         ),
     ]
+    return ended
 
-    say("memory per tracked served model", "latency")
-    report.memory = memory(bootstrap, namespace("memory"), workdir, config)
-    say("done", "memory")
-    report.targets = targets(report, config)
-    return report
+
+def latency_stages(
+    config: BenchConfig,
+    bootstrap: str,
+    workdir: Path,
+    report: BenchReport,
+    say: Callable[[str, str | None], None],
+    namespace: Callable[[str], WarmcastSettings],
+    ended: str | None,
+) -> str:
+    """The latency table: the broker trip, the relays, then the worker."""
+    # The latency stages run back to back, each on new topics: the stack's floors just
+    # before the worker, so that a slow spell of the machine shows in all of them, and
+    # none on the topics the throughput stages filled (the embedded broker's fetches slow
+    # down as a partition fills up).
+    say(f"one trip through the broker at {config.latency_rate} events/s", ended)
+    hop = asyncio.run(latency(bootstrap, namespace("hop"), config, read="usage"))
+    relayed: dict[str, dict[str, Any]] = {}
+    ended = "broker_hop"
+    for kind, (name, argv) in RELAYS.items():
+        say(f"the same through a {name}", ended)
+        relayed[kind] = relay_latency(
+            bootstrap, namespace(kind.replace("_", "-")), config, workdir, argv
+        )
+        ended = kind
+    say(f"warmcast worker at {config.latency_rate} events/s", ended)
+    timed = namespace("latency")
+    w = WorkerProcess(bootstrap, timed.topic_namespace, workdir, config)
+    try:
+        w.wait_ready()
+        report.latency = asyncio.run(latency(bootstrap, timed, config))
+        report.latency["broker_hop"] = hop
+        report.latency.update(relayed)
+    finally:
+        w.stop()
+    return "latency"
 
 
 def worker_rate(
@@ -778,14 +858,8 @@ def memory(
         w.wait_ready()
         base = w.rss_bytes()
         done = 0
-        now = time.time()
         for n in sorted(config.model_counts):
-            new = [{"model_id": f"mem-{i:07d}", "ts": now} for i in range(done, n)]
-            envelopes = list(messages(new, config.partitions, config.envelope_size))
-            sent = time.monotonic()  # the worker has counted `done` events, and is idle
-            asyncio.run(produce(bootstrap, settings.topic("usage"), envelopes))
-            samples = [(sent, 0.0)] + [(t, c - done) for t, c in w.count_until(n)]
-            intake = rate_from_samples(samples, n - done)
+            intake = new_models(w, bootstrap, settings, config, done, n)
             done = n
             rss = w.rss_bytes()
             out.append(
@@ -803,6 +877,26 @@ def memory(
     return out
 
 
+def new_models(
+    w: WorkerProcess,
+    bootstrap: str,
+    settings: WarmcastSettings,
+    config: BenchConfig,
+    done: int,
+    n: int,
+    prefix: str = "mem",
+) -> float:
+    """Send the worker, idle after ``done`` events, one event of each new served model up
+    to ``n``, in envelopes; wait until it has counted them; its intake in models/s."""
+    now = time.time()
+    new = [{"model_id": f"{prefix}-{i:07d}", "ts": now} for i in range(done, n)]
+    envelopes = list(messages(new, config.partitions, config.envelope_size))
+    sent = time.monotonic()
+    asyncio.run(produce(bootstrap, settings.topic("usage"), envelopes))
+    samples = [(sent, 0.0)] + [(t, c - done) for t, c in w.count_until(n)]
+    return rate_from_samples(samples, n - done)
+
+
 # -- the targets ------------------------------------------------------------------------
 
 MB = 10**6  # the targets count bytes in powers of ten: 2 KB is 2,000 B
@@ -818,6 +912,10 @@ LATENCY_TARGET_RATE = 1000
 BYTES_PER_MODEL_TARGET = 2_000
 RSS_TARGET_BYTES = 400 * MB
 RSS_TARGET_MODELS = 100_000
+#: With this many served models, /health asked once a second raises the p99 event ->
+#: command latency by less than this share of the p99 without probes.
+PROBE_TARGET_MODELS = 200_000
+PROBE_TARGET_RISE = 0.2
 
 
 def target(
@@ -917,7 +1015,26 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
             lambda v: v < RSS_TARGET_BYTES,
             None if at_100k else f"{RSS_TARGET_MODELS:,} models not measured",
         ),
+        probe_target(report.probe),
     ]
+
+
+def probe_target(probe: dict[str, Any]) -> dict[str, Any]:
+    """/health once a second at 200,000 models: the p99 rises by less than 20 %."""
+    tracked = probe.get("tracked_models", 0)
+    why_not = None
+    if tracked < PROBE_TARGET_MODELS:
+        why_not = f"{tracked:,} served models, not {PROBE_TARGET_MODELS:,}"
+    return target(
+        "health_probe_p99_rise",
+        f"/health once a second at {PROBE_TARGET_MODELS:,} served models: p99 event -> "
+        f"command latency rises < {PROBE_TARGET_RISE:.0%}",
+        probe.get("p99_rise"),
+        PROBE_TARGET_RISE,
+        "ratio",
+        lambda v: v < PROBE_TARGET_RISE,
+        why_not if probe else "not measured",
+    )
 
 
 def format_target(t: dict[str, Any]) -> str:
@@ -949,13 +1066,14 @@ def format_target(t: dict[str, Any]) -> str:
 
 
 def format_report(report: BenchReport) -> str:
-    lines = [
-        f"engine: {report.config.get('engine', '-')}",
-        "",
-        f"{'stage':34} {'messages':14} {'events/s':>12} {'/ceiling':>9} {'/faust':>8} "
-        f"{'/engine':>8}",
-        "-" * 90,
-    ]
+    lines = [f"engine: {report.config.get('engine', '-')}"]
+    if report.rows:
+        lines += [
+            "",
+            f"{'stage':34} {'messages':14} {'events/s':>12} {'/ceiling':>9} {'/faust':>8} "
+            f"{'/engine':>8}",
+            "-" * 90,
+        ]
     for r in report.rows:
         noop, engine = r.get("ratio_to_faust_noop"), r.get("ratio_to_engine")
         lines.append(
@@ -976,6 +1094,7 @@ def format_report(report: BenchReport) -> str:
                 f"{m['worker_rss_bytes'] / MB:>9.1f} MB "
                 f"{m['worker_bytes_per_model']:>15,.0f} {m['engine_bytes_per_model']:>15,.0f}"
             )
+    lines.extend(format_probe(report.probe))
     if report.targets:
         lines.append("")
         lines.append("targets")
@@ -1012,6 +1131,36 @@ def format_latency(lat: dict[str, Any]) -> list[str]:
         for name, t in timed
         if t.get("p99_ms_by_second")
     )
+    return lines
+
+
+def format_probe(probe: dict[str, Any]) -> list[str]:
+    """The probe block: the latency of events sent while /health was asked and not."""
+    if not probe:
+        return []
+    groups = probe.get("groups", {})
+    lines = [
+        "",
+        f"/health once a second at {probe['tracked_models']:,} tracked served models, "
+        f"events at {probe['offered_per_second']:,.0f}/s, in spans of "
+        f"{probe['block_seconds']:g} s with and without probes",
+        f"{'':34} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+    ]
+    for name, label in (("quiet", "no probes"), ("probed", "/health once a second")):
+        g = groups.get(name)
+        if g:
+            lines.append(
+                f"{label:34} {g['commands']:>9,} {g['p50_ms']:>8.1f} {g['p99_ms']:>8.1f} "
+                f"{g['max_ms']:>8.1f}"
+            )
+    answers = probe.get("answers", {})
+    if answers.get("count"):
+        lines.append(
+            f"/health answered {answers['count']} times: p50 {answers['p50_ms']:.1f} ms, "
+            f"max {answers['max_ms']:.1f} ms, {answers['bytes'] / 1000:,.0f} kB each"
+        )
+    if probe.get("p99_rise") is not None:
+        lines.append(f"p99 with probes / without: {1 + probe['p99_rise']:.1%}")
     return lines
 
 
@@ -1057,6 +1206,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", default=BenchConfig.policy, help="worker policy")
     p.add_argument("--json", dest="json_out", help="write the figures as JSON here")
+    p.add_argument(
+        "--only",
+        default=",".join(STAGES),
+        help="the stages to run, comma separated, of: " + ", ".join(STAGES) + " (default: all)",
+    )
+    p.add_argument(
+        "--probe-models",
+        type=int,
+        default=BenchConfig.probe_models,
+        help="probe stage: served models the worker holds while /health is asked",
+    )
+    p.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=BenchConfig.probe_seconds,
+        help="probe stage: seconds of timed events (half of them with /health asked)",
+    )
     p.set_defaults(func=command)
     return p
 
@@ -1064,6 +1230,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def command(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise SystemExit("warmcast bench: --rounds must be at least 1")
+    stages = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        raise SystemExit(f"warmcast bench: --only takes some of {', '.join(STAGES)}")
     config = BenchConfig(
         trace=args.trace,
         single_events=args.single_events,
@@ -1077,6 +1247,9 @@ def command(args: argparse.Namespace) -> int:
         policy=args.policy,
         json_out=args.json_out,
         rounds=args.rounds,
+        stages=tuple(x for x in STAGES if x in stages),
+        probe_models=args.probe_models,
+        probe_seconds=args.probe_seconds,
     )
     return bench(config)
 

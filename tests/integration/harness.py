@@ -87,8 +87,11 @@ class Worker:
             return False
 
     def get(self, path: str) -> bytes:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        """GET ``path``, with the worker's control token when it has one."""
+        token = self.settings.get("control_token")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return bytes(response.read())
 
     def health(self) -> dict[str, Any]:

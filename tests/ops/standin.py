@@ -10,7 +10,9 @@ figures are set by metric events named ``standin.<control>`` sent to its partiti
   ``standin.queue_depth``: the queue's depth;
 - ``standin.budget_use``: the share of its memory budget in use;
 - ``standin.drift``: 1 raises a learner drift alert, 0 resolves it;
-- ``standin.decision_delay``: seconds each lease decision takes.
+- ``standin.decision_delay``: seconds each lease decision takes;
+- ``standin.crash``: 1 makes every lease decision raise (the usage agent then crashes at
+  each message, as with a broken learner), 0 stops it.
 
 So the health checks of a real worker can be driven through the broker, whatever state
 the learning policy itself is in.
@@ -91,9 +93,12 @@ class StandInPolicy:
     resources: ResourceManager = field(default_factory=ResourceManager)
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     delay: float = 0.0
+    crashing: bool = False
     alerts: list[DriftAlert] = field(default_factory=list)
 
     def on_request(self, model_id: str, minute: int) -> Lease | None:
+        if self.crashing:
+            raise RuntimeError(f"stand-in policy told to crash (asked about {model_id})")
         if self.delay:
             time.sleep(self.delay)  # a slow decision, as a struggling learner would take
         return self.inner.on_request(model_id, minute)
@@ -132,6 +137,8 @@ class StandInPolicy:
             self.alerts.append(DriftAlert("learner_drift", None, value, 0.0, state))
         elif control == "decision_delay":
             self.delay = value
+        elif control == "crash":
+            self.crashing = bool(value)
 
     def drain_alerts(self) -> list[DriftAlert]:
         out, self.alerts = self.alerts, []

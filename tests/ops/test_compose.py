@@ -202,3 +202,16 @@ def test_grafana_takes_its_admin_password_from_the_environment_or_does_not_start
     raw = COMPOSE.read_text()
     assert "GRAFANA_ADMIN_PASSWORD:-" not in raw, "no default password"
     assert "admin/admin" not in raw.replace(" ", "")
+
+
+def test_health_checks_ask_the_constant_time_readiness_probe(compose: dict[str, Any]) -> None:
+    """Docker's and compose's health checks ask ``/readyz`` (never the listing, which grows
+    with the models and may want a token), on the port the worker serves."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    check = dockerfile[dockerfile.index("HEALTHCHECK") :].split("CMD", 1)[1].splitlines()[0]
+    assert "/readyz" in check and "/health'" not in check
+    for name, service in workers(compose).items():
+        test = " ".join(service["healthcheck"]["test"])
+        assert "/readyz" in test and "/health'" not in test, name
+        assert "WARMCAST_WEB_PORT" in test, name
+        assert service["healthcheck"]["retries"] >= 1

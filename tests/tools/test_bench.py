@@ -28,6 +28,7 @@ TARGETS = {
     "latency_p99_ms",
     "worker_bytes_per_model",
     "worker_rss_at_100k_models",
+    "health_probe_p99_rise",
 }
 
 
@@ -72,8 +73,22 @@ def model_memory(models: int, rss: int, per_model: float) -> dict[str, Any]:
     }
 
 
+def probed(models: int, quiet_p99: float, probed_p99: float) -> dict[str, Any]:
+    return {
+        "tracked_models": models,
+        "groups": {"quiet": {"p99_ms": quiet_p99}, "probed": {"p99_ms": probed_p99}},
+        "p99_rise": round(probed_p99 / quiet_p99 - 1, 4),
+    }
+
+
 def report_with(
-    *, single: float, noop_single: float, envelope: float, p99: float, memory: list[Any]
+    *,
+    single: float,
+    noop_single: float,
+    envelope: float,
+    p99: float,
+    memory: list[Any],
+    probe: dict[str, Any] | None = None,
 ) -> BenchReport:
     report = BenchReport(config={})
     report.rows = [
@@ -92,6 +107,7 @@ def report_with(
         "max_ms": p99 * 2,
     }
     report.memory = memory
+    report.probe = probe or {}
     return report
 
 
@@ -99,7 +115,7 @@ def test_each_target_is_judged_against_its_threshold() -> None:
     memory = [model_memory(1_000, 150 * 2**20, 9000.0), model_memory(100_000, 350 * 2**20, 1900.0)]
     config = BenchConfig()
     fast: dict[str, float] = dict(single=3_000.0, noop_single=4_000.0, envelope=60_000.0, p99=49.0)
-    report = report_with(**fast, memory=memory)
+    report = report_with(**fast, memory=memory, probe=probed(210_000, 40.0, 47.0))
     judged = {t["name"]: t for t in targets(report, config)}
     assert set(judged) == TARGETS
     assert all(t["judged"] for t in judged.values())
@@ -111,9 +127,19 @@ def test_each_target_is_judged_against_its_threshold() -> None:
     assert judged["worker_bytes_per_model"]["measured"] == 1900.0  # the largest model count
     assert judged["worker_bytes_per_model"]["met"] is True
     assert judged["worker_rss_at_100k_models"]["met"] is True
+    assert judged["health_probe_p99_rise"]["measured"] == pytest.approx(0.175)
+    assert judged["health_probe_p99_rise"]["met"] is True
 
-    slow = report_with(single=3_500.0, noop_single=4_000.0, envelope=40_000.0, p99=50.0, memory=[])
+    slow = report_with(
+        single=3_500.0,
+        noop_single=4_000.0,
+        envelope=40_000.0,
+        p99=50.0,
+        memory=[],
+        probe=probed(210_000, 40.0, 48.0),
+    )
     judged = {t["name"]: t for t in targets(slow, config)}
+    assert judged["health_probe_p99_rise"]["met"] is False  # + 20 %: not less than 20 %
     assert judged["envelope_events_per_second"]["met"] is False
     assert judged["single_ratio_to_faust_noop"]["met"] is True
     assert judged["latency_p99_ms"]["met"] is False  # < 50 ms, strictly
@@ -141,6 +167,11 @@ def test_a_target_the_run_did_not_measure_is_not_judged() -> None:
         assert judged[name]["met"] is False
         assert judged[name]["not_judged_because"]
     assert judged["worker_bytes_per_model"]["judged"] is True
+    assert judged["health_probe_p99_rise"]["judged"] is False  # not measured
+    small = report_with(**dict(single=1.0, noop_single=1.0, envelope=1e6, p99=1.0), memory=[])
+    small.probe = probed(5_000, 10.0, 11.0)
+    probe = {t["name"]: t for t in targets(small, config)}["health_probe_p99_rise"]
+    assert not probe["judged"] and "5,000 served models" in probe["not_judged_because"]
     report.targets = list(judged.values())
     assert "not judged" in format_report(report)
 
@@ -198,6 +229,8 @@ def test_a_tiny_run_measures_every_stage(
         latency_seconds=1.0,
         model_counts=(200, 400),
         json_out=str(out),
+        probe_models=300,
+        probe_seconds=2.0,
     )
     handler = signal.getsignal(signal.SIGTERM)
 
@@ -270,6 +303,14 @@ def test_a_tiny_run_measures_every_stage(
         "faust_relay": latency["faust_relay"]["p99_ms"],
     }
     assert judged["worker_rss_at_100k_models"]["judged"] is False
+    assert judged["health_probe_p99_rise"]["judged"] is False  # 300 models, not 200,000
+
+    probe = report["probe"]  # spans of 0.25 s in a 2 s run, probed twice each
+    assert probe["tracked_models"] >= 300 and probe["events"] == 200
+    assert probe["block_seconds"] == 0.25
+    assert set(probe["groups"]) == {"quiet", "probed"}
+    assert probe["groups"]["quiet"]["commands"] + probe["groups"]["probed"]["commands"] == 200
+    assert probe["answers"]["count"] >= 1 and probe["answers"]["statuses"] == [200]
 
     for text in (
         "bare aiokafka getmany + orjson",
@@ -283,6 +324,7 @@ def test_a_tiny_run_measures_every_stage(
         "one trip through the broker alone",
         "p99 in each second of the run",
         "worker RSS",
+        "/health once a second at",
         "targets",
     ):
         assert text in printed
