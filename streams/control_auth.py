@@ -75,8 +75,9 @@ def signed(command: ControlCommand, key: bytes) -> tuple[bytes, list[tuple[str, 
     """The value and headers of a control record carrying ``command``, signed.
 
     >>> value, headers = signed(ControlCommand(command="resume", id="c1", ts=1.0), b"k" * 32)
-    >>> value
-    b'{"command":"resume","id":"c1","release":false,"name":null,"issued_by":"","ts":1.0}'
+    >>> import json
+    >>> {k: v for k, v in json.loads(value).items() if k in ("command", "id", "ts")}
+    {'command': 'resume', 'id': 'c1', 'ts': 1.0}
     >>> verify(value, signature_of(headers), b"k" * 32)
     """
     value = command.model_dump_json().encode()
