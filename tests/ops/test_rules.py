@@ -89,6 +89,10 @@ WORKER_CHECKS: dict[str, tuple[set[tuple[str, float]], set[float]]] = {
     "WarmcastWarmupQueueOverflow": ({(">", 0)}, {D.queue_overflow_window_seconds}),
     "WarmcastBudgetExhausted": ({(">=", D.budget_use_max)}, set()),
     "WarmcastDeadLetterBurst": ({(">=", D.dead_letter_burst)}, {D.dead_letter_window_seconds}),
+    "WarmcastAgentCrashLoop": (
+        {(">=", D.agent_crash_loop_crashes)},
+        {D.agent_crash_loop_window_seconds},
+    ),
     "WarmcastForwardedEvents": (
         {(">", D.forwarded_share_max), (">=", FORWARDED_MIN_EVENTS)},
         {D.forwarded_window_seconds},
@@ -105,6 +109,7 @@ PROMETHEUS_ONLY = {
     "WarmcastWastedWarmups",
     "WarmcastAlertsFiring",
     "WarmcastUndecodableBatch",
+    "WarmcastNotReady",
 }
 
 
