@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -18,6 +19,8 @@ async def check_alerts() -> None:
 
 
 async def publish_alert(alert: AlertTransition) -> None:
+    """Publish an alert transition (handed to the producer; tried again until it is
+    delivered)."""
     body = {
         "fingerprint": alert.fingerprint,
         "kind": alert.kind,
@@ -29,8 +32,21 @@ async def publish_alert(alert: AlertTransition) -> None:
         "threshold": finite(alert.threshold),
         "ts": alert.ts,
     }
-    await alerts_topic.send(key=alert.fingerprint.encode(), value=orjson.dumps(body))
+    await app.sender.send(
+        alerts_topic.get_topic_name(), orjson.dumps(body), key=alert.fingerprint.encode()
+    )
     app.runtime.metrics.alerts.labels(kind=alert.kind, state=alert.state).inc()
+
+
+_announcing: set[asyncio.Task[None]] = set()
+
+
+def announce(alerts: list[AlertTransition]) -> None:
+    """Publish transitions from code that cannot wait (a callback): in a task of its own."""
+    for alert in alerts:
+        task = asyncio.ensure_future(publish_alert(alert))
+        _announcing.add(task)
+        task.add_done_callback(_announcing.discard)
 
 
 def finite(value: float | None) -> float | None:

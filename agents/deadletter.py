@@ -1,52 +1,83 @@
 """Bad input: consumed messages decoded and checked, and what fails goes to
-``<topic>.dlq`` with headers that say why."""
+``<topic>.dlq`` with headers that say why.
+
+A dead letter keeps the bad message (or event) whole when it fits what the producer and
+the dead-letter topic take; otherwise its head is kept, and headers say so
+(``warmcast.truncated``) with the size and SHA-256 of the whole
+(``warmcast.original-size``, ``warmcast.original-sha256``).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from faust.types import EventT
 
 from schemas.envelope import E, EventError
 from streams.app import app
+from streams.sending import Delivery, truncate_to_fit
+
+log = logging.getLogger(__name__)
 
 
-async def dead_letter(event: EventT, error: EventError) -> None:
-    """Publish one bad message (or one bad event of an envelope) to its dead-letter topic."""
+async def dead_letter(event: EventT, error: EventError) -> Delivery:
+    """Publish one bad message (or one bad event of an envelope) to its dead-letter topic;
+    returns its delivery."""
     message = event.message
     topic = message.topic
-    headers = {
-        "warmcast.original-topic": topic.encode(),
-        "warmcast.original-partition": str(message.partition).encode(),
-        "warmcast.original-offset": str(message.offset).encode(),
-        "warmcast.error-class": error.error_class.encode(),
-        "warmcast.error-reason": error.reason.encode(),
-        "warmcast.error-message": error.message[:2000].encode(),
-    }
+    headers = [
+        ("warmcast.original-topic", topic.encode()),
+        ("warmcast.original-partition", str(message.partition).encode()),
+        ("warmcast.original-offset", str(message.offset).encode()),
+        ("warmcast.error-class", error.error_class.encode()),
+        ("warmcast.error-reason", error.reason.encode()),
+        ("warmcast.error-message", error.message[:2000].encode()),
+    ]
     if error.index is not None:
-        headers["warmcast.envelope-index"] = str(error.index).encode()
-    value = error.raw if error.raw else (message.value or b"")
-    if len(value) > app.runtime.settings.max_message_bytes:
-        value = value[: app.runtime.settings.max_message_bytes]
-        headers["warmcast.truncated"] = b"true"
-    await app.topic(f"{topic}.dlq").send(key=message.key, value=value, headers=headers)
+        headers.append(("warmcast.envelope-index", str(error.index).encode()))
     runtime = app.runtime
+    sender = app.sender
+    dlq = f"{topic}.dlq"
+    key, value, headers = truncate_to_fit(
+        message.key,
+        error.raw if error.raw else (message.value or b""),
+        headers,
+        sender.limit(dlq),
+        max_value=runtime.settings.max_message_bytes,
+    )
+    origin = (topic, message.partition, message.offset)
+    delivery = await sender.send(dlq, value, key=key, headers=headers, origin=origin)
     runtime.metrics.dead_letters.labels(topic=topic, reason=error.reason).inc()
     runtime.note_dead_letters(1, time.time())
+    return delivery
 
 
-async def dead_letter_all(event: EventT, errors: list[EventError]) -> None:
-    for error in errors:
-        await dead_letter(event, error)
+async def dead_letter_all(event: EventT, errors: list[EventError]) -> list[Delivery]:
+    return [await dead_letter(event, error) for error in errors]
 
 
-async def decode_or_dead_letter(event: EventT, schema: type[E], now: float) -> list[E]:
+async def decode_or_dead_letter(
+    event: EventT, schema: type[E], now: float, deliveries: list[Delivery]
+) -> list[E]:
     """The good events of a consumed message (counted as consumed); every bad one (and a
-    message that is not JSON, too large, or out of time bounds) is dead-lettered."""
+    message that is not JSON, too large, or out of time bounds) is dead-lettered, and its
+    delivery added to ``deliveries``. A message that cannot be decoded at all (an error
+    of the worker's own) is dead-lettered as ``processing_error``."""
     runtime = app.runtime
     message = event.message
     runtime.metrics.consumed(message.topic).inc()
-    decoded = runtime.decode(message.value, schema, now)
+    try:
+        decoded = runtime.decode(message.value, schema, now)
+    except Exception as exc:
+        log.exception("could not decode %s offset %d", message.tp, message.offset)
+        deliveries.append(await dead_letter(event, processing_error(exc)))
+        return []
     if decoded.errors:
-        await dead_letter_all(event, decoded.errors)
+        deliveries += await dead_letter_all(event, decoded.errors)
     return decoded.events
+
+
+def processing_error(exc: BaseException) -> EventError:
+    """Why a message the worker failed on is dead-lettered (the worker goes on)."""
+    return EventError("processing_error", type(exc).__name__, f"{exc!r}"[:2000])

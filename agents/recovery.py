@@ -135,12 +135,16 @@ class Recovery:
     # -- checkpoints ----------------------------------------------------------------
 
     def offsets_of(self, partition: int) -> dict[str, int]:
-        """Per input, the next offset the partition's state has not seen."""
-        return {
-            kind: runtime.positions[kind, partition] + 1
-            for kind in INPUTS
-            if (kind, partition) in runtime.positions
-        }
+        """Per input, the next offset the partition's state has not seen; no further than
+        the offset a held input partition is held at (what the messages from there caused
+        is not delivered yet, so a restore must read them again)."""
+        out: dict[str, int] = {}
+        for kind, topic in INPUTS.items():
+            seen = runtime.positions.get((kind, partition))
+            if seen is not None:
+                held = app.gate.held_offset(topic, partition)
+                out[kind] = seen + 1 if held is None else min(seen + 1, held)
+        return out
 
     async def checkpoint(self, partitions: set[int], trigger: str, name: str = "") -> list[int]:
         """Write the state of ``partitions`` (those with any); returns those written."""

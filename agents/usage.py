@@ -1,8 +1,16 @@
-"""Usage agent: usage events in, engine fed, warmup commands out, health table kept."""
+"""Usage agent: usage events in, engine fed, warmup commands out, health table kept.
+
+A usage message is acknowledged (its offset may be committed) once what it caused is
+delivered: its dead letters, the forwards of its events to the partitions that own them,
+and the warmup commands they led to (:mod:`streams.holding`). Nothing raises out of the
+agent into Faust's restart loop: a message the worker itself fails on is dead-lettered as
+``processing_error`` and the others go on.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -11,16 +19,22 @@ from typing import cast
 import orjson
 from faust.types import EventT, StreamT
 
-from agents.deadletter import decode_or_dead_letter
+from agents.deadletter import dead_letter, decode_or_dead_letter, processing_error
 from agents.health import EARLY_FLUSH_MODELS, write_through_changelog
 from engine.lease import Command
+from schemas.envelope import EventError
 from schemas.usage import UsageEvent
 from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.batching import behind, take_batches
 from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
+from streams.sending import Delivery, split_to_fit
+
+log = logging.getLogger(__name__)
 
 FORWARDED = "warmcast.forwarded"
+#: A usage event and the message it came in.
+Sourced = tuple[UsageEvent, EventT]
 
 
 @app.agent(usage_topic)
@@ -41,7 +55,7 @@ async def usage_agent(stream: StreamT) -> None:
     sizes = app.runtime.metrics.usage_batches
     # Closed when the loop raises: a restarted agent reads the stream alone.
     async with contextlib.aclosing(
-        take_batches(stream, most, s.usage_batch_bytes, wait)
+        take_batches(stream, most, s.usage_batch_bytes, wait, acknowledge=False)
     ) as batches:
         async for batch in batches:
             sizes.observe(len(batch))
@@ -51,60 +65,113 @@ async def usage_agent(stream: StreamT) -> None:
 
 async def process_usage(batch: Sequence[EventT]) -> None:
     """Messages taken together: each is decoded and checked on its own (bad ones are
-    dead-lettered), then the events of each partition go to its engine at once."""
+    dead-lettered), then the events of each partition go to its engine at once; each
+    partition's messages are acknowledged once what they caused is delivered."""
     runtime = app.runtime
     metrics = runtime.metrics
     started = time.perf_counter()
+    taken: dict[int, list[EventT]] = {}  # each partition's messages, in order
+    waits: dict[int, list[Delivery]] = {}  # what they wait for
     try:
         now = time.time()
         n_partitions = runtime.usage_partitions
         mine: dict[int, list[UsageEvent]] = {}
+        fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
         last_offset: dict[int, int] = {}
-        foreign: dict[int, list[UsageEvent]] = defaultdict(list)
+        foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
         read = runtime.read_offsets
         for event in batch:
             message = event.message
             partition = message.partition
             read[partition] = message.offset
-            good = await decode_or_dead_letter(event, UsageEvent, now)
+            messages = taken.get(partition)
+            if messages is None:
+                messages = taken[partition] = []
+                waits[partition] = []
+            messages.append(event)
+            good = await decode_or_dead_letter(event, UsageEvent, now, waits[partition])
             if not good:
                 continue
             queue = mine.get(partition)
             if queue is None:
                 queue = mine[partition] = []
+                fed[partition] = []
             kept = len(queue)
             for ev in good:
                 owner = partition_for(ev.model_id, n_partitions)
-                (queue if owner == partition else foreign[owner]).append(ev)
+                if owner == partition:
+                    queue.append(ev)
+                else:
+                    foreign[partition, owner].append((ev, event))
             if len(queue) - kept < len(good):  # counted by the partition they arrived on
                 runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
+            fed[partition].append(event)
             last_offset[partition] = message.offset
-        for owner, theirs in foreign.items():
-            await forward(owner, theirs)
+        for (source, owner), theirs in foreign.items():
+            waits[source] += await forward(owner, theirs)
         for partition, events in mine.items():
             if events:
-                await apply_usage(partition, events, last_offset[partition])
+                waits[partition] += await apply_or_dead_letter(
+                    partition, events, last_offset[partition], fed[partition]
+                )
+    except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
+        log.exception("could not process a batch of %d usage messages", len(batch))
+        for partition, messages in taken.items():
+            for event in messages:
+                waits[partition].append(await dead_letter(event, processing_error(exc)))
     finally:  # each message is counted, with its share of the batch's time
+        settle = app.gate.settle
+        for partition, messages in taken.items():
+            settle(messages, waits[partition])
         share = (time.perf_counter() - started) / max(len(batch), 1)
         observe = metrics.usage_processing.observe
         for _ in batch:
             observe(share)
 
 
-async def forward(partition: int, events: list[UsageEvent]) -> None:
-    """Send events to the partition that owns their served models (unkeyed producers)."""
-    body = orjson.dumps([e.model_dump(exclude_none=True) for e in events])
-    await usage_topic.send(
-        key=events[0].model_id.encode(),
-        value=body,
-        partition=partition,
-        headers={FORWARDED: b"1"},
-    )
+async def forward(partition: int, events: list[Sourced]) -> list[Delivery]:
+    """Send events to the partition that owns their served models (unkeyed producers), in
+    as many envelopes as the producer's request limit needs; an event too large to be
+    forwarded even alone is dead-lettered."""
+    sender = app.sender
+    topic = usage_topic.get_topic_name()
+    key = events[0][0].model_id.encode()
+    headers = [(FORWARDED, b"1")]
+
+    def encode(part: Sequence[Sourced]) -> bytes:
+        return orjson.dumps([e.model_dump(exclude_none=True) for e, _ in part])
+
+    pieces, alone = split_to_fit(events, encode, lambda b: sender.fits(topic, key, b, headers))
+    first = events[0][1].message
+    origin = (first.topic, first.partition, first.offset)
+    out = [
+        await sender.send(topic, body, key=key, partition=partition, headers=headers, origin=origin)
+        for body in pieces
+    ]
+    for ev, source in alone:
+        body = encode([(ev, source)])
+        why = f"event of {len(body)} bytes cannot be forwarded within {sender.limit(topic)}"
+        out.append(
+            await dead_letter(source, EventError("oversize", "RecordTooLarge", why, raw=body))
+        )
+    return out
 
 
-async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> None:
+async def apply_or_dead_letter(
+    partition: int, events: list[UsageEvent], offset: int, messages: list[EventT]
+) -> list[Delivery]:
+    """:func:`apply_usage`; if the worker fails on it, ``messages`` are dead-lettered as
+    ``processing_error``. Returns what the messages wait for."""
+    try:
+        return await apply_usage(partition, events, offset)
+    except Exception as exc:
+        log.exception("could not apply %d usage events of partition %d", len(events), partition)
+        return [await dead_letter(event, processing_error(exc)) for event in messages]
+
+
+async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> list[Delivery]:
     """Events of models this partition owns, up to ``offset`` of its input: engine,
-    rolling health, commands out."""
+    rolling health, commands out (returns their deliveries)."""
     runtime = app.runtime
     commands, touched = runtime.apply_usage(
         partition, events, health_store.decoded, time.time(), offset=offset
@@ -118,29 +185,26 @@ async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> 
     if gone:  # health follows the engine: a flood of new model ids stays bounded
         health_store.forget(gone)
         runtime.forget_health(partition, gone)
-    if commands:
-        await publish_commands(commands)
+    return await publish_commands(commands) if commands else []
 
 
 def emitter() -> CommandEmitter:
     """The worker's command emitter (made at first use)."""
     runtime = app.runtime
-    failures = runtime.metrics.command_failures
     made = app.emitter(
         warmup_topic.get_topic_name(),
         runtime.warmup_partitions,
         CommandEmitter,
-        on_failure=lambda n, exc: failures.inc(n),
         linger_seconds=runtime.settings.producer_linger_ms / 1000,
     )
     return cast(CommandEmitter, made)
 
 
-async def publish_commands(commands: list[Command]) -> None:
+async def publish_commands(commands: list[Command]) -> list[Delivery]:
     """Queue commands for delivery, in record batches per warmup partition; wait for the
-    queue to empty when the broker falls behind."""
+    queue to empty when the broker falls behind. Returns their deliveries."""
     queue = emitter()
-    queue.publish(commands)
+    deliveries = queue.publish(commands)
     if queue.queued > app.runtime.settings.command_queue_max:
         await queue.drain()
     metrics = app.runtime.metrics
@@ -149,3 +213,4 @@ async def publish_commands(commands: list[Command]) -> None:
         metrics.warm_commands.inc(warm)
     if len(commands) > warm:
         metrics.release_commands.inc(len(commands) - warm)
+    return deliveries

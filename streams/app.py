@@ -6,23 +6,28 @@ start if missing; agents are registered by importing :mod:`agents`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
-from faust.types import TP
+from aiokafka import TopicPartition
+from faust.types import TP, EventT
 from mode.types.signals import BaseSignalT
 
 from engine import native
 from streams.collector import settle_garbage_collector
 from streams.emit import RecordEmitter, drain_all, drain_before_flush
 from streams.healthstore import HealthStore
-from streams.kafka import ensure_topics
+from streams.holding import InputGate
+from streams.kafka import ensure_topics, topic_message_limits
 from streams.partitioning import default_partitioner, partition_for
 from streams.runtime import Runtime
 from streams.security import broker_credentials
+from streams.sending import Backoff, Sender
 from streams.sensors import UnmonitoredApp
 from streams.settings import WarmcastSettings, load_settings
+from streams.shutdown import Deadline, start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,12 @@ class WarmcastApp(UnmonitoredApp):
     runtime: Runtime
     #: Record emitters by topic (see :meth:`emitter`).
     emitters: dict[str, RecordEmitter]
+    #: Every record the agents publish goes through it (see :mod:`streams.sending`).
+    sender: Sender
+    #: Acknowledges input messages once what they caused is delivered.
+    gate: InputGate
+    #: Set once the worker stops: what is left of its time to do so.
+    stopping: Deadline | None = None
 
     def emitter(
         self,
@@ -47,10 +58,75 @@ class WarmcastApp(UnmonitoredApp):
         found = self.emitters.get(topic)
         if found is None:
             if not self.emitters:
-                drain_before_flush(self.producer, self.emitters)
-            producer = self.producer._ensure_producer()  # type: ignore[attr-defined]
-            found = self.emitters[topic] = kind(producer, topic, partitions, **options)
+                drain_before_flush(self.producer, self.emitters, self._flush_timeout)
+            found = self.emitters[topic] = kind(self.sender, topic, partitions, **options)
         return found
+
+    def _flush_timeout(self) -> float:
+        if self.stopping is not None:
+            return self.stopping.left(0.8)
+        return self.runtime.settings.send_timeout_seconds
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        """Before a rebalance or a stop, Faust waits until every message taken is
+        acknowledged: wait a bounded time for the deliveries they wait for, then let go
+        those of held partitions (and any still waiting), unacknowledged."""
+        settings = self.runtime.settings
+        if self.stopping is not None:
+            bound = self.stopping.left(0.4)
+        else:
+            bound = min(settings.session_timeout_seconds / 2, settings.shutdown_timeout_seconds)
+        await self.gate.wait_settled(bound)
+        for let_go in self.gate.release():
+            log.warning(
+                "%d message(s) of %s partition %d from offset %d let go unacknowledged, to "
+                "be read again from there; what they caused was not delivered:%s",
+                let_go.messages,
+                let_go.tp.topic,
+                let_go.tp.partition,
+                let_go.offset,
+                "".join(f"\n  not delivered: {line}" for line in let_go.undelivered),
+            )
+        try:
+            await asyncio.wait_for(super()._consumer_wait_empty(consumer, logger), bound)
+        except TimeoutError:
+            untaken = getattr(consumer, "_unacked_messages", None)
+            log.warning(
+                "%d message(s) taken but not processed within %.0fs; read again after this",
+                len(untaken) if untaken is not None else 0,
+                bound,
+            )
+            if untaken is not None:
+                untaken.clear()
+
+    async def on_stop(self) -> None:
+        """Stop within ``shutdown_timeout_seconds`` (see :mod:`streams.shutdown`)."""
+        seconds = self.runtime.settings.shutdown_timeout_seconds
+        self.stopping = Deadline(seconds)
+        start_watchdog(seconds, self.undelivered)
+        try:
+            await super().on_stop()
+        finally:
+            given_up = self.sender.close()
+            lines = [d.describe() for d in given_up] + self._queued_lines()
+            if lines:
+                log.error(
+                    "stopping with records not delivered (the input behind them is read "
+                    "again from its committed offset):%s",
+                    "".join(f"\n  not delivered: {line}" for line in lines),
+                )
+
+    def undelivered(self) -> list[str]:
+        """What has not reached the broker: deliveries tried again, records queued."""
+        lines = [d.describe() for d in list(self.sender.retrying) if not d.done.done()]
+        return lines + self._queued_lines()
+
+    def _queued_lines(self) -> list[str]:
+        return [
+            f"{e.queued} record(s) queued for {topic}"
+            for topic, e in list(self.emitters.items())
+            if e.queued
+        ]
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -60,6 +136,7 @@ class WarmcastApp(UnmonitoredApp):
         # debug call on the hot path would then build a record only to drop it.
         logging.getLogger().setLevel(settings.log_level.upper())
         partitions = await ensure_topics(settings)
+        self.sender.topic_limits.update(await topic_message_limits(settings))
         settle_garbage_collector(settings.gc_young_threshold)
         runtime.usage_partitions = partitions.get(settings.topic("usage"), settings.partitions)
         runtime.warmup_partitions = partitions.get(settings.topic("warmup"), settings.partitions)
@@ -149,6 +226,44 @@ def seek_uncommitted_to_beginning(app: faust.App) -> bool:
     return True
 
 
+def input_gate(app: WarmcastApp) -> InputGate:
+    """The app's :class:`InputGate`: pauses and resumes partitions in its Kafka consumer."""
+
+    async def fetching(tps: set[TP], on: bool) -> None:
+        thread, consumer = _kafka_consumer(app)
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        wanted = [tp for tp in wanted if tp in assigned]
+        if not wanted:
+            return
+
+        async def switch() -> None:
+            (consumer.resume if on else consumer.pause)(*wanted)
+
+        await thread.call_thread(switch)
+
+    async def pause(tps: set[TP]) -> None:
+        await fetching(tps, False)
+
+    async def resume(tps: set[TP]) -> None:
+        await fetching(tps, True)
+
+    def forget(event: EventT) -> None:
+        untaken = getattr(app.consumer, "_unacked_messages", None)
+        if untaken is not None:
+            untaken.discard(event.message)
+
+    return InputGate(
+        ack=lambda event: event.ack(),
+        forget=forget,
+        pause=pause,
+        resume=resume,
+        abandon=lambda delivery: app.sender.abandon(delivery),
+    )
+
+
 def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
     """Faust settings derived from warmcast's."""
     options: dict[str, Any] = {
@@ -171,6 +286,7 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "producer_linger_ms": settings.producer_linger_ms,
         "producer_max_batch_size": settings.producer_batch_bytes,
+        "producer_request_timeout": settings.send_timeout_seconds,
         "producer_partitioner": default_partitioner,
     }
     if settings.producer_compression != "none":
@@ -186,6 +302,13 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     app = WarmcastApp(settings.app_id, **faust_options(settings))
     app.runtime = Runtime(settings)
     app.emitters = {}
+    app.sender = Sender(
+        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        app.conf.producer_max_request_size,
+        backoff=Backoff(most=settings.send_retry_max_seconds),
+        attempts=settings.send_attempts,
+    )
+    app.gate = input_gate(app)
     fetch_wait = settings.fetch_max_wait_ms
 
     @app.task
@@ -255,9 +378,13 @@ async def _write_pending_health(
     sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
 ) -> None:
     """The consumer has stopped: write what the health table has not been told yet, and
-    hand everything queued to the producer before it stops."""
+    hand everything queued to the producer before it stops (within the stop's time)."""
     health_store.flush()
-    await drain_all(app.emitters)
+    left = app.stopping.left(0.5) if app.stopping is not None else None
+    try:
+        await asyncio.wait_for(drain_all(app.emitters), left)
+    except TimeoutError:
+        log.warning("queued records were not all handed to the producer within %.0fs", left)
 
 
 import agents  # noqa: E402,F401  (registers the agents and web views on ``app``)

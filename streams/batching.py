@@ -10,7 +10,8 @@ the batch, and its latency is the backlog's anyway.
 
 The events are acknowledged once the batch they came in has been processed (the code
 iterating :func:`take_batches` has asked for the next batch), so a commit never covers an
-event that has not been processed.
+event that has not been processed; or, with ``acknowledge=False``, by that code itself when it is
+ready to (see :mod:`streams.holding`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from faust.types import EventT, StreamT
 
 
 async def take_batches(
-    stream: StreamT, max_events: int, max_bytes: int, wait: Callable[[], float]
+    stream: StreamT,
+    max_events: int,
+    max_bytes: int,
+    wait: Callable[[], float],
+    acknowledge: bool = True,
 ) -> AsyncGenerator[list[EventT], None]:
     """Batches of ``stream``'s events, full at ``max_events`` events or once their messages
     hold ``max_bytes`` bytes (an envelope's events count by its size); before each batch,
     at most ``wait()`` seconds pass waiting for it to fill up.
 
     A background task reads the stream (with its acknowledgements off) into the batch
-    being filled; when that batch is full it waits until the batch is taken.
+    being filled; when that batch is full it waits until the batch is taken. Without
+    ``acknowledge``, the events are left for the caller to acknowledge.
     """
     loop = asyncio.get_running_loop()
     filling: list[EventT] = []
@@ -73,8 +79,9 @@ async def take_batches(
             size = 0
             taken.set()
             yield batch
-            for event in batch:
-                await stream.ack(event)
+            if acknowledge:
+                for event in batch:
+                    await stream.ack(event)
     finally:
         filler.cancel()
         with contextlib.suppress(asyncio.CancelledError):

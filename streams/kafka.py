@@ -121,6 +121,31 @@ async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> di
         await admin.close()
 
 
+async def topic_message_limits(settings: WarmcastSettings) -> dict[str, int]:
+    """``max.message.bytes`` of warmcast's topics, where the broker reports it (a broker
+    that reports none, or cannot be asked, gives an empty answer: the producer's request
+    limit alone then applies)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [s.name for s in topic_specs(settings)]
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n, ["max.message.bytes"]) for n in names]
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
+    limits: dict[str, int] = {}
+    try:
+        await admin.start()
+        for response in await admin.describe_configs(resources):
+            for resource in response.resources:
+                _, _, _, name, entries = resource[:5]
+                for entry in entries:
+                    if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                        limits[name] = int(entry[1])
+    except Exception as exc:  # an answer we cannot read is no limit learnt
+        log.info("could not read the topics' max.message.bytes: %r", exc)
+    finally:
+        await admin.close()
+    return limits
+
+
 def last_answer(consumer: Any, partitions: Iterable[Any]) -> float | None:
     """Wall time (s) of ``consumer``'s latest fetch response for any of ``partitions``
     (``None``: none yet)."""

@@ -17,7 +17,13 @@ ALERT_KINDS = (*CHECKS, "health_degraded", "forwarded_events")
 #: series without bound.
 KNOWN_METRIC_NAMES = ("load_time_seconds", "latency_seconds", "memory_bytes", "memory_mb")
 OTHER_METRIC_NAME = "other"
-DEAD_LETTER_REASONS = ("malformed_json", "schema_violation", "oversize", "bad_envelope")
+DEAD_LETTER_REASONS = (
+    "malformed_json",
+    "schema_violation",
+    "oversize",
+    "bad_envelope",
+    "processing_error",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -122,6 +128,24 @@ class WorkerMetrics:
         self.command_failures = Counter(
             "warmcast_command_publish_failures_total",
             "warmup commands the broker did not accept (logged with the reason)",
+            registry=r,
+        )
+        # -- sending (streams/sending.py) and held input (streams/holding.py) --
+        self.send_failures = Counter(
+            "warmcast_send_failures_total",
+            "tries of a send that failed (each is tried again)",
+            ["topic"],
+            registry=r,
+        )
+        self.input_holds = Counter(
+            "warmcast_input_holds_total",
+            "times an input partition was held because what it caused could not be delivered",
+            ["topic"],
+            registry=r,
+        )
+        self.held_partitions = Gauge(
+            "warmcast_input_partitions_held",
+            "input partitions held now (paused, their offsets not committed)",
             registry=r,
         )
         self.tally = UsageTally()

@@ -305,6 +305,30 @@ class WarmcastSettings(BaseSettings):
         ge=1,
         description="usage messages behind the log end that raise consumer_lag",
     )
+    # -- sending and stopping (streams/sending.py, streams/shutdown.py) --
+    send_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="tries of a send that fails for a retriable reason before the input "
+        "partition behind it is held (it is still tried again, less often)",
+    )
+    send_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest pause between two tries of a failed send (the pauses double "
+        "from 0.1 s, with jitter)",
+    )
+    send_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest a record waits for the broker before its send counts as failed",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="longest a stop waits for records to be delivered; then it logs what "
+        "was not and exits (the input behind it is read again after a restart)",
+    )
     kafka_ssl_cafile: str | None = Field(
         default=None, description="CA bundle that signs the brokers' certificates (TLS)"
     )

@@ -24,7 +24,9 @@ MODULES = [
             "metrics",
             "partitioning",
             "security",
+            "sending",
             "settings",
+            "shutdown",
         )
     ),
     *(

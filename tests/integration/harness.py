@@ -38,10 +38,22 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
 class Worker:
     """``warmcast worker`` in a subprocess, on its own topics and web port."""
 
-    def __init__(self, bootstrap: str, workdir: Path, namespace: str, **settings: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        workdir: Path,
+        namespace: str,
+        module: str = "tools.cli",
+        environment: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
+        """``module`` is run as ``python -m module worker``; ``environment`` is added to
+        the worker's, and ``settings`` are set as ``WARMCAST_<NAME>``."""
         self.bootstrap = bootstrap
         self.workdir = workdir
         self.namespace = namespace
+        self.module = module
+        self.environment = environment or {}
         self.port = free_port()
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
@@ -62,12 +74,13 @@ class Worker:
         )
         for key, value in self.settings.items():
             env[f"WARMCAST_{key.upper()}"] = str(value)
+        env.update(self.environment)
         return env
 
     def start(self, timeout: float = 90.0) -> Worker:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "worker"],
+                [sys.executable, "-m", self.module, "worker"],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
@@ -128,9 +141,14 @@ def topic(ns: str, name: str) -> str:
 
 
 async def produce(
-    bootstrap: str, topic_name: str, messages: list[tuple[bytes | None, bytes]]
+    bootstrap: str,
+    topic_name: str,
+    messages: list[tuple[bytes | None, bytes]],
+    **producer_options: Any,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    """Send ``messages`` (key, value) in order; ``producer_options`` go to aiokafka (e.g.
+    ``max_request_size`` to send more than its default of 1 MiB)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer_options)
     await producer.start()
     try:
         for key, value in messages:
@@ -140,11 +158,20 @@ async def produce(
 
 
 async def consume(
-    bootstrap: str, topics: list[str], until: Callable[[list[Any]], bool], timeout: float = 60.0
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 60.0,
+    **consumer_options: Any,
 ) -> list[Any]:
-    """Read ``topics`` from the beginning until ``until(records)`` holds or time runs out."""
+    """Read ``topics`` from the beginning until ``until(records)`` holds or time runs out
+    (``consumer_options`` go to aiokafka)."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        **consumer_options,
     )
     await consumer.start()
     records: list[Any] = []

@@ -109,6 +109,7 @@ PROMETHEUS_ONLY = {
     "WarmcastWastedWarmups",
     "WarmcastAlertsFiring",
     "WarmcastUndecodableBatch",
+    "WarmcastInputHeld",
     "WarmcastNotReady",
 }
 

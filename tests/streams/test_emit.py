@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from engine.lease import Command, command_id
 from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
+from streams.sending import Sender
 
 PARTITIONS = 3
 
@@ -47,15 +48,17 @@ async def emit_and_read(bootstrap: str, commands: list[list[Command]]) -> tuple[
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=16 * 1024)
     await producer.start()
     failures: list[int] = []
-    emitter = CommandEmitter(
-        producer, topic, PARTITIONS, on_failure=lambda n, exc: failures.append(n)
-    )
+    sender = Sender(lambda: producer, 1_000_000)
+    sender.on_failure = lambda delivery, exc: failures.append(delivery.records)
+    emitter = CommandEmitter(sender, topic, PARTITIONS)
     try:
+        deliveries = []
         for batch in commands:  # several messages' worth, without waiting in between
-            emitter.publish(batch)
+            deliveries += emitter.publish(batch)
         await emitter.drain()
         assert emitter.queued == 0 and not emitter.pending
         await producer.flush()
+        await asyncio.wait_for(asyncio.gather(*(d.done for d in deliveries)), 30)
     finally:
         await producer.stop()
     total = sum(len(b) for b in commands)
