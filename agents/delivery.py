@@ -61,12 +61,14 @@ def on_trouble(delivery: Delivery) -> None:
 
 
 def on_recovery(delivery: Delivery) -> None:
+    """A delivery in trouble is delivered, or given up (its input is read again): the
+    destination's alert resolves once none is left in trouble."""
     where = destination(delivery)
     if delivery.topic == ALERTS:
         return
-    still = any(destination(d) == where and d.troubled for d in app.sender.retrying)
-    if not still:
-        transition(where, False, f"delivered again to {delivery.where()}")
+    if not any(destination(d) == where and d.troubled for d in app.sender.retrying):
+        done = "delivered again" if delivery.delivered else "given up (read again)"
+        transition(where, False, f"{delivery.where()}: {done}")
 
 
 def on_hold(tp: TP, offset: int, delivery: Delivery) -> None:

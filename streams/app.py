@@ -75,7 +75,8 @@ class WarmcastApp(UnmonitoredApp):
         if self.stopping is not None:
             bound = self.stopping.left(0.4)
         else:
-            bound = min(settings.session_timeout_seconds / 2, settings.shutdown_timeout_seconds)
+            # a rebalance: twice this stays within the group's session timeout
+            bound = min(settings.session_timeout_seconds / 4, settings.shutdown_timeout_seconds)
         await self.gate.wait_settled(bound)
         for let_go in self.gate.release():
             log.warning(

@@ -263,7 +263,7 @@ class Sender:
 
     ``producer()`` is the running ``aiokafka.AIOKafkaProducer``. The hooks hear of every
     failed try (``on_failure``), of a delivery that gets in trouble (``on_trouble``) and of
-    one that got through after it had been (``on_recovery``).
+    one in trouble that is done with, delivered or given up (``on_recovery``).
     """
 
     def __init__(
@@ -416,12 +416,10 @@ class Sender:
         delivery.done.set_result(None)
         self.retrying.discard(delivery)
         if delivery.troubled:
-            self._untroubled(delivery.topic)
             log.warning(
                 "delivered %s after %d failed tries", delivery.describe(False), delivery.attempts
             )
-            if self.on_recovery is not None:
-                self.on_recovery(delivery)
+            self._untroubled(delivery)
 
     def abandon(self, delivery: Delivery) -> None:
         """Stop trying ``delivery`` (its ``done`` is cancelled)."""
@@ -430,16 +428,20 @@ class Sender:
             task.cancel()
         self.retrying.discard(delivery)
         if not delivery.done.done():
-            if delivery.troubled:
-                self._untroubled(delivery.topic)
             delivery.done.cancel()
+            if delivery.troubled:
+                self._untroubled(delivery)
 
-    def _untroubled(self, topic: str) -> None:
+    def _untroubled(self, delivery: Delivery) -> None:
+        """A delivery in trouble is done with: delivered, or given up."""
+        topic = delivery.topic
         left = self.troubled_topics.get(topic, 0) - 1
         if left > 0:
             self.troubled_topics[topic] = left
         else:
             self.troubled_topics.pop(topic, None)
+        if self.on_recovery is not None:
+            self.on_recovery(delivery)
 
     def close(self) -> list[Delivery]:
         """Stop trying again (the worker stops); returns the deliveries given up."""

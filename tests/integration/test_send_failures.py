@@ -232,3 +232,24 @@ async def test_refused_warmup_commands_are_sent_again_not_dropped(
     finally:
         code = worker.stop(timeout=STOP_WAIT)
     assert code != -signal.SIGKILL, "SIGTERM did not end the worker"
+
+
+async def test_a_worker_whose_broker_is_gone_stops_within_its_bound(tmp_path: Path) -> None:
+    # A broker of its own, stopped under the worker: whatever the stop waits on, it ends
+    # within the worker's bound (here 10 s) rather than waiting for the broker.
+    from streams.broker import EmbeddedBroker
+
+    ns = namespace()
+    with EmbeddedBroker() as broker:
+        worker = Worker(
+            broker.bootstrap, tmp_path, ns, policy="fixed:10", shutdown_timeout_seconds=10
+        ).start()
+        try:
+            await produce(broker.bootstrap, topic(ns, "usage"), [event("llama")])
+            await consume(
+                broker.bootstrap, [topic(ns, "warmup")], until=lambda rs: "llama" in models(rs)
+            )
+            broker.stop()
+        finally:
+            code = worker.stop(timeout=STOP_WAIT)
+    assert code != -signal.SIGKILL, "SIGTERM did not end the worker"
