@@ -128,7 +128,8 @@ async def topic_message_limits(settings: WarmcastSettings) -> dict[str, int]:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     names = [s.name for s in topic_specs(settings)]
-    resources = [ConfigResource(ConfigResourceType.TOPIC, n, ["max.message.bytes"]) for n in names]
+    wanted = {"max.message.bytes": None}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n, wanted) for n in names]
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
     limits: dict[str, int] = {}
     try:

@@ -184,6 +184,8 @@ async def test_a_stop_while_held_ends_in_bounded_time_and_the_message_is_read_ag
     log = first.log.read_text()
     assert "not delivered: 1 record(s)" in log and dlq in log
 
+    # nothing committed past the message the stop let go
+    assert (await committed(bootstrap, f"{ns}-app", usage_topic)).get(0, -1) <= 1
     switch.unlink()
     second = Worker(bootstrap, tmp_path, ns, policy="fixed:10").start()
     try:
