@@ -69,6 +69,7 @@ from streams.control_auth import (
 )
 from streams.kafka import client_kwargs, last_answer, topic_partitions
 from streams.security import token_matches
+from streams.sending import truncate_to_fit
 
 log = logging.getLogger(__name__)
 
@@ -391,16 +392,20 @@ def parse(record: ConsumerRecord[bytes, bytes]) -> ControlCommand | EventError:
 
 
 async def dead_letter(record: ConsumerRecord[bytes, bytes], error: EventError) -> None:
-    value = (record.value or b"")[: settings.control_max_bytes]
-    headers = {
-        "warmcast.original-topic": record.topic.encode(),
-        "warmcast.original-partition": str(record.partition).encode(),
-        "warmcast.original-offset": str(record.offset).encode(),
-        "warmcast.error-class": error.error_class.encode(),
-        "warmcast.error-reason": error.reason.encode(),
-        "warmcast.error-message": error.message[:2000].encode(),
-    }
-    await app.topic(f"{CONTROL}.dlq").send(key=record.key, value=value, headers=headers)
+    headers = [
+        ("warmcast.original-topic", record.topic.encode()),
+        ("warmcast.original-partition", str(record.partition).encode()),
+        ("warmcast.original-offset", str(record.offset).encode()),
+        ("warmcast.error-class", error.error_class.encode()),
+        ("warmcast.error-reason", error.reason.encode()),
+        ("warmcast.error-message", error.message[:2000].encode()),
+    ]
+    dlq = f"{CONTROL}.dlq"
+    key, value, headers = truncate_to_fit(
+        record.key, record.value or b"", headers, app.sender.limit(dlq), settings.control_max_bytes
+    )
+    origin = (record.topic, record.partition, record.offset)
+    await app.sender.send(dlq, value, key=key, headers=headers, origin=origin)
     runtime.metrics.dead_letters.labels(topic=CONTROL, reason=error.reason).inc()
     runtime.note_dead_letters(1, time.time())
 

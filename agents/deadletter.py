@@ -58,12 +58,12 @@ async def dead_letter_all(event: EventT, errors: list[EventError]) -> list[Deliv
 
 
 async def decode_or_dead_letter(
-    event: EventT, schema: type[E], now: float, deliveries: list[Delivery]
+    event: EventT, schema: type[E], now: float, deliveries: list[Delivery], agent: str
 ) -> list[E]:
     """The good events of a consumed message (counted as consumed); every bad one (and a
     message that is not JSON, too large, or out of time bounds) is dead-lettered, and its
     delivery added to ``deliveries``. A message that cannot be decoded at all (an error
-    of the worker's own) is dead-lettered as ``processing_error``."""
+    of the worker's own) is dead-lettered as ``processing_error`` (see :func:`failed`)."""
     runtime = app.runtime
     message = event.message
     runtime.metrics.consumed(message.topic).inc()
@@ -71,13 +71,21 @@ async def decode_or_dead_letter(
         decoded = runtime.decode(message.value, schema, now)
     except Exception as exc:
         log.exception("could not decode %s offset %d", message.tp, message.offset)
-        deliveries.append(await dead_letter(event, processing_error(exc)))
+        deliveries += await failed(agent, exc, [event])
         return []
     if decoded.errors:
         deliveries += await dead_letter_all(event, decoded.errors)
     return decoded.events
 
 
-def processing_error(exc: BaseException) -> EventError:
-    """Why a message the worker failed on is dead-lettered (the worker goes on)."""
-    return EventError("processing_error", type(exc).__name__, f"{exc!r}"[:2000])
+async def failed(agent: str, exc: BaseException, events: list[EventT]) -> list[Delivery]:
+    """The worker itself failed on ``events``: each is dead-lettered as
+    ``processing_error`` and the agent goes on with the next, the failure counted as a
+    crash of ``agent`` all the same (a worker failing again and again is not ready and
+    raises ``agent_crash_loop``, see :mod:`agents.probes`). Returns the deliveries."""
+    from agents.probes import note_crash
+
+    error = EventError("processing_error", type(exc).__name__, f"{exc!r}"[:2000])
+    out = [await dead_letter(event, error) for event in events]
+    await note_crash(agent, exc)
+    return out

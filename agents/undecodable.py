@@ -22,7 +22,6 @@ nothing is committed past the batch until the operator decides:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -39,6 +38,7 @@ from agents.control import acknowledge, handles
 from engine.alerting import AlertTransition, fingerprint
 from schemas.control import ControlCommand
 from streams.app import _kafka_consumer, app
+from streams.sending import truncate_to_fit
 from streams.undecodable import UndecodableBatch, guard_consumer, summary
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ INPUTS = (USAGE, settings.topic("metrics"))
 KIND = "undecodable_batch"
 #: The dead-letter reason of a skipped batch.
 REASON = "undecodable_batch"
-#: Room left in a producer request for a dead letter's headers.
-HEADROOM = 64 * 1024
 
 
 class Undecodable:
@@ -188,16 +186,15 @@ class Undecodable:
             ("warmcast.error-message", batch.error[:2000].encode()),
             ("warmcast.skipped-by", by[:256].encode()),
         ]
-        value = batch.raw
-        limit = min(settings.max_message_bytes, app.conf.producer_max_request_size - HEADROOM)
-        if len(value) > limit:
-            headers += [
-                ("warmcast.truncated", b"true"),
-                ("warmcast.original-bytes", str(len(value)).encode()),
-                ("warmcast.original-sha256", hashlib.sha256(value).hexdigest().encode()),
-            ]
-            value = value[:limit]
-        await app.producer.send_and_wait(f"{batch.topic}.dlq", None, value, None, None, headers)
+        dlq = f"{batch.topic}.dlq"
+        _, value, headers = truncate_to_fit(
+            None, batch.raw, headers, app.sender.limit(dlq), settings.max_message_bytes
+        )
+        origin = (batch.topic, batch.partition, batch.first_offset)
+        delivery = await app.sender.send(dlq, value, headers=headers, origin=origin)
+        # the skip goes on once the broker has it (tried again meanwhile; the skip fails
+        # after the send timeout and may be asked again)
+        await asyncio.wait_for(asyncio.shield(delivery.done), settings.send_timeout_seconds)
         runtime.metrics.dead_letters.labels(topic=batch.topic, reason=REASON).inc()
         runtime.note_dead_letters(1, time.time())
 

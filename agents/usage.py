@@ -4,7 +4,8 @@ A usage message is acknowledged (its offset may be committed) once what it cause
 delivered: its dead letters, the forwards of its events to the partitions that own them,
 and the warmup commands they led to (:mod:`streams.holding`). Nothing raises out of the
 agent into Faust's restart loop: a message the worker itself fails on is dead-lettered as
-``processing_error`` and the others go on.
+``processing_error``, counted as a crash of the agent (:mod:`agents.probes`), and the
+others go on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import cast
 import orjson
 from faust.types import EventT, StreamT
 
-from agents.deadletter import dead_letter, decode_or_dead_letter, processing_error
+from agents.deadletter import dead_letter, decode_or_dead_letter, failed
 from agents.health import EARLY_FLUSH_MODELS, write_through_changelog
 from engine.lease import Command
 from schemas.envelope import EventError
@@ -33,6 +34,7 @@ from streams.sending import Delivery, split_to_fit
 log = logging.getLogger(__name__)
 
 FORWARDED = "warmcast.forwarded"
+AGENT = "agents.usage.usage_agent"  # the agent's name, as Faust gives it
 #: A usage event and the message it came in.
 Sourced = tuple[UsageEvent, EventT]
 
@@ -89,7 +91,7 @@ async def process_usage(batch: Sequence[EventT]) -> None:
                 messages = taken[partition] = []
                 waits[partition] = []
             messages.append(event)
-            good = await decode_or_dead_letter(event, UsageEvent, now, waits[partition])
+            good = await decode_or_dead_letter(event, UsageEvent, now, waits[partition], AGENT)
             if not good:
                 continue
             queue = mine.get(partition)
@@ -117,8 +119,7 @@ async def process_usage(batch: Sequence[EventT]) -> None:
     except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
         log.exception("could not process a batch of %d usage messages", len(batch))
         for partition, messages in taken.items():
-            for event in messages:
-                waits[partition].append(await dead_letter(event, processing_error(exc)))
+            waits[partition] += await failed(AGENT, exc, messages)
     finally:  # each message is counted, with its share of the batch's time
         settle = app.gate.settle
         for partition, messages in taken.items():
@@ -161,12 +162,13 @@ async def apply_or_dead_letter(
     partition: int, events: list[UsageEvent], offset: int, messages: list[EventT]
 ) -> list[Delivery]:
     """:func:`apply_usage`; if the worker fails on it, ``messages`` are dead-lettered as
-    ``processing_error``. Returns what the messages wait for."""
+    ``processing_error`` (:func:`~agents.deadletter.failed`). Returns what the messages
+    wait for."""
     try:
         return await apply_usage(partition, events, offset)
     except Exception as exc:
         log.exception("could not apply %d usage events of partition %d", len(events), partition)
-        return [await dead_letter(event, processing_error(exc)) for event in messages]
+        return await failed(AGENT, exc, messages)
 
 
 async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> list[Delivery]:
