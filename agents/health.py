@@ -71,6 +71,23 @@ FLUSH_PAUSE_SECONDS = 0.005
 EARLY_FLUSH_MODELS = 500
 
 
+def queue_for_commit() -> None:
+    """Before an offset commit: every changed model's health goes out to the changelog,
+    so that the commit never moves past events whose health is not delivered (a restart
+    then reads them again, and the health's ``offset`` keeps them from counting twice)."""
+    write_through_changelog()
+    health_store.flush()
+
+
+app.before_commit.append(queue_for_commit)
+
+
+@app.task
+async def hold_commits() -> None:
+    """From the worker's start, each commit first delivers the changed health."""
+    app.hold_commits()
+
+
 @app.timer(interval=app.runtime.settings.health_flush_seconds)
 async def write_health() -> None:
     """Write changed rolling health to its table (and so to the changelog)."""

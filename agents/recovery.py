@@ -259,6 +259,7 @@ class Recovery:
                 if seen > committed.get(kind, seen):
                     ahead[TP(INPUTS[kind], partition)] = seen
         if ahead:
+            await app.producer.flush()  # what they have seen is delivered first
             await app.consumer._commit(ahead)  # type: ignore[attr-defined]
             log.info("commit moved up to what the engines have seen: %s", ahead)
 

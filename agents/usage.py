@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from faust.types import EventT, StreamT
@@ -29,11 +29,17 @@ from streams.app import app, health_store, usage_topic, warmup_topic
 from streams.batching import behind, take_batches
 from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
+from streams.runtime import Origin
 from streams.sending import Delivery, split_to_fit
 
 log = logging.getLogger(__name__)
 
 FORWARDED = "warmcast.forwarded"
+#: Where a forwarded record's events were first read: ``partition:offset.rank*n,...``
+#: (``n`` events of the message at ``offset``, from its ``rank``-th forwarded item on).
+ORIGIN = "warmcast.origin"
+#: Room kept in a forwarded record for its origin header (a run per source message).
+ORIGIN_ROOM = 2_048
 AGENT = "agents.usage.usage_agent"  # the agent's name, as Faust gives it
 #: A usage event and the message it came in.
 Sourced = tuple[UsageEvent, EventT]
@@ -79,7 +85,8 @@ async def process_usage(batch: Sequence[EventT]) -> None:
         n_partitions = runtime.usage_partitions
         mine: dict[int, list[UsageEvent]] = {}
         fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
-        last_offset: dict[int, int] = {}
+        offsets: dict[int, list[int]] = {}  # the message offset of each event of ``mine``
+        origins: dict[int, list[Origin | None]] = {}  # where forwarded ones were first read
         foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
         read = runtime.read_offsets
         for event in batch:
@@ -98,23 +105,28 @@ async def process_usage(batch: Sequence[EventT]) -> None:
             if queue is None:
                 queue = mine[partition] = []
                 fed[partition] = []
+                offsets[partition] = []
+                origins[partition] = []
             kept = len(queue)
-            for ev in good:
+            first_read = origins_of(message.headers, len(good)) or [None] * len(good)
+            came_from = origins[partition]
+            for ev, where in zip(good, first_read, strict=True):
                 owner = partition_for(ev.model_id, n_partitions)
                 if owner == partition:
                     queue.append(ev)
+                    came_from.append(where)
                 else:
                     foreign[partition, owner].append((ev, event))
+            offsets[partition] += [message.offset] * (len(queue) - kept)
             if len(queue) - kept < len(good):  # counted by the partition they arrived on
                 runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
             fed[partition].append(event)
-            last_offset[partition] = message.offset
         for (source, owner), theirs in foreign.items():
             waits[source] += await forward(owner, theirs)
         for partition, events in mine.items():
             if events:
                 waits[partition] += await apply_or_dead_letter(
-                    partition, events, last_offset[partition], fed[partition]
+                    partition, events, offsets[partition], origins[partition], fed[partition]
                 )
     except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
         log.exception("could not process a batch of %d usage messages", len(batch))
@@ -137,18 +149,24 @@ async def forward(partition: int, events: list[Sourced]) -> list[Delivery]:
     sender = app.sender
     topic = usage_topic.get_topic_name()
     key = events[0][0].model_id.encode()
-    headers = [(FORWARDED, b"1")]
+    room = [(FORWARDED, b"1"), (ORIGIN, bytes(ORIGIN_ROOM))]
 
     def encode(part: Sequence[Sourced]) -> bytes:
         return orjson.dumps([e.model_dump(exclude_none=True) for e, _ in part])
 
-    pieces, alone = split_to_fit(events, encode, lambda b: sender.fits(topic, key, b, headers))
+    pieces, alone = split_to_fit(events, encode, lambda b: sender.fits(topic, key, b, room))
     first = events[0][1].message
     origin = (first.topic, first.partition, first.offset)
-    out = [
-        await sender.send(topic, body, key=key, partition=partition, headers=headers, origin=origin)
-        for body in pieces
-    ]
+    places = places_of(events)
+    out = []
+    for part, body in pieces:
+        where = [places[id(item)] for item in part]
+        headers = [(FORWARDED, b"1"), (ORIGIN, origin_header(first.partition, where))]
+        out.append(
+            await sender.send(
+                topic, body, key=key, partition=partition, headers=headers, origin=origin
+            )
+        )
     for ev, source in alone:
         body = encode([(ev, source)])
         why = f"event of {len(body)} bytes cannot be forwarded within {sender.limit(topic)}"
@@ -158,25 +176,103 @@ async def forward(partition: int, events: list[Sourced]) -> list[Delivery]:
     return out
 
 
+def places_of(events: Sequence[Sourced]) -> dict[int, tuple[int, int]]:
+    """Each forwarded item's place at its source (by ``id``): the offset of its message
+    and its rank among that message's items forwarded to the same partition, which a
+    source read again gives the same items."""
+    ranks: dict[int, int] = defaultdict(int)
+    out: dict[int, tuple[int, int]] = {}
+    for item in events:
+        offset = item[1].message.offset
+        out[id(item)] = (offset, ranks[offset])
+        ranks[offset] += 1
+    return out
+
+
+def origin_header(partition: int, places: Sequence[tuple[int, int]]) -> bytes:
+    """The :data:`ORIGIN` header of a forwarded record whose events are at ``places``
+    (source offset, rank) of source ``partition``: runs of ``offset.rank*count``.
+
+    >>> origin_header(3, [(7, 0), (7, 1), (9, 0), (7, 3)])
+    b'3:7.0*2,9.0*1,7.3*1'
+    """
+    runs: list[list[int]] = []
+    for offset, rank in places:
+        if runs and runs[-1][0] == offset and runs[-1][1] + runs[-1][2] == rank:
+            runs[-1][2] += 1
+        else:
+            runs.append([offset, rank, 1])
+    if len(runs) * 32 > ORIGIN_ROOM - 8:  # too many to say: the events count as new
+        return b""
+    return f"{partition}:{','.join(f'{o}.{r}*{n}' for o, r, n in runs)}".encode()
+
+
+def origins_of(headers: Any, n: int) -> list[Origin | None] | None:
+    """Where each of a forwarded record's ``n`` events was first read (``None``: not a
+    forwarded record, or its origin header cannot be read as such).
+
+    >>> origins_of([(ORIGIN, b"3:7.0*2,9.4*1")], 3)
+    [(3, 7, 0), (3, 7, 1), (3, 9, 4)]
+    >>> origins_of([(ORIGIN, b"3:7.0*2")], 3) is None, origins_of([], 1) is None
+    (True, True)
+    """
+    value = None
+    for name, v in headers or ():
+        if name == ORIGIN:
+            value = v
+    if not value:
+        return None
+    try:
+        source, _, runs = bytes(value).decode().partition(":")
+        p = int(source)
+        out: list[Origin | None] = []
+        for run in runs.split(","):
+            place, _, count = run.partition("*")
+            offset, _, rank = place.partition(".")
+            o, r = int(offset), int(rank)
+            out += [(p, o, r + k) for k in range(int(count))]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return out if len(out) == n else None
+
+
 async def apply_or_dead_letter(
-    partition: int, events: list[UsageEvent], offset: int, messages: list[EventT]
+    partition: int,
+    events: list[UsageEvent],
+    offsets: list[int],
+    origins: list[Origin | None],
+    messages: list[EventT],
 ) -> list[Delivery]:
     """:func:`apply_usage`; if the worker fails on it, ``messages`` are dead-lettered as
     ``processing_error`` (:func:`~agents.deadletter.failed`). Returns what the messages
     wait for."""
     try:
-        return await apply_usage(partition, events, offset)
+        return await apply_usage(partition, events, offsets, origins)
     except Exception as exc:
         log.exception("could not apply %d usage events of partition %d", len(events), partition)
         return await failed(AGENT, exc, messages)
 
 
-async def apply_usage(partition: int, events: list[UsageEvent], offset: int) -> list[Delivery]:
-    """Events of models this partition owns, up to ``offset`` of its input: engine,
-    rolling health, commands out (returns their deliveries)."""
+async def apply_usage(
+    partition: int,
+    events: list[UsageEvent],
+    offsets: list[int],
+    origins: list[Origin | None] | None = None,
+) -> list[Delivery]:
+    """Events of models this partition owns (``offsets``: the input offset of each one's
+    message, in order; ``origins``: where forwarded ones were first read): engine, rolling
+    health, commands out (returns their deliveries)."""
     runtime = app.runtime
+    if origins is not None and not any(origins):
+        origins = None
     commands, touched = runtime.apply_usage(
-        partition, events, health_store.decoded, time.time(), offset=offset
+        partition,
+        events,
+        health_store.decoded,
+        time.time(),
+        offset=offsets[-1],
+        offsets=offsets,
+        origins=origins,
     )
     health_store.mark(touched)
     over = len(health_store.pending) - runtime.settings.health_pending_max

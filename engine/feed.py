@@ -9,7 +9,7 @@ rest of the hot path (:mod:`engine.native`). The worker keeps what is done once 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from engine.core import WarmupEngine
@@ -58,6 +58,7 @@ def feed_usage(
     windows: tuple[float, ...],
     on_latency: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    offsets: Sequence[int] | None = None,
 ) -> None:
     """Feed ``events`` to ``engine``, and each to the health of its model; append the
     commands they cause to ``commands``, and let the health of each model a command is for
@@ -67,6 +68,11 @@ def feed_usage(
     (which adds it to ``touched``), before the engine moves its lease. ``window`` is the
     decay time constant of the rates, ``windows`` the rolling windows; ``on_latency`` hears
     every request latency.
+
+    ``offsets``, when given, holds the input offset of each event's message: an event of
+    a message at or below the offset its model's health has counted to (read again after
+    a restart or a rebalance) still goes to the engine, but is not counted in the health
+    again, nor are the commands it causes; the health then counts to the newest offset.
 
     >>> from types import SimpleNamespace as Event
     >>> from engine.policies import FixedKeepAlive
@@ -82,9 +88,23 @@ def feed_usage(
     ([('warm', 180.0, 780.0)], 3, 1)
     >>> touched["m"].lease, touched["m"].requests_total
     ([180.0, 780.0, 0], 3)
+
+    The same message (offset 7) read again is not counted twice; a newer one is:
+
+    >>> touched["m"].offset = 7
+    >>> again = {"m": touched["m"]}
+    >>> feed_usage(engine, events * 2, health_of, again, [], UsageTally(),
+    ...            window=300.0, windows=(60.0,), offsets=[7, 8])
+    >>> again["m"].requests_total, again["m"].offset
+    (6, 8)
     """
     observe = engine.observe
+    #: per model, the offset its health had counted to before these events
+    counted_to: dict[str, int] = {}
+    offset = -1
+    i = -1
     for ev in events:
+        i += 1
         model_id = ev.model_id
         health = touched.get(model_id)
         if health is None:
@@ -97,12 +117,30 @@ def feed_usage(
         cold = 1 if ev.cold_start else 0
         errors = count if ev.error else 0
         latency = ev.latency
-        health.update(ts, count, cold, latency, window, errors=errors, windows=windows)
+        fresh = True
+        if offsets is not None:
+            offset = offsets[i]
+            floor = counted_to.get(model_id)
+            if floor is None:
+                floor = counted_to[model_id] = health.offset
+            fresh = offset > floor
+            if fresh and offset > health.offset:
+                health.offset = offset
+        if fresh:
+            health.update(ts, count, cold, latency, window, errors=errors, windows=windows)
         if caused:
             for command in caused:
                 owner = touched.get(command.model_id)
                 if owner is None:
                     owner = health_of(command.model_id)
+                if offsets is not None:
+                    floor = counted_to.get(command.model_id)
+                    if floor is None:
+                        floor = counted_to[command.model_id] = owner.offset
+                    if offset <= floor:
+                        continue
+                    if offset > owner.offset:
+                        owner.offset = offset
                 owner.on_command(
                     command.action, command.start, command.end, command.issued_at, windows
                 )

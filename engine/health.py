@@ -32,8 +32,8 @@ _WIDTH = len(FIELDS)
 #: Per window, ``slots`` holds the current slot number, then the current slot's counters,
 #: then the previous slot's: one flat list for every window of a model.
 _STRIDE = 1 + 2 * _WIDTH
-#: Version of the stored form (:meth:`ModelHealth.to_bytes`).
-_FORM = 2
+#: Version of the stored form (:meth:`ModelHealth.to_bytes`); form 2 stopped at ``lease``.
+_FORM = 3
 
 
 @dataclass(slots=True)
@@ -71,6 +71,13 @@ class ModelHealth:
     warmups_used_total: int = 0
     warmups_wasted_total: int = 0
     lease: list[float] | None = None  # [start, end, used] of the current warm lease
+    #: Input offset of the newest message counted here (-1: none known). A message read
+    #: again, after a restart or a rebalance, at or below it is not counted twice.
+    offset: int = -1
+    #: Of events forwarded here from partitions that do not own the model: per source
+    #: partition (as a string), the place ``[offset, rank]`` of the newest one counted. A
+    #: source partition read again forwards its events again; they are not counted twice.
+    forwarded: dict[str, list[int]] | None = None
     #: Window lengths (seconds) that ``slots`` and ``sketches`` are laid out for.
     lengths: tuple[float, ...] = ()
     #: Per window: current slot number, current counters, previous counters (flat).
@@ -325,6 +332,8 @@ class ModelHealth:
             "warmups_used_total": self.warmups_used_total,
             "warmups_wasted_total": self.warmups_wasted_total,
             "lease": self.lease,
+            "offset": self.offset,
+            "forwarded": self.forwarded,
             "windows": self._windows_as_lists(),
         }
 
@@ -376,7 +385,8 @@ class ModelHealth:
         if isinstance(doc, dict):
             return cls.from_dict({**doc, "model_id": model_id})
         _, scalars, lengths, slots, sketches = doc
-        health = cls(model_id, **dict(zip(_SCALARS, scalars, strict=True)))
+        # form 2 stops at ``lease``: the fields after it take their defaults
+        health = cls(model_id, **dict(zip(_SCALARS, scalars, strict=False)))
         health.lengths = tuple(lengths)
         health.slots = slots
         if sketches is not None:
@@ -397,6 +407,8 @@ _SCALARS = (
     "warmups_used_total",
     "warmups_wasted_total",
     "lease",
+    "offset",
+    "forwarded",
 )
 _ZEROS: list[Any] = [0] * _WIDTH
 
@@ -414,7 +426,7 @@ def stored_scalars(data: bytes) -> dict[str, Any]:
     doc = orjson.loads(data)
     if isinstance(doc, dict):
         return {k: doc[k] for k in _SCALARS if k in doc}
-    return dict(zip(_SCALARS, doc[1], strict=True))
+    return dict(zip(_SCALARS, doc[1], strict=False))
 
 
 _EMPTY_SKETCH = LogSketch()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -39,12 +40,16 @@ class WarmcastApp(UnmonitoredApp):
     runtime: Runtime
     #: Record emitters by topic (see :meth:`emitter`).
     emitters: dict[str, RecordEmitter]
+    #: Called before every offset commit, before the emitters are drained: each queues
+    #: what must be delivered before the offsets read so far are committed.
+    before_commit: list[Callable[[], None]]
     #: Every record the agents publish goes through it (see :mod:`streams.sending`).
     sender: Sender
     #: Acknowledges input messages once what they caused is delivered.
     gate: InputGate
     #: Set once the worker stops: what is left of its time to do so.
     stopping: Deadline | None = None
+    _commits_held = False
 
     def emitter(
         self,
@@ -57,10 +62,22 @@ class WarmcastApp(UnmonitoredApp):
         drained before every offset commit and at shutdown."""
         found = self.emitters.get(topic)
         if found is None:
-            if not self.emitters:
-                drain_before_flush(self.producer, self.emitters, self._flush_timeout)
+            self.hold_commits()
             found = self.emitters[topic] = kind(self.sender, topic, partitions, **options)
         return found
+
+    def hold_commits(self) -> None:
+        """Make every offset commit first deliver what :attr:`before_commit` queues and
+        what the emitters hold (once; the producer is running by then)."""
+        if not self._commits_held:
+            self._commits_held = True
+            drain_before_flush(
+                self.producer, self.emitters, self._flush_timeout, self._before_commit
+            )
+
+    def _before_commit(self) -> None:
+        for queue in self.before_commit:
+            queue()
 
     def _flush_timeout(self) -> float:
         if self.stopping is not None:
@@ -303,6 +320,7 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     app = WarmcastApp(settings.app_id, **faust_options(settings))
     app.runtime = Runtime(settings)
     app.emitters = {}
+    app.before_commit = []
     app.sender = Sender(
         lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
         app.conf.producer_max_request_size,

@@ -206,15 +206,21 @@ async def drain_all(emitters: Mapping[str, RecordEmitter]) -> None:
 
 
 def drain_before_flush(
-    faust_producer: Any, emitters: Mapping[str, RecordEmitter], timeout: Callable[[], float]
+    faust_producer: Any,
+    emitters: Mapping[str, RecordEmitter],
+    timeout: Callable[[], float],
+    before: Callable[[], None] | None = None,
 ) -> None:
     """Make the Faust producer's ``flush`` (awaited before every offset commit and at
-    shutdown) first wait for ``emitters`` to hand over what they queued; the whole waits
-    at most ``timeout()`` seconds (offsets are only acknowledged for delivered records, so
-    a commit does not need more)."""
+    shutdown) first call ``before()`` (which queues what must be delivered before the
+    offsets read so far are committed), then wait for ``emitters`` to hand over what they
+    queued; the whole waits at most ``timeout()`` seconds (offsets are only acknowledged
+    for delivered records, so a commit does not need more)."""
     flush = faust_producer.flush
 
     async def drain_then_flush() -> None:
+        if before is not None:
+            before()  # at once: Faust has chosen the offsets it commits before this
         try:
             async with asyncio.timeout(timeout()):
                 await drain_all(emitters)

@@ -173,6 +173,12 @@ class WorkerMetrics:
             ["partition"],
             registry=r,
         )
+        self.forwarded_twice = Counter(
+            "warmcast_forwarded_twice_total",
+            "forwarded usage events that arrived a second time (their source partition was "
+            "read again after a restart or a rebalance) and were not counted again",
+            registry=r,
+        )
         self._forwarded: dict[int, Any] = {}
         for partition in range(partitions):
             self.forwarded(partition)

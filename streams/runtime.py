@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
@@ -47,6 +47,12 @@ FORWARDED_MIN_EVENTS = 20
 
 #: Reads a served model's stored health (``None``: not known yet).
 HealthLoader = Callable[[str], ModelHealth | None]
+#: Where a forwarded usage event was first read: (source partition, source offset, its
+#: rank among the items of that message forwarded to the same partition).
+Origin = tuple[int, int, int]
+#: The place of no forwarded event yet.
+NOT_FORWARDED = [-1, -1]
+
 #: Where the message being processed comes from: (input, partition, offset), input being
 #: ``"usage"`` or ``"metrics"``; ``None`` outside of a message.
 PositionSource = Callable[[], tuple[str, int, int] | None]
@@ -298,10 +304,15 @@ class Runtime:
         load: HealthLoader,
         now: float,
         offset: int | None = None,
+        offsets: Sequence[int] | None = None,
+        origins: Sequence[Origin | None] | None = None,
     ) -> tuple[list[Command], dict[str, ModelHealth]]:
         """Feed usage events (of one message, or several up to ``offset``) to the
         partition's engine and to the rolling health of each model they concern; return
-        the commands and the changed health."""
+        the commands and the changed health. ``offsets`` (each event's message offset)
+        keeps a message read again from being counted twice in the health; ``origins``
+        (where each forwarded event was first read, see :meth:`_forwarded_once`) keeps an
+        event forwarded twice from being counted twice at all."""
         engine = self.engine_for(partition, offset)
         windows = self.windows
         commands: list[Command] = []
@@ -321,6 +332,8 @@ class Runtime:
             touched[model_id] = health
             return health
 
+        if origins is not None and offsets is not None:
+            events, offsets = self._forwarded_once(events, offsets, origins, touched, health_of)
         feed_usage(
             engine,
             events,
@@ -331,6 +344,7 @@ class Runtime:
             window=self.settings.health_window_seconds,
             windows=windows,
             on_latency=self.metrics.request_latency.observe,
+            offsets=offsets,
         )
         # the partition's robust event time: an event held for confirmation or found to
         # be an outlier does not move it
@@ -360,6 +374,36 @@ class Runtime:
         counted.lag = now - newest
         self.metrics.decision_duration.observe(tally.engine_seconds)
         return commands, touched
+
+    def _forwarded_once(
+        self,
+        events: Iterable[UsageEvent],
+        offsets: Sequence[int],
+        origins: Sequence[Origin | None],
+        touched: dict[str, ModelHealth],
+        health_of: Callable[[str], ModelHealth],
+    ) -> tuple[list[UsageEvent], list[int]]:
+        """The events and their offsets without those forwarded here a second time: a
+        source partition read again after a restart forwards its events again, in new
+        records, and the model's health remembers the newest source offset counted."""
+        kept: list[UsageEvent] = []
+        kept_offsets: list[int] = []
+        for ev, offset, origin in zip(events, offsets, origins, strict=True):
+            if origin is not None:
+                health = touched.get(ev.model_id) or health_of(ev.model_id)
+                # a record read again here is left to the offset check of the health
+                if offset > health.offset:
+                    source, place = str(origin[0]), [origin[1], origin[2]]
+                    marks = health.forwarded
+                    if marks is None:
+                        marks = health.forwarded = {}
+                    if place <= marks.get(source, NOT_FORWARDED):
+                        self.metrics.forwarded_twice.inc()
+                        continue
+                    marks[source] = place
+            kept.append(ev)
+            kept_offsets.append(offset)
+        return kept, kept_offsets
 
     def _keep_decoded(
         self, cache: OrderedDict[str, ModelHealth], touched: dict[str, ModelHealth]

@@ -99,24 +99,25 @@ def truncate_to_fit(
 
 def split_to_fit(
     items: Sequence[T], encode: Callable[[Sequence[T]], bytes], fits: Callable[[bytes], bool]
-) -> tuple[list[bytes], list[T]]:
+) -> tuple[list[tuple[Sequence[T], bytes]], list[T]]:
     """``items`` encoded in pieces that each ``fits``, in order (a piece that does not fit
-    is halved); returns the pieces and the items that do not fit even alone.
+    is halved); returns the pieces (their items and body) and the items that do not fit
+    even alone.
 
     >>> import json
     >>> pieces, alone = split_to_fit(
     ...     ["a", "b", "c", "d", "long" * 9], lambda xs: json.dumps(xs).encode(),
     ...     lambda body: len(body) <= 12)
-    >>> [json.loads(p) for p in pieces], alone
+    >>> [json.loads(body) for _, body in pieces], alone
     ([['a', 'b'], ['c'], ['d']], ['longlonglonglonglonglonglonglonglong'])
     """
-    pieces: list[bytes] = []
+    pieces: list[tuple[Sequence[T], bytes]] = []
     alone: list[T] = []
 
     def place(part: Sequence[T]) -> None:
         body = encode(part)
         if fits(body):
-            pieces.append(body)
+            pieces.append((part, body))
         elif len(part) == 1:
             alone.append(part[0])
         else:

@@ -13,8 +13,9 @@ Then it reads everything back as a downstream consumer would and checks:
 
 - every bad message or envelope item has a dead letter naming its topic, partition, offset
   (and item), and no good one has: the unique dead letters equal the bad items exactly;
-- every served model's ``requests_total`` in the rolling health is at least the requests
-  it was sent (nothing lost; more is counted as redelivered by the kill);
+- every served model's ``requests_total`` in the rolling health is exactly the requests
+  it was sent: none lost, none counted twice (not even those read again after the kill,
+  nor events forwarded again by a partition read again);
 - no forged control took effect: no ``release`` command of an emergency stop, the worker
   not paused;
 - the worker is up at the end.
@@ -515,6 +516,7 @@ async def _drive(runner: Runner, config: HostileConfig) -> dict[str, Any]:
         "every bad item dead-lettered": not missing,
         "no good item dead-lettered": not extra,
         "no request lost": not lost,
+        "no request counted twice": not redelivered,
         "no forged control took effect": not stops and not control.get("paused", False),
         "worker up at the end": runner.alive(),
     }

@@ -507,3 +507,53 @@ async def test_hostile_input_ends_processed_or_dead_lettered(
         assert "checkpoints are off (no WARMCAST_CHECKPOINT_KEY)" in w.log.read_text()
     finally:
         w.stop()
+
+
+def requests_of(worker: Worker, models: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for model in models:
+        try:
+            doc = orjson.loads(worker.get(f"/health/models/{model}"))
+        except urllib.error.HTTPError:
+            continue
+        out[model] = int(doc["requests_total"])
+    return out
+
+
+async def test_rolling_health_counts_each_request_once_across_a_kill(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the worker's health is written out faster than it commits: the next
+    worker reads again what was not committed, and every model's ``requests_total`` ends
+    at exactly the requests sent, none lost and none counted twice."""
+    events = trace_events()[:6000]
+    a, b = len(events) // 3, 2 * len(events) // 3
+    phase1, phase2, phase3 = events[:a], events[a:b], events[b:]
+    sent_requests: dict[str, int] = defaultdict(int)
+    for _, model, count in events:
+        sent_requests[model] += count
+    ns = namespace()
+    usage = topic(ns, "usage")
+    fast_health = {"health_flush_seconds": 0.2}
+    first = worker(kafka_bootstrap, tmp_path, ns, policy="hybrid", **fast_health).start()
+    try:
+        sent1 = await publish(kafka_bootstrap, usage, phase1)
+        await eventually(lambda: committed(kafka_bootstrap, ns), sent1, 60, "phase 1 committed")
+        sent2 = await publish(kafka_bootstrap, usage, phase2)
+        wait_for(
+            lambda: metric(first, "warmcast_usage_events_total") == len(phase1) + len(phase2),
+            60,
+            "phase 2 to be processed",
+        )
+    finally:
+        first.stop(signal.SIGKILL)
+    second = worker(kafka_bootstrap, tmp_path, ns, policy="hybrid", **fast_health).start()
+    try:
+        sent3 = await publish(kafka_bootstrap, usage, phase3)
+        ends = {p: sent1[p] + sent2[p] + sent3[p] for p in sent1}
+        await eventually(lambda: committed(kafka_bootstrap, ns), ends, 90, "all committed")
+        got = requests_of(second, sent_requests)
+    finally:
+        second.stop()
+    wrong = {m: (got.get(m), n) for m, n in sent_requests.items() if got.get(m) != n}
+    assert not wrong, f"{len(wrong)} of {len(sent_requests)} models (got, sent): {wrong}"
