@@ -53,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from engine import native
 from engine.core import WarmupEngine
 from engine.registry import make_policy
-from streams.broker import EmbeddedBroker, free_port, terminate
+from streams.broker import BROKER_KINDS, describe_broker, free_port, start_broker, terminate
 from streams.kafka import ensure_topics
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
@@ -92,6 +92,7 @@ class BenchConfig:
     stages: tuple[str, ...] = ("throughput", "latency", "memory", "probe")
     probe_models: int = 200_000
     probe_seconds: float = 20.0
+    broker: str = "tansu"  # the local broker started when no bootstrap is given
 
 
 #: The stages of a run, in the order they run (``--only`` picks some).
@@ -1067,6 +1068,8 @@ def format_target(t: dict[str, Any]) -> str:
 
 def format_report(report: BenchReport) -> str:
     lines = [f"engine: {report.config.get('engine', '-')}"]
+    if report.config.get("broker_described"):
+        lines.append(f"broker: {report.config['broker_described']}")
     if report.rows:
         lines += [
             "",
@@ -1223,6 +1226,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=BenchConfig.probe_seconds,
         help="probe stage: seconds of timed events (half of them with /health asked)",
     )
+    p.add_argument(
+        "--broker",
+        choices=BROKER_KINDS,
+        default=BenchConfig.broker,
+        help="local broker started when KAFKA_BOOTSTRAP_SERVERS is unset: tansu (embedded, "
+        "default) or kafka (Apache Kafka, one node)",
+    )
     p.set_defaults(func=command)
     return p
 
@@ -1250,6 +1260,7 @@ def command(args: argparse.Namespace) -> int:
         stages=tuple(x for x in STAGES if x in stages),
         probe_models=args.probe_models,
         probe_seconds=args.probe_seconds,
+        broker=args.broker,
     )
     return bench(config)
 
@@ -1276,9 +1287,9 @@ def sigterm_unwinds() -> Iterator[None]:
 def bench(config: BenchConfig, bootstrap: str | None = None) -> int:
     """Run every stage, print the report and write its JSON; the exit status is 0.
 
-    ``bootstrap``: the broker; by default ``KAFKA_BOOTSTRAP_SERVERS``, else an embedded
-    broker started for the run. Every process a stage starts is stopped when it ends, also
-    on an error, Ctrl-C or SIGTERM.
+    ``bootstrap``: the broker; by default ``KAFKA_BOOTSTRAP_SERVERS``, else a local broker
+    of ``config.broker``'s kind started for the run. Every process a stage starts is
+    stopped when it ends, also on an error, Ctrl-C or SIGTERM.
     """
     import tempfile
 
@@ -1289,9 +1300,14 @@ def bench(config: BenchConfig, bootstrap: str | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="warmcast-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
+        described = bootstrap
         if not bootstrap:
-            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
+            broker = start_broker(config.broker)
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+            described = describe_broker(config.broker, broker)
         report = run_bench(config, bootstrap, Path(tmp))
+        report.config["broker_described"] = described
     report.config["seconds"] = round(time.monotonic() - started, 1)
     print(format_report(report))
     if config.json_out:

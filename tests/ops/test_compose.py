@@ -215,3 +215,38 @@ def test_health_checks_ask_the_constant_time_readiness_probe(compose: dict[str, 
         assert "/readyz" in test and "/health'" not in test, name
         assert "WARMCAST_WEB_PORT" in test, name
         assert service["healthcheck"]["retries"] >= 1
+
+
+#: Properties of a Kafka node that name its own addresses and folders: the compose file's are
+#: the container's (``kafka:9092`` for the
+#: workers, ``localhost:29092`` for the host).
+PER_DEPLOYMENT = {
+    "controller.quorum.voters",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "log.dirs",
+}
+
+
+def test_kafka_is_the_broker_the_tests_start(compose: dict[str, Any]) -> None:
+    """docker-compose.yml's Kafka is the release the tests start (streams/kafka_broker.py),
+    a combined broker and controller in KRaft mode with that node's every other setting."""
+    from streams.kafka_artifacts import KAFKA_VERSION
+    from streams.kafka_broker import server_properties
+
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    env = kafka["environment"]
+    in_compose = {
+        k.removeprefix("KAFKA_").lower().replace("_", "."): str(v)
+        for k, v in env.items()
+        if k.startswith("KAFKA_")
+    }
+    tested = server_properties(1, "127.0.0.1", 9092, 9093, "1@127.0.0.1:9093", 1, Path("d"))
+    assert {k: in_compose.get(k) for k in tested if k not in PER_DEPLOYMENT} == {
+        k: v for k, v in tested.items() if k not in PER_DEPLOYMENT
+    }
+    assert set(in_compose) - set(tested) == set()
+    assert in_compose["controller.quorum.voters"] == "1@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in in_compose["advertised.listeners"]

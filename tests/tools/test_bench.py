@@ -328,3 +328,22 @@ def test_a_tiny_run_measures_every_stage(
         "targets",
     ):
         assert text in printed
+
+
+# -- the broker of a run -----------------------------------------------------------------
+
+
+def test_the_broker_option_picks_the_local_broker_and_names_it_in_the_report() -> None:
+    import argparse
+
+    from tools.bench import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert parser.parse_args(["bench"]).broker == "tansu"
+    assert parser.parse_args(["bench", "--broker", "kafka"]).broker == "kafka"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--broker", "nats"])
+
+    report = BenchReport(config={"engine": "pure", "broker_described": "Apache Kafka 4.4.0"})
+    assert format_report(report).splitlines()[:2] == ["engine: pure", "broker: Apache Kafka 4.4.0"]
