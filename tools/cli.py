@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import executor, hostile, soak
 
     executor.register(sub)
+    from tools import executor_bench
+
+    executor_bench.register(sub)
 
     soak.register(sub)
     hostile.register(sub)

@@ -65,6 +65,7 @@ class UsageReporter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._backoff = Backoff(first=0.1, most=5.0)
+        self._rng = random.Random()
 
     @property
     def buffered(self) -> int:
@@ -161,7 +162,7 @@ class UsageReporter:
                 self._put_back(taken)
                 attempt += 1
                 log.warning("usage events not sent (%s); trying again", exc)
-                await asyncio.sleep(self._backoff.delay(attempt, random))
+                await asyncio.sleep(self._backoff.delay(attempt, self._rng))
 
     def _put_back(self, events: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -133,7 +133,7 @@ class ExecutorMetrics:
         )
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
 
