@@ -61,11 +61,17 @@ def command(args: argparse.Namespace) -> int:
         overrides["target"] = args.target
     options = ExecutorSettings(**overrides)
     if not options.target:
-        print("warmcast executor: --target URL is needed (e.g. kserve-v2://host:8080)")
+        print(
+            "warmcast executor: --target URL is needed (e.g. kserve-v2://host:8080)",
+            file=sys.stderr,
+        )
         return 2
     settings = settings_for(args.bootstrap, args.namespace)
     if not settings.kafka_bootstrap_servers:
-        print("warmcast executor: no broker: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap")
+        print(
+            "warmcast executor: no broker: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap",
+            file=sys.stderr,
+        )
         return 2
     try:
         adapter = adapter_for(options.target)
@@ -73,7 +79,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"warmcast executor: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=settings.log_level.upper() if isinstance(settings.log_level, str) else "INFO",
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return asyncio.run(run(adapter, settings, options))

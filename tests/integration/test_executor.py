@@ -280,6 +280,10 @@ async def test_emergency_stop_only_when_signed(
     assert "m5" not in executor.in_flight and "m5" not in server.ready_models()
     await control(s, "resume")
     await until(lambda: server.ready_models() == {"m5"}, 60, "m5 loaded after resume")
+    # a stop with release also unloads what the executor keeps loaded
+    await control(s, "emergency_stop", release=True)
+    await until(lambda: server.ready_models() == set(), 60, "m5 unloaded by the stop")
+    assert executor.book.live("m5", time.time())  # its lease stands: loaded after resume
 
 
 async def test_leases_rebuilt_after_a_restart(kafka_bootstrap: str, mlserver: MLServer) -> None:
