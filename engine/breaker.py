@@ -49,6 +49,17 @@ class CircuitBreaker:
             return True
         return False
 
+    def blocked(self, now: float) -> bool:
+        """No call would go through now (unlike :meth:`allow`, this takes no probe).
+
+        >>> b = CircuitBreaker(failures=1, cooldown=10.0)
+        >>> b.blocked(0.0), b.failure(0.0), b.blocked(5.0), b.blocked(10.0)
+        (False, 'open', True, False)
+        """
+        if self.state == "open":
+            return now < self.open_until
+        return self.state == "half_open" and self._probing
+
     def success(self, now: float) -> State | None:
         """A call succeeded; the new state when it changed (``'closed'``)."""
         self.consecutive = 0

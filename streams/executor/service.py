@@ -182,6 +182,8 @@ class Executor:
         )
         self.ready_delays: list[float] = []  # start-to-ready delay of each load (bench)
         self.commands_read = 0
+        self.reconciles = 0  # times the plan was made
+        self.resyncs = 0  # times the index was asked for
         self.assigned: set[int] = set()
         self.rebuilt = asyncio.Event()  # the assigned partitions have been read to their end
         self.synced = asyncio.Event()  # then the server's index was read: loads may start
@@ -350,7 +352,11 @@ class Executor:
     def reconcile_once(self) -> float:
         """Start the loads and unloads the leases want now; seconds until it should look
         again."""
+        self.reconciles += 1
         now = self.clock()
+        if self.breaker.blocked(time.monotonic()):  # wait for the probe's turn
+            retry = self.breaker.retry_at()
+            return max(0.05, (retry - time.monotonic()) if retry is not None else 0.5)
         busy = set(self.in_flight)
         plan = self.book.plan(now, self.loaded | busy)
         unload = plan.unload
@@ -501,6 +507,7 @@ class Executor:
                 await asyncio.wait_for(self._resync_now.wait(), self.options.resync_seconds)
 
     async def resync_once(self) -> None:
+        self.resyncs += 1
         asked = time.monotonic()
         complete = self.rebuilt.is_set()  # the book has every lease: this answer settles it
         try:

@@ -239,6 +239,11 @@ async def test_mlserver_killed_and_restarted(
     await until(lambda: executor.breaker.state != "closed", 60, "the circuit to open")
     now = time.time()
     await send(s, warm("m1", now, now + 600))  # while the server is down
+    await until(lambda: "m1" in executor.book.models, 60, "m1 booked")
+    before, asked = executor.reconciles, executor.resyncs
+    await until(lambda: executor.resyncs - asked >= 4, 60, "four looks at the index")
+    # an open circuit is waited out, not spun on: a plan per probe or so, not thousands
+    assert executor.reconciles - before < 100
     await asyncio.to_thread(server.start)
     # a restarted server holds nothing: both leases are carried out again
     await until(lambda: server.ready_models() == {"m0", "m1"}, 90, "m0 and m1 loaded again")
