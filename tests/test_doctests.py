@@ -47,6 +47,8 @@ MODULES = [
             "traces",
         )
     ),
+    "streams.executor.adapters",
+    "tools.executor_bench",
 ]
 
 

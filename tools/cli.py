@@ -6,6 +6,7 @@ warmcast broker     a local broker alone: the embedded one (Tansu) or Apache Kaf
 warmcast schemas    export or check the JSON Schema files of the contracts
 warmcast backtest   run policies offline over a historical trace
 warmcast control    send a signed operator command to every worker
+warmcast executor   carry out the warmup leases on a model server
 """
 
 from __future__ import annotations
@@ -259,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import control
 
     control.register(sub)
-    from tools import hostile, soak
+    from tools import executor, hostile, soak
+
+    executor.register(sub)
+    from tools import executor_bench
+
+    executor_bench.register(sub)
 
     soak.register(sub)
     hostile.register(sub)

@@ -1,0 +1,1 @@
+"""The executor: carries out warmup leases on a model server (``warmcast executor``)."""
