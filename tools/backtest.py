@@ -469,7 +469,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="run policies offline over a trace and score their warmup decisions",
         description=DESCRIPTION,
     )
-    p.add_argument("path", help="trace file (plain or gzip)")
+    p.add_argument("path", nargs="?", help="trace file (plain or gzip)")
+    p.add_argument(
+        "--suite",
+        metavar="SUITE",
+        help="instead of one trace: every trace of a suite file (TOML or JSON; see "
+        "tools/suites/), worst trace first, with warmcast's cold starts against hybrid's "
+        "at hybrid's wasted memory",
+    )
     p.add_argument(
         "--format",
         dest="fmt",
@@ -528,6 +535,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run the ``backtest`` subcommand from parsed arguments; the exit status."""
     out = stdout if stdout is not None else sys.stdout
+    if (args.path is None) == (getattr(args, "suite", None) is None):
+        print("warmcast backtest: give a trace file or --suite SUITE (not both)", file=sys.stderr)
+        return 2
+    if args.suite is not None:
+        return _suite_command(args, out)
     try:
         result = run_backtest(
             args.path,
@@ -569,6 +581,27 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
     if args.plot:
         plot(result, args.plot)
+    return 0
+
+
+def _suite_command(args: argparse.Namespace, out: TextIO) -> int:
+    from tools.suite import load_suite, print_report, run_suite
+
+    explicit_knobs = args.knobs != list(DEFAULT_KNOBS)
+    try:
+        suite = load_suite(args.suite)
+        result = run_suite(
+            suite, policies=args.policy, knobs=args.knobs if explicit_knobs else None
+        )
+    except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
+        print(f"warmcast backtest: {exc}", file=sys.stderr)
+        return 2
+    print_report(result, out)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
+    if not result.reports:
+        print("warmcast backtest: every trace of the suite was skipped", file=sys.stderr)
+        return 2
     return 0
 
 

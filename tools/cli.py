@@ -5,6 +5,7 @@ warmcast worker     the Faust worker alone (needs a broker)
 warmcast broker     a local broker alone: the embedded one (Tansu) or Apache Kafka
 warmcast schemas    export or check the JSON Schema files of the contracts
 warmcast backtest   run policies offline over a historical trace
+warmcast synth      write a seeded synthetic trace with known structure
 warmcast control    send a signed operator command to every worker
 warmcast executor   carry out the warmup leases on a model server
 """
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     soak.register(sub)
     hostile.register(sub)
+    from tools import synth
+
+    synth.register(sub)
     return parser
 
 
