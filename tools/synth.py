@@ -315,7 +315,8 @@ def groups(
     n_groups = max(1, models // max(1, group_size))
     for g in range(n_groups):
         rate = wakes_per_day * math.exp(rng.uniform(math.log(0.3), math.log(3.0))) / DAY
-        members = [f"group-{g:02d}-m{k}" for k in range(group_size)]
+        size = len(range(g, models, n_groups))  # ``models`` in all, dealt round-robin
+        members = [f"group-{g:02d}-m{k}" for k in range(size)]
         usage: dict[str, Minutes] = {m: {} for m in members}
         t = rng.expovariate(rate)
         while t < minutes:
@@ -392,10 +393,18 @@ def mix(
         "churn": 0.1,
     }
     total = sum(weights.values())
+    names = sorted(weights)
+    exact = {name: models * weights[name] / total for name in names}
+    counts = {name: int(exact[name]) for name in names}
+    by_remainder = sorted(names, key=lambda n: counts[n] - exact[n])
+    for name in by_remainder[: models - sum(counts.values())]:
+        counts[name] += 1  # largest remainders: ``models`` in all
     out: dict[str, Minutes] = {}
-    for name, share in sorted(weights.items()):
-        n = max(1, round(models * share / total))
-        part = FAMILIES[name].make(random.Random(rng.random()), n, minutes)
+    for name in names:
+        seed = rng.random()
+        if counts[name] == 0:
+            continue
+        part = FAMILIES[name].make(random.Random(seed), counts[name], minutes)
         out.update({f"mix-{k}": v for k, v in part.items()})
     return out
 
