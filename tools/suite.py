@@ -33,6 +33,7 @@ Python API: :func:`load_suite`, :func:`run_suite`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tomllib
@@ -188,9 +189,9 @@ def _entry(suite_path: Path, n: int, e: Any) -> SuiteTrace:
 # ------------------------------------------------------------------------------- running
 
 
-def ratio_at_memory(curve: Sequence[tuple[float, float]], memory: float, cold: float) -> tuple[
-    float | None, str
-]:
+def ratio_at_memory(
+    curve: Sequence[tuple[float, float]], memory: float, cold: float
+) -> tuple[float | None, str]:
     """Cold starts of ``curve`` (``(wasted_memory, cold_starts)`` points) at ``memory``,
     over ``cold``, and how it was read.
 
@@ -216,11 +217,13 @@ def ratio_at_memory(curve: Sequence[tuple[float, float]], memory: float, cold: f
         return 1.0 if value == 0 else math.inf
 
     if memory >= points[-1][0]:
-        note = "interpolated" if memory == points[-1][0] else (
-            "curve ends below this memory: its most expensive point"
+        note = (
+            "interpolated"
+            if memory == points[-1][0]
+            else ("curve ends below this memory: its most expensive point")
         )
         return over(min(c for _, c in points)), note
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 <= memory <= x1:
             y = y0 if x1 == x0 else y0 + (y1 - y0) * (memory - x0) / (x1 - x0)
             return over(y), "interpolated"
@@ -275,8 +278,10 @@ def run_suite(
     """Backtest every trace of ``suite``; missing trace files are skipped and named."""
     reports: list[TraceReport] = []
     skipped: dict[str, str] = {}
-    pols = list(policies) if policies is not None else (
-        list(suite.policies) if suite.policies is not None else None
+    pols = (
+        list(policies)
+        if policies is not None
+        else (list(suite.policies) if suite.policies is not None else None)
     )
     ks = list(knobs) if knobs is not None else list(suite.knobs)
     for entry in suite.traces:

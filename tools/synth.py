@@ -446,7 +446,7 @@ def generate(
         ) from None
     n_days = float(fam.defaults["days"] if days is None else days)
     n_models = int(fam.defaults["models"] if models is None else models)
-    minutes = int(round(n_days * DAY))
+    minutes = round(n_days * DAY)
     if minutes <= 0 or n_models <= 0:
         raise ValueError("days and models must be positive")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ from tools.traces import load_trace
 
 
 def gaps(minutes: list[int]) -> list[int]:
-    return [b - a for a, b in zip(minutes, minutes[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(minutes)]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -72,7 +73,7 @@ def test_poisson_rates_span_the_range_and_gaps_are_memoryless() -> None:
     cvs = []
     for minutes in per_model.values():
         g = gaps(minutes)
-        if 30 <= len(g) and statistics.mean(g) > 20:
+        if len(g) >= 30 and statistics.mean(g) > 20:
             cvs.append(statistics.pstdev(g) / statistics.mean(g))
     assert cvs and 0.7 < statistics.median(cvs) < 1.3
 
@@ -177,7 +178,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_cli_writes_a_trace_the_backtest_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_a_trace_the_backtest_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "t.csv"
     args = parse(["synth", "timer", str(out), "--seed", "2", "--days", "1", "--models", "5",
                   "--param", "periods=[30]", "--param", "jitter=0"])  # fmt: skip
