@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,7 +158,9 @@ def simulate(
 
 
 def _plan(
-    policies: Sequence[str] | None, knobs: Sequence[float]
+    policies: Sequence[str] | None,
+    knobs: Sequence[float],
+    warmcast_config: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[str, float | None, Policy]], dict[str, str]]:
     """Build every policy object of the runs asked for (each run gets a fresh one)."""
     explicit = policies is not None
@@ -172,7 +174,8 @@ def _plan(
     for spec in specs:
         if spec == "warmcast":
             try:
-                runs = [(spec, float(k), make_policy(spec, knob=float(k))) for k in knobs]
+                config = dict(warmcast_config or {})
+                runs = [(spec, float(k), make_policy(spec, knob=float(k), **config)) for k in knobs]
             except PolicyUnavailable as exc:
                 if explicit:
                     raise
@@ -211,6 +214,7 @@ def run_backtest(
     missing_model: str | None = None,
     commands_path: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
+    warmcast_config: Mapping[str, Any] | None = None,
 ) -> BacktestResult:
     """Run and score policies over a trace.
 
@@ -221,6 +225,8 @@ def run_backtest(
     reported in ``skipped_policies``, named explicitly it raises). ``warmcast`` runs once
     per ``knobs`` value. ``commands_path`` writes every command as JSONL (see the module
     docstring). ``progress``: draw a bar on stderr (default: when stderr is a terminal).
+    ``warmcast_config``: settings of the warmcast policy (``engine.warmcast.WarmcastConfig``
+    names) for every knob value.
     """
     if isinstance(trace, str | os.PathLike):
         trace = load_trace(
@@ -235,7 +241,7 @@ def run_backtest(
         )
     if train_minutes < 0:
         raise ValueError("train_minutes must not be negative")
-    plan, skipped = _plan(policies, knobs)
+    plan, skipped = _plan(policies, knobs, warmcast_config)
     if not any(spec == REFERENCE_POLICY for spec, _, _ in plan):
         plan.insert(0, (REFERENCE_POLICY, None, make_policy(REFERENCE_POLICY)))
         reference_asked = False
@@ -462,6 +468,21 @@ def _t0_arg(value: str) -> float:
         ) from None
 
 
+def key_value_arg(value: str) -> tuple[str, Any]:
+    """An argparse type for ``KEY=VALUE`` (VALUE as JSON, else the plain string).
+
+    >>> key_value_arg("min-periods=4"), key_value_arg("name=abc")
+    (('min_periods', 4), ('name', 'abc'))
+    """
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {value!r}")
+    try:
+        return key.replace("-", "_"), orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return key.replace("-", "_"), raw
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``backtest`` subcommand to an argparse ``subparsers`` object."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -525,6 +546,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="learn from minutes before N, score from N on (default 0)",
     )
+    p.add_argument(
+        "--warmcast-param",
+        action="append",
+        type=key_value_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the warmcast policy for every knob value (JSON value), e.g. "
+        "--warmcast-param min_periods=4",
+    )
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--commands", metavar="OUT.jsonl", help="write every command (JSONL)")
     p.add_argument("--plot", metavar="OUT.png", help="plot cold starts vs wasted memory")
@@ -554,6 +584,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             t0=args.t0,
             missing_model=args.missing_model,
             commands_path=args.commands,
+            warmcast_config=dict(args.warmcast_param),
         )
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)
@@ -591,7 +622,10 @@ def _suite_command(args: argparse.Namespace, out: TextIO) -> int:
     try:
         suite = load_suite(args.suite)
         result = run_suite(
-            suite, policies=args.policy, knobs=args.knobs if explicit_knobs else None
+            suite,
+            policies=args.policy,
+            knobs=args.knobs if explicit_knobs else None,
+            warmcast_config=dict(args.warmcast_param),
         )
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ A suite is a small TOML (or JSON) file: the policies and warmcast knob values to
     name = "small"
     knobs = [0.5, 1, 2, 4]                # optional (default: the backtest's)
     policies = ["fixed:10", "hybrid", "warmcast"]   # optional
+    warmcast = { min_periods = 4 }        # optional warmcast policy settings
 
     [[trace]]
     name = "azure-day"
@@ -78,6 +79,7 @@ class Suite:
     traces: list[SuiteTrace]
     knobs: tuple[float, ...] = DEFAULT_KNOBS
     policies: tuple[str, ...] | None = None
+    warmcast: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -136,12 +138,16 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
         raise ValueError(f"{p}: trace names must be unique")
     knobs = data.get("knobs", DEFAULT_KNOBS)
     policies = data.get("policies")
+    warmcast = data.get("warmcast", {})
+    if not isinstance(warmcast, dict):
+        raise ValueError(f"{p}: 'warmcast' must be a table of warmcast policy settings")
     try:
         return Suite(
             name=str(data.get("name", p.stem)),
             traces=traces,
             knobs=tuple(float(k) for k in knobs),
             policies=None if policies is None else tuple(str(s) for s in policies),
+            warmcast=dict(warmcast),
         )
     except (TypeError, ValueError):
         raise ValueError(f"{p}: knobs must be numbers and policies names") from None
@@ -274,8 +280,11 @@ def run_suite(
     policies: Sequence[str] | None = None,
     knobs: Sequence[float] | None = None,
     progress: bool | None = None,
+    warmcast_config: dict[str, Any] | None = None,
 ) -> SuiteResult:
-    """Backtest every trace of ``suite``; missing trace files are skipped and named."""
+    """Backtest every trace of ``suite``; missing trace files are skipped and named.
+
+    ``warmcast_config`` is laid over the suite's own ``warmcast`` settings."""
     reports: list[TraceReport] = []
     skipped: dict[str, str] = {}
     pols = (
@@ -302,6 +311,7 @@ def run_suite(
             knobs=ks,
             train_minutes=entry.train_minutes,
             progress=progress,
+            warmcast_config={**suite.warmcast, **(warmcast_config or {})},
             **entry.load,
         )
         reports.append(_report(entry, result))

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from tools.backtest import key_value_arg
 from tools.traces import Trace
 
 DAY = 1440
@@ -526,17 +527,6 @@ def _epilog() -> str:
     return "\n".join(parts)
 
 
-def _param(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {value!r}")
-    try:
-        parsed: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = raw
-    return key.replace("-", "_"), parsed
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``synth`` subcommand to an argparse ``subparsers`` object."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -565,7 +555,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--param",
         action="append",
-        type=_param,
+        type=key_value_arg,
         default=[],
         metavar="KEY=VALUE",
         help="a family parameter (JSON value), e.g. --param jitter=2 --param 'periods=[5,60]'",

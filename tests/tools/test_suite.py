@@ -144,3 +144,29 @@ def test_full_suite_names_every_family_and_both_development_traces() -> None:
         "requests_2024-11-15_to_2024-11-28.csv.gz",
     ]
     assert all(p.resolve().parent.parent.name == "data" for p in paths)
+
+
+def test_warmcast_settings_reach_every_knob(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite_file = tmp_path / "w.toml"
+    suite_file.write_text(
+        'knobs = [1, 2]\n[[trace]]\nsynth = "timer"\ndays = 1\nmodels = 8\ntrain_minutes = 60\n'
+    )
+    plain = run_suite(load_suite(suite_file), progress=False).reports[0].result
+    eager = (
+        run_suite(load_suite(suite_file), progress=False, warmcast_config={"min_samples": 0})
+        .reports[0]
+        .result
+    )
+    for label in ("warmcast@1", "warmcast@2"):  # a learner trusted from the start decides
+        assert plain.run(label).to_dict() != eager.run(label).to_dict()
+    assert plain.run("hybrid").score == eager.run("hybrid").score
+    suite_file.write_text(
+        suite_file.read_text().replace("knobs", "warmcast = {min_samples = 0}\nknobs")
+    )
+    again = run_suite(load_suite(suite_file), progress=False).reports[0].result
+    assert again.run("warmcast@1").score == eager.run("warmcast@1").score
+    args = parse(["backtest", "--suite", str(suite_file), "--warmcast-param", "no_such=1"])
+    assert args.func(args) == 2
+    assert "no_such" in capsys.readouterr().err
