@@ -44,7 +44,7 @@ from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
 from engine.drift import Alert, DriftMonitor
 from engine.lease import Lease
 from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
-from engine.policies import HybridHistogram
+from engine.policies import HybridHistogram, _hybrid_lease
 from engine.prediction import PredictionEngine
 from engine.queue import WarmupQueue
 from engine.resources import ResourceManager
@@ -81,6 +81,12 @@ class WarmcastConfig:
     follow_shrink: float = 2.0
     follow_min_onsets: int = 2
     follow_min_lift: float = 1.5
+    # per-model guard: a model whose learner-decided requests found it cold more often
+    # than the hybrid baseline's leases would have (``guard_slack`` colds to spare, after
+    # ``guard_min`` requests) is decided by the baseline for ``guard_hold`` requests
+    guard_min: int = 0
+    guard_slack: float = 1.0
+    guard_hold: int = 64
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
@@ -164,6 +170,11 @@ class WarmcastPolicy:
         # model -> (start, end, p per minute): minutes a woken leader says it will be wanted
         self._boost: dict[str, tuple[int, int, float]] = {}
         self._current: dict[str, Lease] = {}
+        # per-model guard: the baseline's lease at the model's last learner-decided request,
+        # [learner colds, baseline colds, requests] since, and requests left on the baseline
+        self._shadow: dict[str, Lease] = {}
+        self._guard: dict[str, list[float]] = {}
+        self._guarded: dict[str, int] = {}
         self._reviews: list[tuple[int, str, int]] = []
         self._review_of: dict[str, int] = {}
         self._review_seq = 0
@@ -183,6 +194,8 @@ class WarmcastPolicy:
         self.analyzer.update(model_id, minute)
         self._idles[model_id] = idle
         self._boost.pop(model_id, None)
+        if self.config.guard_min > 0:
+            self._update_guard(model_id, minute)
         if self._fallback(model_id, minute):
             self.stats.fallback_decisions += 1
             self._plans.pop(model_id, None)
@@ -190,6 +203,9 @@ class WarmcastPolicy:
             hybrid = self.hybrid.on_request(model_id, minute)
             return None if hybrid is None else self._issue(model_id, hybrid, minute)
         self.hybrid.observe(model_id, minute)
+        if self.config.guard_min > 0:
+            prewarm, keepalive = self.hybrid.windows(model_id)
+            self._shadow[model_id] = _hybrid_lease(minute, prewarm, keepalive)
         self.stats.learner_decisions += 1
         plan = self._plans.get(model_id)
         if plan is None or not self._still_good(plan, model_id, idle, minute):
@@ -243,6 +259,9 @@ class WarmcastPolicy:
         self._plans.pop(model_id, None)
         self._boost.pop(model_id, None)
         self._current.pop(model_id, None)
+        self._shadow.pop(model_id, None)
+        self._guard.pop(model_id, None)
+        self._guarded.pop(model_id, None)
         self._review_of.pop(model_id, None)
         if model_id in self._order:
             self._order.remove(model_id)
@@ -312,7 +331,40 @@ class WarmcastPolicy:
         usage = self.analyzer.get(model_id)
         if usage is None or usage.periods < self.config.min_periods:
             return True
+        if model_id in self._guarded:
+            return True
         return self.drift.flagged(model_id, minute)
+
+    def _update_guard(self, model_id: str, minute: int) -> None:
+        """Score the learner's last lease for a model against the baseline's at the same
+        request; a model it served worse goes to the baseline for a while."""
+        hold = self._guarded.get(model_id)
+        if hold is not None:
+            if hold <= 1:
+                del self._guarded[model_id]
+            else:
+                self._guarded[model_id] = hold - 1
+            return
+        shadow = self._shadow.pop(model_id, None)
+        if shadow is None:
+            return
+        current = self._current.get(model_id)
+        learner_cold = not (
+            current is not None
+            and current.action == "warm"
+            and current.start <= minute < current.end
+        )
+        baseline_cold = not (shadow.start <= minute < shadow.end)
+        counts = self._guard.get(model_id)
+        if counts is None:
+            counts = self._guard[model_id] = [0.0, 0.0, 0.0]
+        counts[0] += learner_cold
+        counts[1] += baseline_cold
+        counts[2] += 1
+        cfg = self.config
+        if counts[2] >= cfg.guard_min and counts[0] > counts[1] + cfg.guard_slack:
+            self._guarded[model_id] = cfg.guard_hold
+            counts[0] = counts[1] = counts[2] = 0.0
 
     def _threshold(self, model_id: str) -> tuple[float, int]:
         load = self.performance.predict_one(model_id)
