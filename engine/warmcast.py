@@ -16,6 +16,10 @@ It composes the engine's components behind the :class:`~engine.policies.Policy` 
 - :class:`~engine.drift.DriftMonitor` watches the learner's error; a model whose learner
   drifted, a model seen too little, and every model while the learner is still young are
   decided by the hybrid-histogram baseline instead;
+- a per-model guard scores each learner-decided request against the lease the baseline
+  would have held: a model the learner found cold more often than the baseline would
+  have (after ``guard_min`` requests) is decided by the baseline from then on
+  (``guard_hold`` requests; ``guard_min=0`` turns the guard off);
 - :class:`~engine.accuracy.WarmAccuracy` scores the warm decisions online.
 
 Timing rules: the decision at a model's request in minute ``t`` uses only that model's
@@ -84,9 +88,9 @@ class WarmcastConfig:
     # per-model guard: a model whose learner-decided requests found it cold more often
     # than the hybrid baseline's leases would have (``guard_slack`` colds to spare, after
     # ``guard_min`` requests) is decided by the baseline for ``guard_hold`` requests
-    guard_min: int = 0
-    guard_slack: float = 1.0
-    guard_hold: int = 64
+    guard_min: int = 4
+    guard_slack: float = 0.0
+    guard_hold: int = 100_000
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120

@@ -271,6 +271,12 @@ def _report(entry: SuiteTrace, result: BacktestResult) -> TraceReport:
     curve = [(float(r.score.wasted_minutes), float(r.score.cold_starts))
              for r in _curve_runs(result)]  # fmt: skip
     ratio, note = ratio_at_memory(curve, float(hybrid.wasted_minutes), float(hybrid.cold_starts))
+    if ratio is None and curve:
+        memory, cold = min(curve)
+        note += (
+            f"; its cheapest point: {_fmt_ratio(_div(cold, hybrid.cold_starts))} cold "
+            f"starts at {_fmt_ratio(_div(memory, hybrid.wasted_minutes))} memory"
+        )
     return TraceReport(entry, result, ratio, note)
 
 

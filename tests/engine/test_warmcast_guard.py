@@ -25,7 +25,7 @@ def stingy(**guard: object) -> WarmcastPolicy:
 
 
 def test_a_model_the_learner_serves_worse_goes_to_the_baseline() -> None:
-    policy = stingy(guard_min=3, guard_slack=0.0, guard_hold=1000)
+    policy = stingy()  # the defaults guard
     leases = drive(policy, every=30, beats=12)
     assert "m" in policy._guarded
     late = leases[-1]
@@ -38,7 +38,7 @@ def test_a_model_the_learner_serves_worse_goes_to_the_baseline() -> None:
 
 
 def test_without_the_guard_the_learner_keeps_the_model() -> None:
-    policy = stingy()
+    policy = stingy(guard_min=0)
     leases = drive(policy, every=30, beats=12)
     assert not policy._guarded
     assert all(lease is None or lease.action == "release" for lease in leases[3:])

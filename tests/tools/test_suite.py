@@ -65,17 +65,25 @@ def test_small_suite_runs_and_lists_worst_first(
 
 def test_suite_numbers_equal_a_plain_backtest_of_the_same_trace(tmp_path: Path) -> None:
     suite_file = tmp_path / "one.json"
-    suite_file.write_bytes(orjson.dumps({
-        "knobs": [1.0],
-        "policies": ["fixed:10", "hybrid", "fixed:30"],
-        "trace": [{"synth": "bursts", "seed": 9, "days": 1, "models": 6, "train_minutes": 60}],
-    }))  # fmt: skip
+    suite_file.write_bytes(
+        orjson.dumps(
+            {
+                "knobs": [1.0],
+                "policies": ["fixed:10", "hybrid", "fixed:30"],
+                "trace": [
+                    {"synth": "bursts", "seed": 9, "days": 1, "models": 6, "train_minutes": 60}
+                ],
+            }
+        )
+    )
     result = run_suite(load_suite(suite_file), progress=False)
     (report,) = result.reports
     direct = run_backtest(
-        generate("bursts", seed=9, days=1, models=6), ["fixed:10", "hybrid", "fixed:30"],
-        train_minutes=60, progress=False,
-    )  # fmt: skip
+        generate("bursts", seed=9, days=1, models=6),
+        ["fixed:10", "hybrid", "fixed:30"],
+        train_minutes=60,
+        progress=False,
+    )
     assert [r.to_dict() | {"runtime_seconds": 0} for r in report.result.runs] == [
         r.to_dict() | {"runtime_seconds": 0} for r in direct.runs
     ]
@@ -170,3 +178,37 @@ def test_warmcast_settings_reach_every_knob(
     args = parse(["backtest", "--suite", str(suite_file), "--warmcast-param", "no_such=1"])
     assert args.func(args) == 2
     assert "no_such" in capsys.readouterr().err
+
+
+def test_a_curve_that_never_gets_as_cheap_as_hybrid_names_its_cheapest_point() -> None:
+    from tools.backtest import BacktestResult, PolicyRun
+    from tools.scoring import Score
+    from tools.suite import SuiteTrace, _report
+
+    def run(policy: str, knob: float | None, cold: int, wasted: int) -> PolicyRun:
+        score = Score(cold, 1000, 500, 500 - cold, 900, wasted, 10, 0.0, 0.0, 0.0, 0.0)
+        return PolicyRun(policy, knob, policy, score, 0, 0.0)
+
+    ref = run("fixed:10", None, 300, 100)
+    cheap = BacktestResult(
+        {},
+        ref,
+        [
+            run("hybrid", None, 100, 200),
+            run("warmcast", 1.0, 90, 210),
+            run("warmcast", 2.0, 50, 400),
+        ],
+    )
+    report = _report(SuiteTrace("t"), cheap)
+    assert report.ratio is None
+    assert report.ratio_note.endswith("its cheapest point: 0.90x cold starts at 1.05x memory")
+    inside = BacktestResult(
+        {},
+        ref,
+        [
+            run("hybrid", None, 100, 200),
+            run("warmcast", 1.0, 90, 100),
+            run("warmcast", 2.0, 50, 300),
+        ],
+    )
+    assert _report(SuiteTrace("t"), inside).ratio == pytest.approx(0.7)
