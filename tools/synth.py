@@ -533,8 +533,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "synth",
         help="write a seeded synthetic trace from a family with known structure",
         description=(
-            "Writes a seeded synthetic usage trace in a format warmcast backtest reads "
-            "(Azure per-minute CSV, or JSONL usage events). The same family, parameters "
+            "Writes a seeded synthetic usage trace in a format warmcast backtest reads\n"
+            "(Azure per-minute CSV, or JSONL usage events). The same family, parameters\n"
             "and seed always give the same file."
         ),
         epilog=_epilog(),
