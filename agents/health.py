@@ -50,6 +50,7 @@ def write_through_changelog() -> None:
 
     def changelog(model_id: str, key: bytes, value: bytes | None) -> None:
         emitter.queue(model_id, value, int(time.time() * 1000))
+        unfenced.add(partition_for(model_id, n))
         if key_partition is not None:
             if value is None:
                 key_partition.pop(key, None)
@@ -71,6 +72,27 @@ FLUSH_PAUSE_SECONDS = 0.005
 EARLY_FLUSH_MODELS = 500
 
 
+#: Changelog partitions written to since their last fence (:func:`fence_changelog`).
+unfenced: set[int] = set()
+#: The key of the fence: a tombstone of a key that is never a served model's.
+FENCE_KEY = b"\x00warmcast.fence"
+
+
+async def fence_changelog() -> None:
+    """End each changelog partition written to with a record of its own, a tombstone of
+    :data:`FENCE_KEY`: a broker that reports a partition's end as the first offset of its
+    last record batch + 1 (the embedded Tansu) then reports it right, and a worker that
+    recovers the table after a restart reads the health records before the fence too."""
+    if not unfenced or not health_store.writes_through:
+        return
+    topic = model_health.changelog_topic.get_topic_name()
+    sender = app.sender
+    due = sorted(unfenced)
+    unfenced.clear()
+    deliveries = [await sender.send(topic, None, key=FENCE_KEY, partition=p) for p in due]
+    await asyncio.wait([d.done for d in deliveries])  # an abandoned one is not waited for
+
+
 def queue_for_commit() -> None:
     """Before an offset commit: every changed model's health goes out to the changelog,
     so that the commit never moves past events whose health is not delivered (a restart
@@ -80,6 +102,7 @@ def queue_for_commit() -> None:
 
 
 app.before_commit.append(queue_for_commit)
+app.after_drain.append(fence_changelog)
 
 
 @app.task

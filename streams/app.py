@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -43,6 +43,8 @@ class WarmcastApp(UnmonitoredApp):
     #: Called before every offset commit, before the emitters are drained: each queues
     #: what must be delivered before the offsets read so far are committed.
     before_commit: list[Callable[[], None]]
+    #: Awaited before every offset commit, once the emitters have delivered what they held.
+    after_drain: list[Callable[[], Awaitable[None]]]
     #: Every record the agents publish goes through it (see :mod:`streams.sending`).
     sender: Sender
     #: Acknowledges input messages once what they caused is delivered.
@@ -72,12 +74,20 @@ class WarmcastApp(UnmonitoredApp):
         if not self._commits_held:
             self._commits_held = True
             drain_before_flush(
-                self.producer, self.emitters, self._flush_timeout, self._before_commit
+                self.producer,
+                self.emitters,
+                self._flush_timeout,
+                self._before_commit,
+                self._after_drain,
             )
 
     def _before_commit(self) -> None:
         for queue in self.before_commit:
             queue()
+
+    async def _after_drain(self) -> None:
+        for step in self.after_drain:
+            await step()
 
     def _flush_timeout(self) -> float:
         if self.stopping is not None:
@@ -321,6 +331,7 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     app.runtime = Runtime(settings)
     app.emitters = {}
     app.before_commit = []
+    app.after_drain = []
     app.sender = Sender(
         lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
         app.conf.producer_max_request_size,

@@ -25,7 +25,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,12 +210,13 @@ def drain_before_flush(
     emitters: Mapping[str, RecordEmitter],
     timeout: Callable[[], float],
     before: Callable[[], None] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Make the Faust producer's ``flush`` (awaited before every offset commit and at
     shutdown) first call ``before()`` (which queues what must be delivered before the
     offsets read so far are committed), then wait for ``emitters`` to hand over what they
-    queued; the whole waits at most ``timeout()`` seconds (offsets are only acknowledged
-    for delivered records, so a commit does not need more)."""
+    queued, then await ``after()``; the whole waits at most ``timeout()`` seconds (offsets
+    are only acknowledged for delivered records, so a commit does not need more)."""
     flush = faust_producer.flush
 
     async def drain_then_flush() -> None:
@@ -224,6 +225,8 @@ def drain_before_flush(
         try:
             async with asyncio.timeout(timeout()):
                 await drain_all(emitters)
+                if after is not None:
+                    await after()
                 await flush()
         except TimeoutError:
             log.warning("the producer's flush did not finish within %.0fs", timeout())
