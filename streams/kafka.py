@@ -172,3 +172,34 @@ async def topic_partitions(consumer: Any, topic: str, timeout: float = 30.0) -> 
         await consumer._client.force_metadata_update()
         if not consumer.partitions_for_topic(topic):
             await asyncio.sleep(0.2)
+
+
+async def allow_larger_records(
+    settings: WarmcastSettings, kinds: Iterable[str], max_bytes: int
+) -> bool:
+    """Let the topics of ``kinds`` (``"usage"``, ``"metrics"``) take records of up to
+    ``max_bytes``, as an operator does for producers that send large messages (Apache
+    Kafka refuses a record over about 1 MiB by default). Returns whether the broker took
+    the change; a broker without topic configs (the embedded one has no such limit)
+    leaves them as they are."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    resources = []
+    for kind in kinds:
+        spec = specs[settings.topic(kind)]
+        configs = {**topic_configs(spec), "max.message.bytes": str(max_bytes)}
+        resources.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs))
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        answers = await admin.alter_configs(resources)
+    except Exception as exc:  # an unsupported request: the broker keeps its own limits
+        log.info("the broker did not take max.message.bytes=%d: %r", max_bytes, exc)
+        return False
+    finally:
+        await admin.close()
+    errors = [r for answer in answers for r in answer.resources if r[0] != 0]
+    if errors:
+        log.info("the broker refused max.message.bytes=%d: %s", max_bytes, errors)
+    return not errors

@@ -50,6 +50,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker, free_port
+from streams.kafka import allow_larger_records
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 from tools.workerproc import start_worker
@@ -467,6 +468,11 @@ async def run_hostile(config: HostileConfig, workdir: Path) -> dict[str, Any]:
 
 async def _drive(runner: Runner, config: HostileConfig) -> dict[str, Any]:
     topics = runner.topics
+    if config.oversize:  # a broker that refuses them would keep them from the worker
+        settings = WarmcastSettings(
+            kafka_bootstrap_servers=runner.bootstrap, topic_namespace=runner.ns
+        )
+        await allow_larger_records(settings, ("usage", "metrics"), 4 * OVERSIZE_BYTES)
     started = time.monotonic()
     messages = plan(config, time.time())
     half = len(messages) // 2

@@ -12,7 +12,9 @@ import orjson
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from streams.kafka import allow_larger_records
 from streams.partitioning import partition_for
+from streams.settings import WarmcastSettings
 from tests.integration.harness import Worker, consume, namespace, produce, topic, usage, wait_for
 from tests.integration.test_worker import two_partition_topics
 
@@ -86,6 +88,9 @@ async def test_an_oversize_record_does_not_stop_the_worker_nor_lose_its_batch(
 ) -> None:
     ns, bootstrap = namespace(), kafka_bootstrap
     await two_partition_topics(bootstrap, ns)
+    # the inputs take records larger than the worker's own bound (Kafka's default is 1 MiB)
+    settings = WarmcastSettings(kafka_bootstrap_servers=bootstrap, topic_namespace=ns)
+    await allow_larger_records(settings, ("usage", "metrics"), 8 << 20)
     first = owned("a", 0, 6) + owned("b", 1, 6)  # good events around the bad one
     key_model = owned("k", 0, 1)[0]
     where, bad, reason = bad_message(case, key_model)
