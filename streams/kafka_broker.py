@@ -85,12 +85,18 @@ for _name in ("aiokafka", "aiokafka.conn", "aiokafka.cluster"):
 
 
 def cluster_id() -> str:
-    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never
+    starting with ``-`` (which Kafka's storage tool would read as an option; Kafka's own
+    ``Uuid.randomUuid`` draws again in that case too).
 
-    >>> len(cluster_id())
-    22
+    >>> ids = [cluster_id() for _ in range(500)]
+    >>> {len(i) for i in ids}, any(i.startswith("-") for i in ids)
+    ({22}, False)
     """
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def server_properties(
