@@ -1,84 +1,50 @@
-"""Alerts: health checks on a timer, transitions published firing and resolved."""
+"""Alerts and idle partitions: the health checks on a timer, their transitions published;
+minutes closed and held events taken on the wall clock when the input goes quiet."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
 
-import orjson
-
-from engine.alerting import AlertTransition
-from streams.app import alerts_topic, app, health_store
+from streams.app import WarmcastApp
 
 
-@app.timer(interval=app.runtime.settings.alert_check_seconds)
-async def check_alerts() -> None:
-    for alert in app.runtime.check_alerts(time.time()):
-        await publish_alert(alert)
+def register(app: WarmcastApp) -> None:
+    """Register the alert and idle-partition timers on ``app``."""
+    runtime = app.runtime
+
+    @app.timer(interval=runtime.settings.alert_check_seconds)
+    async def check_alerts() -> None:
+        for alert in runtime.check_alerts(time.time()):
+            await app.publish.alert(alert)
+
+    @app.timer(interval=15.0)
+    async def advance_idle_partitions() -> None:
+        await advance_idle(app, time.time())
+
+    @app.timer(interval=1.0)
+    async def confirm_held_events() -> None:
+        await confirm_held(app, time.time())
 
 
-async def publish_alert(alert: AlertTransition) -> None:
-    """Publish an alert transition (handed to the producer; tried again until it is
-    delivered)."""
-    body = {
-        "fingerprint": alert.fingerprint,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "state": alert.state,
-        "subject": alert.subject,
-        "summary": alert.summary,
-        "value": finite(alert.value),
-        "threshold": finite(alert.threshold),
-        "ts": alert.ts,
-    }
-    await app.sender.send(
-        alerts_topic.get_topic_name(), orjson.dumps(body), key=alert.fingerprint.encode()
-    )
-    app.runtime.metrics.alerts.labels(kind=alert.kind, state=alert.state).inc()
-
-
-_announcing: set[asyncio.Task[None]] = set()
-
-
-def announce(alerts: list[AlertTransition]) -> None:
-    """Publish transitions from code that cannot wait (a callback): in a task of its own."""
-    for alert in alerts:
-        task = asyncio.ensure_future(publish_alert(alert))
-        _announcing.add(task)
-        task.add_done_callback(_announcing.discard)
-
-
-def finite(value: float | None) -> float | None:
-    """The contract has no NaN or infinity: such a value is published as unknown."""
-    return value if value is None or math.isfinite(value) else None
-
-
-@app.timer(interval=15.0)
-async def advance_idle_partitions() -> None:
+async def advance_idle(app: WarmcastApp, now: float) -> None:
     """Live mode: close the minutes of partitions that have gone quiet on the wall clock.
 
     Only partitions whose event time is near the wall clock are advanced, so a replay of
     old history moves on its own event time alone.
     """
     runtime = app.runtime
-    now = time.time()
     lag = runtime.settings.idle_advance_seconds
-    from agents.usage import publish_commands
-
-    await confirm_held_events()
+    await confirm_held(app, now)
     for engine in list(runtime.engines.values()):
         watermark = engine.watermark
         if watermark is None or not (now - 6 * 3600 < watermark < now - lag - 60):
             continue
         commands = engine.advance(now - lag)
         runtime.note_commands(commands, now)
-        if commands:
-            await publish_commands(commands)
+        await app.publish.commands(commands)
 
 
-@app.timer(interval=1.0)
-async def confirm_held_events() -> None:
+async def confirm_held(app: WarmcastApp, now: float) -> None:
     """An event held because it was far ahead of its partition's event time, with no event
     after it yet, is taken at its own time once the wall clock reaches it: a replay's event
     after a gap waits a second at most, an event from the future waits for the next event
@@ -86,9 +52,7 @@ async def confirm_held_events() -> None:
     runtime = app.runtime
     if all(engine.held_time is None for engine in runtime.engines.values()):
         return
-    from agents.usage import publish_commands
-
-    commands, touched = runtime.confirm_held(health_store.decoded, time.time())
-    health_store.mark(touched)
-    if commands:
-        await publish_commands(commands)
+    store = app.health_store
+    commands, touched = runtime.confirm_held(store.decoded, now)
+    store.mark(touched)
+    await app.publish.commands(commands)

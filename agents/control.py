@@ -53,10 +53,11 @@ from faust.web import Request, Response, View
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from agents.recovery import Recovery
 from engine.alerting import AlertTransition, RateWindow, fingerprint
 from schemas.control import ControlCommand
 from schemas.envelope import EventError
-from streams.app import app
+from streams.app import WarmcastApp
 from streams.control_auth import (
     CONTROL_PARTITION,
     REASONS,
@@ -69,15 +70,9 @@ from streams.control_auth import (
 )
 from streams.kafka import client_kwargs, last_answer, topic_partitions
 from streams.security import token_matches
-from streams.sending import truncate_to_fit
 
 log = logging.getLogger(__name__)
 
-runtime = app.runtime
-settings = runtime.settings
-CONTROL = settings.topic("control")
-#: The key control records are signed with (empty: none is configured, none is applied).
-KEY = settings.control_key.get_secret_value().encode() if settings.control_key else b""
 #: URL path segment -> command.
 ACTIONS = {
     "emergency-stop": "emergency_stop",
@@ -93,7 +88,16 @@ APPLY_TIMEOUT = 15.0
 class ControlFeed:
     """Follows the control topic: history first, then every new command."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: WarmcastApp) -> None:
+        self.app = app
+        self.runtime = runtime = app.runtime
+        self.settings = settings = runtime.settings
+        self.topic = settings.topic("control")
+        #: The key control records are signed with (empty: none is configured, none is
+        #: carried out).
+        self.key = settings.control_key.get_secret_value().encode() if settings.control_key else b""
+        #: Carries a command out (:meth:`Controls.execute`); until one is given, none is.
+        self.execute: Executor | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.tps: list[TopicPartition] = []
         self.history_read = asyncio.Event()
@@ -165,7 +169,7 @@ class ControlFeed:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("following %s failed; starting again", CONTROL)
+                log.exception("following %s failed; starting again", self.topic)
                 await self._close()
                 await asyncio.sleep(1.0)
 
@@ -211,7 +215,7 @@ class ControlFeed:
     async def _start(self) -> AIOKafkaConsumer:
         while True:
             consumer = AIOKafkaConsumer(
-                **client_kwargs(settings),
+                **client_kwargs(self.settings),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -219,9 +223,9 @@ class ControlFeed:
             )
             try:
                 await consumer.start()
-                partitions = await topic_partitions(consumer, CONTROL, timeout=10.0)
+                partitions = await topic_partitions(consumer, self.topic, timeout=10.0)
                 if partitions:
-                    self.tps = [TopicPartition(CONTROL, p) for p in sorted(partitions)]
+                    self.tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
                     consumer.assign(self.tps)
                     if self.history_read.is_set():  # a restart: go on where it was
                         for tp in self.tps:
@@ -232,7 +236,7 @@ class ControlFeed:
                     self.consumer = consumer
                     return consumer
             except Exception:
-                log.warning("cannot read %s yet; retrying", CONTROL, exc_info=True)
+                log.warning("cannot read %s yet; retrying", self.topic, exc_info=True)
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await asyncio.sleep(1.0)
@@ -256,11 +260,12 @@ class ControlFeed:
             elif command.command == "resume":
                 paused = safe = False
         if paused:
-            runtime.pause()
-            await acknowledge("emergency_stop", "firing", "emergency stop in force (history)")
+            self.runtime.pause()
+            await self.acknowledge("emergency_stop", "firing", "emergency stop in force (history)")
         if safe:
-            runtime.enter_safe_mode()
-            await acknowledge("safe_mode", "firing", f"safe mode in force: {settings.safe_policy}")
+            self.runtime.enter_safe_mode()
+            safe_policy = self.settings.safe_policy
+            await self.acknowledge("safe_mode", "firing", f"safe mode in force: {safe_policy}")
         if records:
             log.info(
                 "control history: %d records, %d refused; stopped=%s safe=%s",
@@ -275,7 +280,7 @@ class ControlFeed:
     ) -> ControlCommand | EventError:
         """A record as a command to carry out, or why it is not one (refused: the
         reason is one of :data:`~streams.control_auth.REASONS`)."""
-        command = parse(record)
+        command = parse(record, self.settings.control_max_bytes, self.key)
         if isinstance(command, EventError):
             return command
         reason = self.guard.admit(command.id, command.ts, now, history=history)
@@ -301,7 +306,7 @@ class ControlFeed:
             record.partition,
             error.message,
         )
-        await dead_letter(record, error)
+        await self.dead_letter(record, error)
         signed_refusal = error.reason in ("stale", "future", "replayed")
         command_id = _command_id(record.value) if signed_refusal else None
         future = self.waiters.pop(command_id, None) if command_id else None
@@ -310,12 +315,12 @@ class ControlFeed:
 
     def check(self, now: float) -> list[AlertTransition]:
         """The ``control_rejected`` alert: control records refused lately."""
-        if "control_rejected" in settings.disabled_alerts:
+        if "control_rejected" in self.settings.disabled_alerts:
             return []
         refused = self.rejections.count(now)
-        out = runtime.alerts.check(
+        out = self.runtime.alerts.check(
             "control_rejected",
-            CONTROL,
+            self.topic,
             refused > 0,
             ts=now,
             value=refused,
@@ -325,8 +330,8 @@ class ControlFeed:
             f"{self.latest_refusal})",
             for_seconds=0,
         )
-        firing = runtime.alerts.firing_kinds().get("control_rejected", 0)
-        runtime.metrics.alerts_firing.labels(kind="control_rejected").set(firing)
+        firing = self.runtime.alerts.firing_kinds().get("control_rejected", 0)
+        self.runtime.metrics.alerts_firing.labels(kind="control_rejected").set(firing)
         return out
 
     async def _live(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -335,10 +340,12 @@ class ControlFeed:
             if command.reason in REASONS:
                 await self._refuse(record, command)
             else:
-                await dead_letter(record, command)
+                await self.dead_letter(record, command)
             return
         try:
-            result = await execute(command)
+            if self.execute is None:
+                raise RuntimeError("no controls are registered to carry commands out")
+            result = await self.execute(command)
         except Exception as exc:
             log.exception("control command %s failed", command.command)
             result = {"command": command.command, "id": command.id, "error": repr(exc)}
@@ -349,6 +356,36 @@ class ControlFeed:
         future = self.waiters.pop(command.id, None)
         if future is not None and not future.done():
             future.set_result(result)
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: EventError) -> None:
+        """Publish a refused control record to ``<control topic>.dlq``, counted."""
+        await self.app.dead_letters.send(
+            self.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value or b"",
+            error,
+            self.settings.control_max_bytes,
+        )
+
+    async def acknowledge(self, what: str, state: str, summary: str) -> None:
+        """Tell the alerts topic a command was carried out (kind ``control``)."""
+        subject = f"{self.settings.app_id}/{what}"
+        alert = AlertTransition(
+            fingerprint("control", subject),
+            "control",
+            "warning" if what in ("emergency_stop", "safe_mode") else "info",
+            "firing" if state == "firing" else "resolved",
+            subject,
+            summary,
+            None,
+            None,
+            time.time(),
+        )
+        if what in ("emergency_stop", "safe_mode"):
+            self.runtime.alerts.record(alert)  # shown as firing on /health until resumed
+        await self.app.publish.alert(alert)
 
 
 def _tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
@@ -365,14 +402,16 @@ def _command_id(raw: bytes | None) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def parse(record: ConsumerRecord[bytes, bytes]) -> ControlCommand | EventError:
-    """A control record as a signed command, or why it is not one."""
+def parse(
+    record: ConsumerRecord[bytes, bytes], max_bytes: int, key: bytes
+) -> ControlCommand | EventError:
+    """A control record as a command signed with ``key``, or why it is not one."""
     raw = record.value or b""
-    if len(raw) > settings.control_max_bytes:
+    if len(raw) > max_bytes:
         return EventError(
             "oversize",
             "MessageTooLarge",
-            f"control command of {len(raw)} bytes exceeds {settings.control_max_bytes}",
+            f"control command of {len(raw)} bytes exceeds {max_bytes}",
         )
     try:
         if record.partition != CONTROL_PARTITION:
@@ -381,7 +420,7 @@ def parse(record: ConsumerRecord[bytes, bytes]) -> ControlCommand | EventError:
                 f"commands are read from partition {CONTROL_PARTITION} only, this record "
                 f"is on {record.partition}",
             )
-        verify(raw, signature_of(record.headers), KEY)
+        verify(raw, signature_of(record.headers), key)
     except ControlRefused as exc:
         return EventError(exc.reason, "ControlRefused", str(exc))
     try:
@@ -391,208 +430,216 @@ def parse(record: ConsumerRecord[bytes, bytes]) -> ControlCommand | EventError:
         return EventError(reason, "ValidationError", str(exc)[:2000], raw=raw)
 
 
-async def dead_letter(record: ConsumerRecord[bytes, bytes], error: EventError) -> None:
-    headers = [
-        ("warmcast.original-topic", record.topic.encode()),
-        ("warmcast.original-partition", str(record.partition).encode()),
-        ("warmcast.original-offset", str(record.offset).encode()),
-        ("warmcast.error-class", error.error_class.encode()),
-        ("warmcast.error-reason", error.reason.encode()),
-        ("warmcast.error-message", error.message[:2000].encode()),
-    ]
-    dlq = f"{CONTROL}.dlq"
-    key, value, headers = truncate_to_fit(
-        record.key, record.value or b"", headers, app.sender.limit(dlq), settings.control_max_bytes
-    )
-    origin = (record.topic, record.partition, record.offset)
-    await app.sender.send(dlq, value, key=key, headers=headers, origin=origin)
-    runtime.metrics.dead_letters.labels(topic=CONTROL, reason=error.reason).inc()
-    runtime.note_dead_letters(1, time.time())
-
-
-async def acknowledge(what: str, state: str, summary: str) -> None:
-    """Tell the alerts topic a command was carried out (kind ``control``)."""
-    from agents.alerts import publish_alert
-
-    subject = f"{settings.app_id}/{what}"
-    alert = AlertTransition(
-        fingerprint("control", subject),
-        "control",
-        "warning" if what in ("emergency_stop", "safe_mode") else "info",
-        "firing" if state == "firing" else "resolved",
-        subject,
-        summary,
-        None,
-        None,
-        time.time(),
-    )
-    if what in ("emergency_stop", "safe_mode"):
-        runtime.alerts.record(alert)  # shown as firing on /health until resumed
-    await publish_alert(alert)
-
-
 #: Carries one action out: (command, result to fill in, " (id ..., by ...)" for notes).
 Handler = Callable[[ControlCommand, dict[str, Any], str], Awaitable[None]]
-#: Action -> its handler (:func:`handles` adds one).
-HANDLERS: dict[str, Handler] = {}
+#: Carries a command out; returns what was done.
+Executor = Callable[[ControlCommand], Awaitable[dict[str, Any]]]
 
 
-def handles(action: str) -> Callable[[Handler], Handler]:
-    """Register the handler of an action."""
+class Controls:
+    """The operator's commands carried out on this worker: the emergency stop, the safe
+    mode, snapshots and restores (and what other modules add with :meth:`handles`)."""
 
-    def register(handler: Handler) -> Handler:
-        HANDLERS[action] = handler
-        return handler
+    def __init__(self, app: WarmcastApp, feed: ControlFeed, recovery: Recovery) -> None:
+        self.app = app
+        self.runtime = app.runtime
+        self.settings = app.runtime.settings
+        self.feed = feed
+        self.recovery = recovery
+        #: Action -> its handler.
+        self.handlers: dict[str, Handler] = {
+            "emergency_stop": self._emergency_stop,
+            "resume": self._resume,
+            "reset_to_safe": self._reset_to_safe,
+            "snapshot": self._snapshot,
+            "restore": self._restore,
+        }
+        feed.execute = self.execute
 
-    return register
+    def handles(self, action: str, handler: Handler) -> None:
+        """Carry ``action`` out with ``handler``."""
+        self.handlers[action] = handler
 
+    async def execute(self, command: ControlCommand) -> dict[str, Any]:
+        """Carry a command out on this worker's partitions; returns what was done (with
+        ``error``, and ``error_status`` for the HTTP answer, when it was not)."""
+        recovery = self.recovery
+        owned = sorted(recovery.owned)
+        result: dict[str, Any] = {"command": command.command, "id": command.id, "partitions": owned}
+        result["worker"] = recovery.writer
+        by = f" (id {command.id}{', by ' + command.issued_by if command.issued_by else ''})"
+        await self.handlers[command.command](command, result, by)
+        log.info("control command carried out: %s", result)
+        return result
 
-async def execute(command: ControlCommand) -> dict[str, Any]:
-    """Carry a command out on this worker's partitions; returns what was done (with
-    ``error``, and ``error_status`` for the HTTP answer, when it was not)."""
-    from agents.recovery import recovery
+    async def _emergency_stop(
+        self, command: ControlCommand, result: dict[str, Any], by: str
+    ) -> None:
+        released = self.runtime.pause(release=command.release)
+        await self.app.publish.commands(released)
+        result.update(paused=True, released=len(released))
+        note = f"emergency stop: no warm commands; {len(released)} models released{by}"
+        await self.feed.acknowledge("emergency_stop", "firing", note)
 
-    owned = sorted(recovery.owned)
-    result: dict[str, Any] = {"command": command.command, "id": command.id, "partitions": owned}
-    result["worker"] = recovery.writer
-    by = f" (id {command.id}{', by ' + command.issued_by if command.issued_by else ''})"
-    await HANDLERS[command.command](command, result, by)
-    log.info("control command carried out: %s", result)
-    return result
+    async def _resume(self, command: ControlCommand, result: dict[str, Any], by: str) -> None:
+        _, was_safe = self.runtime.resume()
+        result.update(paused=False, safe_mode=False)
+        await self.feed.acknowledge("emergency_stop", "resolved", f"warm commands resumed{by}")
+        if was_safe:
+            await self.feed.acknowledge("safe_mode", "resolved", f"learned policy back{by}")
 
-
-@handles("emergency_stop")
-async def _emergency_stop(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    from agents.usage import publish_commands
-
-    released = runtime.pause(release=command.release)
-    if released:
-        await publish_commands(released)
-    result.update(paused=True, released=len(released))
-    note = f"emergency stop: no warm commands; {len(released)} models released{by}"
-    await acknowledge("emergency_stop", "firing", note)
-
-
-@handles("resume")
-async def _resume(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    _, was_safe = runtime.resume()
-    result.update(paused=False, safe_mode=False)
-    await acknowledge("emergency_stop", "resolved", f"warm commands resumed{by}")
-    if was_safe:
-        await acknowledge("safe_mode", "resolved", f"learned policy back{by}")
-
-
-@handles("reset_to_safe")
-async def _reset_to_safe(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    runtime.enter_safe_mode()
-    result.update(safe_mode=True, policy=settings.safe_policy)
-    note = f"safe mode: every engine runs {settings.safe_policy}{by}"
-    await acknowledge("safe_mode", "firing", note)
-
-
-def _checkpoints_off(result: dict[str, Any]) -> bool:
-    from agents.recovery import recovery
-
-    if not recovery.enabled:
-        result["error"] = "checkpoints are off: set WARMCAST_CHECKPOINT_KEY"
-    return not recovery.enabled
-
-
-@handles("snapshot")
-async def _snapshot(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    from agents.recovery import recovery
-
-    if _checkpoints_off(result):
-        return
-    assert command.name is not None
-    written = await recovery.checkpoint(set(result["partitions"]), "snapshot", command.name)
-    result.update(name=command.name, written=written)
-    note = f"snapshot {command.name!r} of partitions {written}{by}"
-    await acknowledge(f"snapshot/{command.name}", "resolved", note)
-
-
-@handles("restore")
-async def _restore(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    if _checkpoints_off(result):
-        return
-    assert command.name is not None
-    result.update(name=command.name, **await restore_snapshot(command.name, result["partitions"]))
-    if "error" in result:
-        log.warning("restore %r not done: %s", command.name, result["error"])
-        return
-    note = f"restore {command.name!r}: {result['restored']} restored{by}"
-    await acknowledge(f"restore/{command.name}", "resolved", note)
-
-
-async def restore_snapshot(name: str, partitions: list[int]) -> dict[str, Any]:
-    from agents.recovery import recovery
-
-    assert recovery.store is not None
-    await recovery.store.sync()
-    outcomes: dict[str, Any] = {"restored": [], "missing": [], "refused": []}
-    if name not in recovery.store.names():
-        outcomes["missing"] = list(partitions)
-        outcomes.update(error=f"there is no snapshot named {name!r}", error_status=404)
-        return outcomes
-    for partition in partitions:
-        try:
-            outcome = await recovery.restore_partition(partition, name)
-        except Exception as exc:
-            log.error("snapshot %r of partition %d not restored: %s", name, partition, exc)
-            outcome = "refused"
-        key = {"restored": "restored", "none": "missing"}.get(outcome, "refused")
-        outcomes[key].append(partition)
-    await recovery.checkpoint(set(outcomes["restored"]), "restore")
-    return outcomes
-
-
-def status() -> dict[str, Any]:
-    from agents.recovery import recovery
-
-    store = recovery.store
-    latest = {}
-    if store is not None:
-        for partition in sorted(recovery.owned):
-            found = store.latest(partition)
-            if found is not None:
-                header = found.header
-                latest[str(partition)] = {
-                    "offsets": header.offsets,
-                    "created": header.created,
-                    "bytes": found.size,
-                    "writer": header.writer,
-                }
-    return {
-        "worker": recovery.writer,
-        "paused": runtime.paused,
-        "safe_mode": runtime.safe_mode,
-        "policy": settings.policy,
-        "safe_policy": settings.safe_policy,
-        "partitions": sorted(recovery.owned),
-        "commands_applied": feed.applied,
-        "control_key": key_id(KEY) if KEY else None,  # a name of the key, not the key
-        "checkpoints": {
-            "enabled": recovery.enabled,
-            "interval_seconds": settings.checkpoint_interval_seconds,
-            "latest": latest,
-            "snapshots": store.names() if store is not None else [],
-        },
-    }
-
-
-def denied(view: View, request: Request) -> Response | None:
-    """The answer to a request that may not use the controls (``None``: it may)."""
-    token = settings.control_token
-    if token is None:
-        off = "operator controls are off: no WARMCAST_CONTROL_TOKEN is configured"
-        return view.json({"error": off}, status=404)
-    if not token_matches(request.headers.get("Authorization"), token.get_secret_value()):
-        return view.json(
-            {"error": "a valid bearer token is needed"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="warmcast-control"'},
+    async def _reset_to_safe(
+        self, command: ControlCommand, result: dict[str, Any], by: str
+    ) -> None:
+        self.runtime.enter_safe_mode()
+        safe = self.settings.safe_policy
+        result.update(safe_mode=True, policy=safe)
+        await self.feed.acknowledge(
+            "safe_mode", "firing", f"safe mode: every engine runs {safe}{by}"
         )
-    return None
+
+    def _checkpoints_off(self, result: dict[str, Any]) -> bool:
+        if not self.recovery.enabled:
+            result["error"] = "checkpoints are off: set WARMCAST_CHECKPOINT_KEY"
+        return not self.recovery.enabled
+
+    async def _snapshot(self, command: ControlCommand, result: dict[str, Any], by: str) -> None:
+        if self._checkpoints_off(result):
+            return
+        assert command.name is not None
+        written = await self.recovery.checkpoint(
+            set(result["partitions"]), "snapshot", command.name
+        )
+        result.update(name=command.name, written=written)
+        note = f"snapshot {command.name!r} of partitions {written}{by}"
+        await self.feed.acknowledge(f"snapshot/{command.name}", "resolved", note)
+
+    async def _restore(self, command: ControlCommand, result: dict[str, Any], by: str) -> None:
+        if self._checkpoints_off(result):
+            return
+        assert command.name is not None
+        outcomes = await self.restore_snapshot(command.name, result["partitions"])
+        result.update(name=command.name, **outcomes)
+        if "error" in result:
+            log.warning("restore %r not done: %s", command.name, result["error"])
+            return
+        note = f"restore {command.name!r}: {result['restored']} restored{by}"
+        await self.feed.acknowledge(f"restore/{command.name}", "resolved", note)
+
+    async def restore_snapshot(self, name: str, partitions: list[int]) -> dict[str, Any]:
+        recovery = self.recovery
+        assert recovery.store is not None
+        await recovery.store.sync()
+        outcomes: dict[str, Any] = {"restored": [], "missing": [], "refused": []}
+        if name not in recovery.store.names():
+            outcomes["missing"] = list(partitions)
+            outcomes.update(error=f"there is no snapshot named {name!r}", error_status=404)
+            return outcomes
+        for partition in partitions:
+            try:
+                outcome = await recovery.restore_partition(partition, name)
+            except Exception as exc:
+                log.error("snapshot %r of partition %d not restored: %s", name, partition, exc)
+                outcome = "refused"
+            key = {"restored": "restored", "none": "missing"}.get(outcome, "refused")
+            outcomes[key].append(partition)
+        await recovery.checkpoint(set(outcomes["restored"]), "restore")
+        return outcomes
+
+    def status(self) -> dict[str, Any]:
+        recovery = self.recovery
+        settings = self.settings
+        store = recovery.store
+        latest = {}
+        if store is not None:
+            for partition in sorted(recovery.owned):
+                found = store.latest(partition)
+                if found is not None:
+                    header = found.header
+                    latest[str(partition)] = {
+                        "offsets": header.offsets,
+                        "created": header.created,
+                        "bytes": found.size,
+                        "writer": header.writer,
+                    }
+        key = self.feed.key
+        return {
+            "worker": recovery.writer,
+            "paused": self.runtime.paused,
+            "safe_mode": self.runtime.safe_mode,
+            "policy": settings.policy,
+            "safe_policy": settings.safe_policy,
+            "partitions": sorted(recovery.owned),
+            "commands_applied": self.feed.applied,
+            "control_key": key_id(key) if key else None,  # a name of the key, not the key
+            "checkpoints": {
+                "enabled": recovery.enabled,
+                "interval_seconds": settings.checkpoint_interval_seconds,
+                "latest": latest,
+                "snapshots": store.names() if store is not None else [],
+            },
+        }
+
+    def denied(self, view: View, request: Request) -> Response | None:
+        """The answer to a request that may not use the controls (``None``: it may)."""
+        token = self.settings.control_token
+        if token is None:
+            off = "operator controls are off: no WARMCAST_CONTROL_TOKEN is configured"
+            return view.json({"error": off}, status=404)
+        if not token_matches(request.headers.get("Authorization"), token.get_secret_value()):
+            return view.json(
+                {"error": "a valid bearer token is needed"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="warmcast-control"'},
+            )
+        return None
+
+    async def post(self, view: View, request: Request, action: str) -> Response:
+        """``POST /control/{action}``: publish the command, signed, and answer once this
+        worker has carried it out."""
+        refused = self.denied(view, request)
+        if refused is not None:
+            return refused
+        feed = self.feed
+        if not feed.key:
+            off = "operator controls are off: no WARMCAST_CONTROL_KEY to sign commands with"
+            return view.json({"error": off}, status=404)
+        name = ACTIONS.get(action)
+        if name is None:
+            return view.json({"error": f"no control {action!r}: {', '.join(ACTIONS)}"}, status=404)
+        most = self.settings.control_max_bytes
+        body = await read_body(request, most)
+        if body is None:
+            return view.json({"error": f"over {most} bytes"}, status=413)
+        command = command_of(body, name, f"http {request.remote}")  # type: ignore[attr-defined]
+        if isinstance(command, tuple):
+            error, status = command
+            return view.json({"error": error}, status=status)
+        if feed.known(command.id):
+            earlier = feed.done.get(command.id)
+            answer: dict[str, Any] = {"applied": False, "id": command.id}
+            answer["error"] = f"command id {command.id!r} was used before: not carried out again"
+            if earlier is not None:
+                answer["earlier"] = earlier
+            return view.json(answer, status=409)
+        waiting = feed.expect(command.id)
+        value, headers = signed(command, feed.key)
+        try:
+            await self.app.producer.send_and_wait(
+                feed.topic, b"control", value, CONTROL_PARTITION, None, headers
+            )
+        except Exception as exc:
+            feed.waiters.pop(command.id, None)
+            log.error("control command %s not published: %r", command.id, exc)
+            return view.json({"applied": False, "error": f"not published: {exc!r}"}, status=503)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(waiting), APPLY_TIMEOUT)
+        except TimeoutError:
+            return view.json({"applied": False, "id": command.id}, status=202)
+        if "error" not in result:
+            return view.json({"applied": True, **result}, status=200)
+        shown = {k: v for k, v in result.items() if k != "error_status"}
+        return view.json({"applied": False, **shown}, status=result.get("error_status", 409))
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -610,104 +657,77 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return None
 
 
-@app.page("/control")
-class ControlStatusView(View):
-    async def get(self, request: Request) -> Response:
-        return denied(self, request) or self.json(status())
-
-
 #: Fields of a command that the worker sets, never the body of a request.
 SET_BY_THE_WORKER = ("issued_by", "ts")
 
 
-@app.page("/control/{action}")
-class ControlView(View):
-    async def post(self, request: Request, action: str) -> Response:
-        refused = denied(self, request)
-        if refused is not None:
-            return refused
-        if not KEY:
-            off = "operator controls are off: no WARMCAST_CONTROL_KEY to sign commands with"
-            return self.json({"error": off}, status=404)
-        name = ACTIONS.get(action)
-        if name is None:
-            return self.json({"error": f"no control {action!r}: {', '.join(ACTIONS)}"}, status=404)
-        body = await read_body(request, settings.control_max_bytes)
-        if body is None:
-            return self.json({"error": f"over {settings.control_max_bytes} bytes"}, status=413)
-        try:
-            doc = orjson.loads(body) if body.strip() else {}
-        except orjson.JSONDecodeError as exc:
-            return self.json({"error": f"not JSON: {exc}"}, status=400)
-        if not isinstance(doc, dict):
-            return self.json({"error": "the body is a JSON object"}, status=400)
-        overridden = [k for k in SET_BY_THE_WORKER if k in doc]
-        if overridden:
-            error = f"{', '.join(overridden)}: set by the worker, not by the request"
-            return self.json({"error": error}, status=422)
-        doc["command"] = name
-        doc["issued_by"] = f"http {request.remote}"  # type: ignore[attr-defined]
-        try:
-            command = ControlCommand.model_validate(doc)
-        except ValidationError as exc:
-            errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-            return self.json({"error": "; ".join(errors)}, status=422)
-        if feed.known(command.id):
-            earlier = feed.done.get(command.id)
-            answer: dict[str, Any] = {"applied": False, "id": command.id}
-            answer["error"] = f"command id {command.id!r} was used before: not carried out again"
-            if earlier is not None:
-                answer["earlier"] = earlier
-            return self.json(answer, status=409)
-        waiting = feed.expect(command.id)
-        value, headers = signed(command, KEY)
-        try:
-            await app.producer.send_and_wait(
-                CONTROL, b"control", value, CONTROL_PARTITION, None, headers
+def command_of(body: bytes, name: str, issued_by: str) -> ControlCommand | tuple[str, int]:
+    """The command a request's body asks for, or what is wrong with it and the HTTP
+    status that says so.
+
+    >>> command_of(b'{"release": true}', "emergency_stop", "http 10.0.0.1").release
+    True
+    >>> command_of(b'{"ts": 1}', "resume", "me")
+    ('ts: set by the worker, not by the request', 422)
+    """
+    try:
+        doc = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}", 400
+    if not isinstance(doc, dict):
+        return "the body is a JSON object", 400
+    overridden = [k for k in SET_BY_THE_WORKER if k in doc]
+    if overridden:
+        return f"{', '.join(overridden)}: set by the worker, not by the request", 422
+    doc["command"] = name
+    doc["issued_by"] = issued_by
+    try:
+        return ControlCommand.model_validate(doc)
+    except ValidationError as exc:
+        errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return "; ".join(errors), 422
+
+
+def register(app: WarmcastApp, feed: ControlFeed, recovery: Recovery) -> Controls:
+    """Register the control views and the control topic's follower on ``app``."""
+    controls = Controls(app, feed, recovery)
+    settings = app.runtime.settings
+
+    @app.page("/control")
+    class ControlStatusView(View):
+        async def get(self, request: Request) -> Response:
+            return controls.denied(self, request) or self.json(controls.status())
+
+    @app.page("/control/{action}")
+    class ControlView(View):
+        async def post(self, request: Request, action: str) -> Response:
+            return await controls.post(self, request, action)
+
+    @app.task
+    async def follow_control() -> None:
+        feed.ensure_started()  # if no rebalance has yet
+        if feed.key:
+            log.info(
+                "operator controls on: records of %s partition %d signed with key %s, within "
+                "%.0fs, are carried out; POST /control/* %s",
+                feed.topic,
+                CONTROL_PARTITION,
+                key_id(feed.key),
+                settings.control_max_age_seconds,
+                "is open to WARMCAST_CONTROL_TOKEN"
+                if settings.control_token
+                else "is off (no WARMCAST_CONTROL_TOKEN)",
             )
-        except Exception as exc:
-            feed.waiters.pop(command.id, None)
-            log.error("control command %s not published: %r", command.id, exc)
-            return self.json({"applied": False, "error": f"not published: {exc!r}"}, status=503)
-        try:
-            result = await asyncio.wait_for(asyncio.shield(waiting), APPLY_TIMEOUT)
-        except TimeoutError:
-            return self.json({"applied": False, "id": command.id}, status=202)
-        if "error" not in result:
-            return self.json({"applied": True, **result}, status=200)
-        shown = {k: v for k, v in result.items() if k != "error_status"}
-        return self.json({"applied": False, **shown}, status=result.get("error_status", 409))
+        else:
+            log.warning(
+                "operator controls are off (no WARMCAST_CONTROL_KEY): no record of %s is "
+                "carried out (each is refused as no_key) and POST /control/* answers 404",
+                feed.topic,
+            )
 
+    @app.timer(interval=settings.alert_check_seconds)
+    async def check_control_refusals() -> None:
+        for alert in feed.check(time.time()):
+            await app.publish.alert(alert)
 
-feed = ControlFeed()
-
-
-@app.task
-async def follow_control() -> None:
-    feed.ensure_started()  # if no rebalance has yet
-    if KEY:
-        log.info(
-            "operator controls on: records of %s partition %d signed with key %s, within "
-            "%.0fs, are carried out; POST /control/* %s",
-            CONTROL,
-            CONTROL_PARTITION,
-            key_id(KEY),
-            settings.control_max_age_seconds,
-            "is open to WARMCAST_CONTROL_TOKEN"
-            if settings.control_token
-            else "is off (no WARMCAST_CONTROL_TOKEN)",
-        )
-    else:
-        log.warning(
-            "operator controls are off (no WARMCAST_CONTROL_KEY): no record of %s is carried "
-            "out (each is refused as no_key) and POST /control/* answers 404",
-            CONTROL,
-        )
-
-
-@app.timer(interval=settings.alert_check_seconds)
-async def check_control_refusals() -> None:
-    from agents.alerts import publish_alert
-
-    for alert in feed.check(time.time()):
-        await publish_alert(alert)
+    return controls

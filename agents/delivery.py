@@ -16,79 +16,85 @@ import time
 
 from faust.types import TP
 
-from agents.alerts import announce
 from engine.alerting import AlertTransition, fingerprint
-from streams.app import alerts_topic, app, warmup_topic
+from streams.app import WarmcastApp
 from streams.sending import Delivery
 
 KIND = "delivery_failed"
-runtime = app.runtime
-metrics = runtime.metrics
-ALERTS = alerts_topic.get_topic_name()
-WARMUP = warmup_topic.get_topic_name()
-
-
-def transition(subject: str, firing: bool, summary: str, value: float | None = None) -> None:
-    alert = AlertTransition(
-        fingerprint(KIND, subject),
-        KIND,
-        "critical",
-        "firing" if firing else "resolved",
-        subject,
-        summary,
-        value,
-        None,
-        time.time(),
-    )
-    recorded = runtime.alerts.record(alert)
-    if recorded and app.stopping is None:
-        announce(recorded)
 
 
 def destination(delivery: Delivery) -> str:
     return f"{delivery.topic}/{'*' if delivery.partition is None else delivery.partition}"
 
 
-def on_failure(delivery: Delivery, exc: BaseException) -> None:
-    metrics.send_failures.labels(topic=delivery.topic).inc()
-    if delivery.topic == WARMUP:
-        metrics.command_failures.inc(delivery.records)
+class DeliveryWatch:
+    """The sender's and the input gate's callbacks: counters and ``delivery_failed``."""
+
+    def __init__(self, app: WarmcastApp) -> None:
+        self.app = app
+        self.metrics = app.runtime.metrics
+        self.alerts_topic = app.worker_topics.alerts.get_topic_name()
+        self.warmup_topic = app.worker_topics.warmup.get_topic_name()
+
+    def transition(
+        self, subject: str, firing: bool, summary: str, value: float | None = None
+    ) -> None:
+        alert = AlertTransition(
+            fingerprint(KIND, subject),
+            KIND,
+            "critical",
+            "firing" if firing else "resolved",
+            subject,
+            summary,
+            value,
+            None,
+            time.time(),
+        )
+        recorded = self.app.runtime.alerts.record(alert)
+        if recorded and self.app.stopping is None:
+            self.app.publish.announce(recorded)
+
+    def on_failure(self, delivery: Delivery, exc: BaseException) -> None:
+        self.metrics.send_failures.labels(topic=delivery.topic).inc()
+        if delivery.topic == self.warmup_topic:
+            self.metrics.command_failures.inc(delivery.records)
+
+    def on_trouble(self, delivery: Delivery) -> None:
+        if delivery.topic != self.alerts_topic:
+            self.transition(destination(delivery), True, f"not delivered: {delivery.describe()}")
+
+    def on_recovery(self, delivery: Delivery) -> None:
+        """A delivery in trouble is delivered, or given up (its input is read again): the
+        destination's alert resolves once none is left in trouble."""
+        where = destination(delivery)
+        if delivery.topic == self.alerts_topic:
+            return
+        if not any(destination(d) == where and d.troubled for d in self.app.sender.retrying):
+            done = "delivered again" if delivery.delivered else "given up (read again)"
+            self.transition(where, False, f"{delivery.where()}: {done}")
+
+    def on_hold(self, tp: TP, offset: int, delivery: Delivery) -> None:
+        self.metrics.input_holds.labels(topic=tp.topic).inc()
+        self.metrics.held_partitions.set(len(self.app.gate.held))
+        summary = (
+            f"{tp.topic} partition {tp.partition} held at offset {offset} (paused, not "
+            f"committed from there): {delivery.describe()}"
+        )
+        self.transition(f"{tp.topic}/{tp.partition}", True, summary, float(offset))
+
+    def on_resume(self, tp: TP, released: bool) -> None:
+        self.metrics.held_partitions.set(len(self.app.gate.held))
+        why = "let go, to be read again from its committed offset" if released else "delivered"
+        where = f"{tp.topic} partition {tp.partition}"
+        self.transition(f"{tp.topic}/{tp.partition}", False, f"{where}: {why}")
 
 
-def on_trouble(delivery: Delivery) -> None:
-    if delivery.topic != ALERTS:
-        transition(destination(delivery), True, f"not delivered: {delivery.describe()}")
-
-
-def on_recovery(delivery: Delivery) -> None:
-    """A delivery in trouble is delivered, or given up (its input is read again): the
-    destination's alert resolves once none is left in trouble."""
-    where = destination(delivery)
-    if delivery.topic == ALERTS:
-        return
-    if not any(destination(d) == where and d.troubled for d in app.sender.retrying):
-        done = "delivered again" if delivery.delivered else "given up (read again)"
-        transition(where, False, f"{delivery.where()}: {done}")
-
-
-def on_hold(tp: TP, offset: int, delivery: Delivery) -> None:
-    metrics.input_holds.labels(topic=tp.topic).inc()
-    metrics.held_partitions.set(len(app.gate.held))
-    summary = (
-        f"{tp.topic} partition {tp.partition} held at offset {offset} (paused, not committed "
-        f"from there): {delivery.describe()}"
-    )
-    transition(f"{tp.topic}/{tp.partition}", True, summary, float(offset))
-
-
-def on_resume(tp: TP, released: bool) -> None:
-    metrics.held_partitions.set(len(app.gate.held))
-    why = "let go, to be read again from its committed offset" if released else "delivered"
-    transition(f"{tp.topic}/{tp.partition}", False, f"{tp.topic} partition {tp.partition}: {why}")
-
-
-app.sender.on_failure = on_failure
-app.sender.on_trouble = on_trouble
-app.sender.on_recovery = on_recovery
-app.gate.on_hold = on_hold
-app.gate.on_resume = on_resume
+def register(app: WarmcastApp) -> DeliveryWatch:
+    """Watch the deliveries of ``app``'s sender and the holds of its input gate."""
+    watch = DeliveryWatch(app)
+    app.sender.on_failure = watch.on_failure
+    app.sender.on_trouble = watch.on_trouble
+    app.sender.on_recovery = watch.on_recovery
+    app.gate.on_hold = watch.on_hold
+    app.gate.on_resume = watch.on_resume
+    return watch

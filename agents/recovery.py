@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -43,27 +43,31 @@ from engine.checkpoint import (
     seal,
 )
 from engine.lease import Command
-from streams.app import app, health_store
+from streams.app import WarmcastApp
 from streams.checkpoint import CheckpointStore
 from streams.kafka import client_kwargs
 
 log = logging.getLogger(__name__)
 
-runtime = app.runtime
-settings = runtime.settings
-USAGE = settings.topic("usage")
-METRICS = settings.topic("metrics")
-INPUTS = {"usage": USAGE, "metrics": METRICS}
-KINDS = {USAGE: "usage", METRICS: "metrics"}
 #: Alert kinds raised here (the control module adds ``control``).
 ALERT_KINDS = ("checkpoint_rejected", "broker_unreachable", "consumer_lag")
 #: Refusals that mean someone wrote what they should not have (``stale`` is ordinary).
 HOSTILE = ("unsigned", "bad_signature", "malformed", "mismatch", "forbidden_class")
 
 
+class ControlHistory(Protocol):
+    """What recovery needs of the control topic's follower (:class:`agents.control.ControlFeed`)."""
+
+    async def wait_history(self, timeout: float) -> None: ...
+
+    def broker_answered(self) -> float | None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ReliabilityMetrics:
-    def __init__(self) -> None:
-        r = runtime.metrics.registry
+    def __init__(self, registry: Any) -> None:
+        r = registry
         self.checkpoints = Counter(
             "warmcast_checkpoints_total", "checkpoints written", ["trigger"], registry=r
         )
@@ -114,11 +118,19 @@ class ReliabilityMetrics:
 class Recovery:
     """Checkpoints out, restores in, for the partitions this worker owns."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: WarmcastApp, feed: ControlHistory) -> None:
+        self.app = app
+        self.runtime = runtime = app.runtime
+        self.settings = settings = runtime.settings
+        self.feed = feed
+        self.usage_topic = settings.topic("usage")
+        #: input kind -> its topic, and back
+        self.inputs = {"usage": self.usage_topic, "metrics": settings.topic("metrics")}
+        self.kinds = {topic: kind for kind, topic in self.inputs.items()}
         secret = settings.checkpoint_key
         self.key = secret.get_secret_value().encode() if secret else b""
         self.store = CheckpointStore(settings, self.key, self._rejected) if self.key else None
-        self.metrics = ReliabilityMetrics()
+        self.metrics = ReliabilityMetrics(runtime.metrics.registry)
         self.owned: set[int] = set()
         self.pending: set[int] = set()
         self.written: dict[int, tuple[Any, ...]] = {}
@@ -139,10 +151,10 @@ class Recovery:
         the offset a held input partition is held at (what the messages from there caused
         is not delivered yet, so a restore must read them again)."""
         out: dict[str, int] = {}
-        for kind, topic in INPUTS.items():
-            seen = runtime.positions.get((kind, partition))
+        for kind, topic in self.inputs.items():
+            seen = self.runtime.positions.get((kind, partition))
             if seen is not None:
-                held = app.gate.held_offset(topic, partition)
+                held = self.app.gate.held_offset(topic, partition)
                 out[kind] = seen + 1 if held is None else min(seen + 1, held)
         return out
 
@@ -152,21 +164,21 @@ class Recovery:
             return []
         due: list[tuple[int, CheckpointHeader, bytes]] = []
         for partition in sorted(partitions):
-            state = runtime.partition_state(partition)
+            state = self.runtime.partition_state(partition)
             if state is None:
                 continue
             offsets = self.offsets_of(partition)
             stats = state.engine.stats
             signature: tuple[Any, ...] = (sorted(offsets.items()), stats.events)
             signature += (stats.metric_events, stats.minutes_closed, stats.commands)
-            signature += (runtime.safe_mode,)
+            signature += (self.runtime.safe_mode,)
             if trigger == "periodic" and self.written.get(partition) == signature:
                 continue
             header = CheckpointHeader(
                 partition=partition,
                 offsets=offsets,
-                policy=settings.policy,
-                namespace=settings.topic_namespace,
+                policy=self.settings.policy,
+                namespace=self.settings.topic_namespace,
                 name=name,
                 writer=self.writer,
             )
@@ -178,8 +190,8 @@ class Recovery:
         if trigger == "periodic":
             # What the state has seen is in the health table and on the warmup topic
             # before the checkpoint says so (a restore may skip those messages).
-            health_store.flush()
-            await app.producer.flush()
+            self.app.health_store.flush()
+            await self.app.producer.flush()
         done: list[int] = []
         for partition, header, pickled in due:
             try:
@@ -208,7 +220,7 @@ class Recovery:
         """A new assignment: forget what went away, restore what is new."""
         gone = self.owned - partitions
         new = partitions - self.owned
-        runtime.forget_partitions(gone | new)
+        self.runtime.forget_partitions(gone | new)
         for partition in gone:
             self.written.pop(partition, None)
         self.pending = (self.pending | new) & partitions
@@ -217,12 +229,10 @@ class Recovery:
     async def restore_pending(self) -> None:
         """Before the streams resume after a rebalance: take back the state of newly
         assigned partitions, and make sure kept ones do not see a message twice."""
-        from agents.control import feed
-
-        await feed.wait_history(timeout=30.0)  # an emergency stop holds from the start
+        await self.feed.wait_history(timeout=30.0)  # an emergency stop holds from the start
         pending, self.pending = sorted(self.pending), set()
         kept = sorted(self.owned - set(pending))
-        generation = app.consumer_generation_id
+        generation = self.app.consumer_generation_id
         try:
             await self.keep_in_step(kept)
         except Exception:
@@ -236,7 +246,7 @@ class Recovery:
             self.metrics.restores.labels(outcome="failed").inc(len(pending))
             return
         for partition in pending:
-            if partition not in self.owned or app.consumer_generation_id != generation:
+            if partition not in self.owned or self.app.consumer_generation_id != generation:
                 continue
             try:
                 outcome = await self.restore_partition(partition)
@@ -254,13 +264,13 @@ class Recovery:
         group was rebalancing), the commit moves up to it."""
         ahead: dict[TP, int] = {}
         for partition in partitions:
-            committed = await committed_offsets(partition)
+            committed = await self.committed_offsets(partition)
             for kind, seen in self.offsets_of(partition).items():
                 if seen > committed.get(kind, seen):
-                    ahead[TP(INPUTS[kind], partition)] = seen
+                    ahead[TP(self.inputs[kind], partition)] = seen
         if ahead:
-            await app.producer.flush()  # what they have seen is delivered first
-            await app.consumer._commit(ahead)  # type: ignore[attr-defined]
+            await self.app.producer.flush()  # what they have seen is delivered first
+            await self.app.consumer._commit(ahead)  # type: ignore[attr-defined]
             log.info("commit moved up to what the engines have seen: %s", ahead)
 
     async def restore_partition(self, partition: int, name: str = "") -> str:
@@ -280,47 +290,44 @@ class Recovery:
             log.info("partition %d has no %s: it learns afresh", partition, what)
             return "none"
         header, payload = loaded
-        if header.policy != settings.policy:
+        if header.policy != self.settings.policy:
             log.warning(
                 "checkpoint of partition %d is of policy %r, this worker runs %r: not restored",
                 partition,
                 header.policy,
-                settings.policy,
+                self.settings.policy,
             )
             return "policy_changed"
         state = await asyncio.to_thread(restore, payload)
         stats = state.engine.stats  # counted by the worker that wrote the checkpoint
         self._counted[id(state.engine)] = (stats.capped_models, stats.suppressed_warm)
         if name:  # an operator's snapshot: its state, from where the streams are now
-            runtime.install_state(partition, state)
+            self.runtime.install_state(partition, state)
             log.info("partition %d restored from snapshot %r", partition, name)
             return "restored"
-        committed = await committed_offsets(partition)
+        committed = await self.committed_offsets(partition)
         replay: dict[str, tuple[int, int]] = {}
         ahead: dict[TP, int] = {}
         for kind, start in header.offsets.items():
             end = committed.get(kind)
-            if end is None or kind not in INPUTS:
+            if end is None or kind not in self.inputs:
                 continue
             if start < end:
                 replay[kind] = (start, end)
             elif start > end:
-                ahead[TP(INPUTS[kind], partition)] = start
-        state.engine.paused = runtime.paused
+                ahead[TP(self.inputs[kind], partition)] = start
+        state.engine.paused = self.runtime.paused
         commands: list[Command] = []
         if replay:
-            commands, n = await replay_into(state, partition, replay)
+            commands, n = await self.replay_into(state, partition, replay)
             self.metrics.replayed.inc(n)
         if ahead:  # the state has seen more than was committed: start after it
-            await app.consumer._commit(ahead)  # type: ignore[attr-defined]
-        runtime.install_state(partition, state)
+            await self.app.consumer._commit(ahead)  # type: ignore[attr-defined]
+        self.runtime.install_state(partition, state)
         for kind, start in header.offsets.items():
-            if kind in INPUTS:
-                runtime.positions[kind, partition] = max(start, committed.get(kind, 0)) - 1
-        if commands:
-            from agents.usage import publish_commands
-
-            await publish_commands(commands)
+            if kind in self.inputs:
+                self.runtime.positions[kind, partition] = max(start, committed.get(kind, 0)) - 1
+        await self.app.publish.commands(commands)
         log.info(
             "partition %d restored from its checkpoint at %s (committed %s): replayed %s, "
             "moved commit to %s, %d commands again",
@@ -337,16 +344,14 @@ class Recovery:
 
     def check(self, now: float) -> list[AlertTransition]:
         """Alert transitions of the reliability conditions, and gauges kept current."""
-        from agents.control import feed
-
         out: list[AlertTransition] = []
-        disabled = settings.disabled_alerts
-        alerts = runtime.alerts
+        disabled = self.settings.disabled_alerts
+        alerts = self.runtime.alerts
         rejected = self.rejections.count(now)
         if "checkpoint_rejected" not in disabled:
             out += alerts.check(
                 "checkpoint_rejected",
-                settings.topic("checkpoints"),
+                self.settings.topic("checkpoints"),
                 rejected > 0,
                 ts=now,
                 value=rejected,
@@ -355,7 +360,9 @@ class Recovery:
                 summary=f"{rejected:.0f} checkpoints failed verification and were refused",
                 for_seconds=0,
             )
-        answers = [t for t in (feed.broker_answered(), self._store_answered()) if t is not None]
+        answers = [
+            t for t in (self.feed.broker_answered(), self._store_answered()) if t is not None
+        ]
         last = max(answers) if answers else None
         if last is not None:
             self.metrics.broker_answer.set(last)
@@ -363,33 +370,33 @@ class Recovery:
         if "broker_unreachable" not in disabled:
             out += alerts.check(
                 "broker_unreachable",
-                settings.kafka_bootstrap_servers or "",
-                silent > settings.broker_stall_seconds,
+                self.settings.kafka_bootstrap_servers or "",
+                silent > self.settings.broker_stall_seconds,
                 ts=now,
                 value=round(silent, 3),
-                threshold=settings.broker_stall_seconds,
+                threshold=self.settings.broker_stall_seconds,
                 severity="critical",
                 summary=f"no answer from the broker for {silent:.0f}s",
                 for_seconds=0,
             )
-        lag = usage_lag()
+        lag = self.usage_lag()
         if lag is not None:
             self.metrics.lag.set(lag)
         if "consumer_lag" not in disabled and lag is not None:
             out += alerts.check(
                 "consumer_lag",
-                USAGE,
-                lag > settings.max_consumer_lag,
+                self.usage_topic,
+                lag > self.settings.max_consumer_lag,
                 ts=now,
                 value=lag,
-                threshold=settings.max_consumer_lag,
+                threshold=self.settings.max_consumer_lag,
                 summary=f"{lag} usage messages not yet read",
-                clear=lag < settings.max_consumer_lag * (1 - settings.alert_hysteresis),
+                clear=lag < self.settings.max_consumer_lag * (1 - self.settings.alert_hysteresis),
             )
         self._count_engines()
         firing = alerts.firing_kinds()
         for kind in (*ALERT_KINDS, "control"):
-            runtime.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
+            self.runtime.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
         return out
 
     def _store_answered(self) -> float | None:
@@ -397,7 +404,7 @@ class Recovery:
 
     def _count_engines(self) -> None:
         seen: dict[int, tuple[int, int]] = {}
-        for engine in runtime.engines.values():
+        for engine in self.runtime.engines.values():
             now = (engine.stats.capped_models, engine.stats.suppressed_warm)
             before = self._counted.get(id(engine), (0, 0))
             self.metrics.capped.inc(max(now[0] - before[0], 0))
@@ -405,189 +412,180 @@ class Recovery:
             seen[id(engine)] = now
         self._counted = seen
 
-
-async def committed_offsets(partition: int) -> dict[str, int]:
-    """The group's committed offset of each input partition; its first offset when the
-    group has none (where the worker will start)."""
-    tps = [TopicPartition(topic, partition) for topic in INPUTS.values()]
-    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(app.conf.id, partitions=tps)
-    finally:
-        await admin.close()
-    out: dict[str, int] = {}
-    missing = []
-    for tp in tps:
-        meta = offsets.get(tp)
-        if meta is not None and meta.offset >= 0:
-            out[KINDS[tp.topic]] = meta.offset
-        else:
-            missing.append(tp)
-    if missing:
-        consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None)
-        await consumer.start()
+    async def committed_offsets(self, partition: int) -> dict[str, int]:
+        """The group's committed offset of each input partition; its first offset when the
+        group has none (where the worker will start)."""
+        tps = [TopicPartition(topic, partition) for topic in self.inputs.values()]
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings), request_timeout_ms=10_000)
+        await admin.start()
         try:
-            first = await consumer.beginning_offsets(missing)
+            offsets = await admin.list_consumer_group_offsets(self.app.conf.id, partitions=tps)
+        finally:
+            await admin.close()
+        out: dict[str, int] = {}
+        missing = []
+        for tp in tps:
+            meta = offsets.get(tp)
+            if meta is not None and meta.offset >= 0:
+                out[self.kinds[tp.topic]] = meta.offset
+            else:
+                missing.append(tp)
+        if missing:
+            consumer = AIOKafkaConsumer(**client_kwargs(self.settings), group_id=None)
+            await consumer.start()
+            try:
+                first = await consumer.beginning_offsets(missing)
+            finally:
+                await consumer.stop()
+            out.update({self.kinds[tp.topic]: offset for tp, offset in first.items()})
+        return out
+
+    async def replay_into(
+        self, state: PartitionState, partition: int, ranges: dict[str, tuple[int, int]]
+    ) -> tuple[list[Command], int]:
+        """Feed the messages of ``ranges`` ([start, end) per input) to a restored state as
+        the agents would have, in the order they were written; returns the commands."""
+        tps = {TopicPartition(self.inputs[kind], partition): kind for kind in ranges}
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(self.settings),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=max(self.settings.max_message_bytes * 2, 1 << 20),
+        )
+        await consumer.start()
+        records: list[tuple[int, int, int, str, bytes | None]] = []
+        try:
+            consumer.assign(list(tps))
+            for tp, kind in tps.items():
+                consumer.seek(tp, ranges[kind][0])
+            deadline = asyncio.get_running_loop().time() + 300.0
+            waiting = dict(tps)
+            while waiting:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"replay of partition {partition} did not finish: {ranges}")
+                batch = await consumer.getmany(*waiting, timeout_ms=500)
+                for tp, got in batch.items():
+                    end = ranges[tps[tp]][1]
+                    for r in got:
+                        if r.offset < end:
+                            records.append(
+                                (
+                                    r.timestamp,
+                                    0 if tps[tp] == "metrics" else 1,
+                                    r.offset,
+                                    tps[tp],
+                                    r.value,
+                                )
+                            )
+                for tp in list(waiting):
+                    if await consumer.position(tp) >= ranges[tps[tp]][1]:
+                        del waiting[tp]
         finally:
             await consumer.stop()
-        out.update({KINDS[tp.topic]: offset for tp, offset in first.items()})
-    return out
+        records.sort(key=lambda r: r[:3])
+        written = ((timestamp / 1000, kind, value) for timestamp, _, _, kind, value in records)
+        commands = self.runtime.replay(state, partition, written)
+        return commands, len(records)
 
-
-async def replay_into(
-    state: PartitionState, partition: int, ranges: dict[str, tuple[int, int]]
-) -> tuple[list[Command], int]:
-    """Feed the messages of ``ranges`` ([start, end) per input) to a restored state as
-    the agents would have, in the order they were written; returns the commands."""
-    tps = {TopicPartition(INPUTS[kind], partition): kind for kind in ranges}
-    consumer = AIOKafkaConsumer(
-        **client_kwargs(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
-    )
-    await consumer.start()
-    records: list[tuple[int, int, int, str, bytes | None]] = []
-    try:
-        consumer.assign(list(tps))
-        for tp, kind in tps.items():
-            consumer.seek(tp, ranges[kind][0])
-        deadline = asyncio.get_running_loop().time() + 300.0
-        waiting = dict(tps)
-        while waiting:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"replay of partition {partition} did not finish: {ranges}")
-            batch = await consumer.getmany(*waiting, timeout_ms=500)
-            for tp, got in batch.items():
-                end = ranges[tps[tp]][1]
-                for r in got:
-                    if r.offset < end:
-                        records.append(
-                            (
-                                r.timestamp,
-                                0 if tps[tp] == "metrics" else 1,
-                                r.offset,
-                                tps[tp],
-                                r.value,
-                            )
-                        )
-            for tp in list(waiting):
-                if await consumer.position(tp) >= ranges[tps[tp]][1]:
-                    del waiting[tp]
-    finally:
-        await consumer.stop()
-    records.sort(key=lambda r: r[:3])
-    written = ((timestamp / 1000, kind, value) for timestamp, _, _, kind, value in records)
-    commands = runtime.replay(state, partition, written)
-    return commands, len(records)
-
-
-def usage_lag() -> int | None:
-    """Usage messages this worker has not read yet, over its partitions."""
-    consumer = app.consumer
-    read = runtime.read_offsets
-    total, known = 0, False
-    try:
-        assignment = consumer.assignment()
-    except Exception:
-        return None
-    for tp in assignment:
-        if tp.topic != USAGE:
-            continue
+    def usage_lag(self) -> int | None:
+        """Usage messages this worker has not read yet, over its partitions."""
+        consumer = self.app.consumer
+        read = self.runtime.read_offsets
+        total, known = 0, False
         try:
-            highwater = consumer.highwater(tp)
+            assignment = consumer.assignment()
         except Exception:
-            continue
-        if highwater is None:
-            continue
-        done = read.get(tp.partition)
-        if done is None:
-            done = runtime.positions.get(("usage", tp.partition))  # restored, nothing read yet
-        if done is None:
-            continue
-        total += max(highwater - (done + 1), 0)
-        known = True
-    return total if known else None
+            return None
+        for tp in assignment:
+            if tp.topic != self.usage_topic:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:
+                continue
+            if highwater is None:
+                continue
+            done = read.get(tp.partition)
+            if done is None:
+                done = self.runtime.positions.get(
+                    ("usage", tp.partition)
+                )  # restored, nothing read yet
+            if done is None:
+                continue
+            total += max(highwater - (done + 1), 0)
+            known = True
+        return total if known else None
+
+    def current_position(self) -> tuple[str, int, int] | None:
+        """The input, partition and offset of the message being processed, if any."""
+        event = current_event()
+        if event is None:
+            return None
+        message = event.message
+        kind = self.kinds.get(message.topic)
+        return None if kind is None else (kind, message.partition, message.offset)
 
 
-def current_position() -> tuple[str, int, int] | None:
-    """The input, partition and offset of the message being processed, if any."""
-    event = current_event()
-    if event is None:
-        return None
-    message = event.message
-    kind = KINDS.get(message.topic)
-    return None if kind is None else (kind, message.partition, message.offset)
+def register(app: WarmcastApp, recovery: Recovery) -> None:
+    """Register checkpoints and restores on ``app``: at each rebalance, at shutdown and on
+    a timer."""
+    settings = app.runtime.settings
+    usage = settings.topic("usage")
+    app.runtime.position_source = recovery.current_position
 
+    @app.task
+    async def announce_checkpoints() -> None:
+        if recovery.enabled:
+            log.info(
+                "checkpoints on: every %.0fs to %s, signed with key %s",
+                settings.checkpoint_interval_seconds,
+                settings.topic("checkpoints"),
+                key_id(recovery.key),
+            )
+        else:
+            log.warning(
+                "checkpoints are off (no WARMCAST_CHECKPOINT_KEY): learned state is lost when "
+                "this worker stops"
+            )
 
-recovery = Recovery()
-runtime.position_source = current_position
+    @app.on_partitions_revoked.connect
+    async def _checkpoint_revoked(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        revoked: set[TP] = args[0]
+        await recovery.checkpoint({tp.partition for tp in revoked if tp.topic == usage}, "revoke")
 
+    @app.on_partitions_assigned.connect
+    async def _note_assigned(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        assigned: set[TP] = args[0]
+        recovery.assigned({tp.partition for tp in assigned if tp.topic == usage})
 
-@app.task
-async def announce_checkpoints() -> None:
-    if recovery.enabled:
-        log.info(
-            "checkpoints on: every %.0fs to %s, signed with key %s",
-            settings.checkpoint_interval_seconds,
-            settings.topic("checkpoints"),
-            key_id(recovery.key),
-        )
-    else:
-        log.warning(
-            "checkpoints are off (no WARMCAST_CHECKPOINT_KEY): learned state is lost when "
-            "this worker stops"
-        )
+    @app.on_rebalance_complete.connect
+    async def _restore_assigned(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        await recovery.restore_pending()
 
+    @app.on_before_shutdown.connect
+    async def _checkpoint_at_shutdown(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        try:
+            await recovery.checkpoint(set(recovery.owned), "shutdown")
+        finally:
+            if recovery.store is not None:
+                await recovery.store.stop()
+            await recovery.feed.stop()
 
-@app.on_partitions_revoked.connect
-async def _checkpoint_revoked(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    revoked: set[TP] = args[0]
-    await recovery.checkpoint({tp.partition for tp in revoked if tp.topic == USAGE}, "revoke")
+    @app.timer(interval=settings.checkpoint_interval_seconds)
+    async def checkpoint_periodically() -> None:
+        if recovery.enabled and not app.rebalancing:
+            await recovery.checkpoint(set(recovery.owned), "periodic")
 
-
-@app.on_partitions_assigned.connect
-async def _note_assigned(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    assigned: set[TP] = args[0]
-    recovery.assigned({tp.partition for tp in assigned if tp.topic == USAGE})
-
-
-@app.on_rebalance_complete.connect
-async def _restore_assigned(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    await recovery.restore_pending()
-
-
-@app.on_before_shutdown.connect
-async def _checkpoint_at_shutdown(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    from agents.control import feed
-
-    try:
-        await recovery.checkpoint(set(recovery.owned), "shutdown")
-    finally:
-        if recovery.store is not None:
-            await recovery.store.stop()
-        await feed.stop()
-
-
-@app.timer(interval=settings.checkpoint_interval_seconds)
-async def checkpoint_periodically() -> None:
-    if recovery.enabled and not app.rebalancing:
-        await recovery.checkpoint(set(recovery.owned), "periodic")
-
-
-@app.timer(interval=settings.alert_check_seconds)
-async def check_reliability() -> None:
-    from agents.alerts import publish_alert
-
-    for alert in recovery.check(time.time()):
-        await publish_alert(alert)
+    @app.timer(interval=settings.alert_check_seconds)
+    async def check_reliability() -> None:
+        for alert in recovery.check(time.time()):
+            await app.publish.alert(alert)

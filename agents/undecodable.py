@@ -33,20 +33,15 @@ from faust.types.tuples import ack_lock
 from mode.types.signals import BaseSignalT
 from prometheus_client import Counter, Gauge
 
-from agents.alerts import publish_alert
-from agents.control import acknowledge, handles
+from agents.control import Controls
 from engine.alerting import AlertTransition, fingerprint
 from schemas.control import ControlCommand
-from streams.app import _kafka_consumer, app
+from streams.app import WarmcastApp, kafka_consumer
 from streams.sending import truncate_to_fit
 from streams.undecodable import UndecodableBatch, guard_consumer, summary
 
 log = logging.getLogger(__name__)
 
-runtime = app.runtime
-settings = runtime.settings
-USAGE = settings.topic("usage")
-INPUTS = (USAGE, settings.topic("metrics"))
 KIND = "undecodable_batch"
 #: The dead-letter reason of a skipped batch.
 REASON = "undecodable_batch"
@@ -56,7 +51,12 @@ class Undecodable:
     """The input partitions this worker holds on a batch it cannot decode, and the
     batches the operator has said to skip."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: WarmcastApp) -> None:
+        self.app = app
+        self.runtime = runtime = app.runtime
+        self.settings = settings = runtime.settings
+        self.usage_topic = settings.topic("usage")
+        self.inputs = (self.usage_topic, settings.topic("metrics"))
         #: (topic, partition) -> the batch it is paused on
         self.held: dict[tuple[str, int], UndecodableBatch] = {}
         #: (topic, partition, first offset) -> who said to skip it
@@ -83,7 +83,7 @@ class Undecodable:
             ["topic"],
             registry=r,
         )
-        for topic in INPUTS:
+        for topic in self.inputs:
             self.batches.labels(topic=topic)
             self.skipped.labels(topic=topic)
             runtime.metrics.dead_letters.labels(topic=topic, reason=REASON)
@@ -188,15 +188,15 @@ class Undecodable:
         ]
         dlq = f"{batch.topic}.dlq"
         _, value, headers = truncate_to_fit(
-            None, batch.raw, headers, app.sender.limit(dlq), settings.max_message_bytes
+            None, batch.raw, headers, self.app.sender.limit(dlq), self.settings.max_message_bytes
         )
         origin = (batch.topic, batch.partition, batch.first_offset)
-        delivery = await app.sender.send(dlq, value, headers=headers, origin=origin)
+        delivery = await self.app.sender.send(dlq, value, headers=headers, origin=origin)
         # the skip goes on once the broker has it (tried again meanwhile; the skip fails
         # after the send timeout and may be asked again)
-        await asyncio.wait_for(asyncio.shield(delivery.done), settings.send_timeout_seconds)
-        runtime.metrics.dead_letters.labels(topic=batch.topic, reason=REASON).inc()
-        runtime.note_dead_letters(1, time.time())
+        await asyncio.wait_for(asyncio.shield(delivery.done), self.settings.send_timeout_seconds)
+        self.runtime.metrics.dead_letters.labels(topic=batch.topic, reason=REASON).inc()
+        self.runtime.note_dead_letters(1, time.time())
 
     async def _move_past(self, batch: UndecodableBatch) -> None:
         """Fetch the partition again from after the batch. Its offsets count as done, as
@@ -204,7 +204,7 @@ class Undecodable:
         everything before them is done, as Faust commits any message."""
         topic, partition = batch.topic, batch.partition
         tp, first, last = TP(topic, partition), batch.first_offset, batch.last_offset
-        consumer: Any = app.consumer
+        consumer: Any = self.app.consumer
         await self._wait_for_earlier(tp, first)
         if last > first:
             await consumer._add_gap(tp, first, last - 1)
@@ -214,7 +214,7 @@ class Undecodable:
                 consumer._acked_index[tp].add(last)
                 consumer._acked[tp].append(last)
                 consumer._n_acked += 1
-        thread, kafka = _kafka_consumer(app)
+        thread, kafka = kafka_consumer(self.app)
         kafka_tp = TopicPartition(topic, partition)
 
         async def go_on() -> None:
@@ -222,15 +222,15 @@ class Undecodable:
             kafka.resume(kafka_tp)
 
         await thread.call_thread(go_on)
-        if topic == USAGE:
-            runtime.read_offsets[partition] = last
+        if topic == self.usage_topic:
+            self.runtime.read_offsets[partition] = last
 
     async def _wait_for_earlier(self, tp: TP, first: int, timeout: float = 30.0) -> None:
         """Wait (a while) until the messages before the batch are processed, so that a
         commit past the batch never gets ahead of them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        consumer: Any = app.consumer
+        consumer: Any = self.app.consumer
         while any(m.tp == tp and m.offset < first for m in list(consumer.unacked)):
             if loop.time() > deadline:
                 log.warning("messages of %s before offset %d are still in process", tp, first)
@@ -258,7 +258,7 @@ class Undecodable:
                 await self._alert(batch, "resolved", note)
 
     async def _alert(self, batch: UndecodableBatch, state: str, text: str) -> None:
-        if KIND in settings.disabled_alerts:
+        if KIND in self.settings.disabled_alerts:
             return
         subject = f"{batch.topic}/{batch.partition}"
         alert = AlertTransition(
@@ -272,51 +272,59 @@ class Undecodable:
             None,
             time.time(),
         )
-        if runtime.alerts.record(alert):
-            await publish_alert(alert)
-        firing = runtime.alerts.firing_kinds().get(KIND, 0)
-        runtime.metrics.alerts_firing.labels(kind=KIND).set(firing)
+        if self.runtime.alerts.record(alert):
+            await self.app.publish.alert(alert)
+        firing = self.runtime.alerts.firing_kinds().get(KIND, 0)
+        self.runtime.metrics.alerts_firing.labels(kind=KIND).set(firing)
+
+    def guard(self) -> bool:
+        """Guard the worker's consumer (once it exists; again is a no-op)."""
+        _, consumer = kafka_consumer(self.app)
+        return consumer is not None and guard_consumer(consumer, self.inputs, self.found)
 
 
-undecodable = Undecodable()
-runtime.metrics.alerts_firing.labels(kind=KIND).set(0)
+def register(app: WarmcastApp, controls: Controls) -> Undecodable:
+    """Guard ``app``'s input batches; the control ``skip_batch`` skips one."""
+    undecodable = Undecodable(app)
+    app.runtime.metrics.alerts_firing.labels(kind=KIND).set(0)
 
+    async def skip_batch(command: ControlCommand, result: dict[str, Any], by: str) -> None:
+        """The control ``skip_batch``: the worker holding the partition skips the batch;
+        the others remember the order."""
+        assert command.topic is not None and command.partition is not None
+        assert command.offset is not None
+        who = f"control {command.id}" + (f" by {command.issued_by}" if command.issued_by else "")
+        skipped = await undecodable.skip(command.topic, command.partition, command.offset, who)
+        result.update(skipped)
+        if skipped.get("skipped"):
+            where = f"{command.topic}/{command.partition}/{command.offset}"
+            note = f"batch at {where} skipped{by}"
+            await controls.feed.acknowledge(f"skip/{where}", "resolved", note)
 
-@handles("skip_batch")
-async def _skip_batch(command: ControlCommand, result: dict[str, Any], by: str) -> None:
-    """The control ``skip_batch``: the worker holding the partition skips the batch; the
-    others remember the order."""
-    assert command.topic is not None and command.partition is not None
-    assert command.offset is not None
-    who = f"control {command.id}" + (f" by {command.issued_by}" if command.issued_by else "")
-    skipped = await undecodable.skip(command.topic, command.partition, command.offset, who)
-    result.update(skipped)
-    if skipped.get("skipped"):
-        where = f"{command.topic}/{command.partition}/{command.offset}"
-        await acknowledge(f"skip/{where}", "resolved", f"batch at {where} skipped{by}")
+    controls.handles("skip_batch", skip_batch)
 
+    @app.task
+    async def guard_input_batches() -> None:
+        if not undecodable.guard():
+            log.warning(
+                "the consumer is not up yet: its batches are guarded at the first rebalance"
+            )
 
-def guard() -> bool:
-    """Guard the worker's consumer (once it exists; again is a no-op)."""
-    _, consumer = _kafka_consumer(app)
-    return consumer is not None and guard_consumer(consumer, INPUTS, undecodable.found)
+    @app.on_partitions_assigned.connect
+    async def _guard_assigned(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        if not undecodable.guard():
+            log.error(
+                "record batches of %s are not guarded: a bad one stops the worker",
+                undecodable.inputs,
+            )
+        await undecodable.assigned(args[0])
 
+    @app.on_partitions_revoked.connect
+    def _release_revoked(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        undecodable.revoked(args[0])
 
-@app.task
-async def guard_input_batches() -> None:
-    if not guard():
-        log.warning("the consumer is not up yet: its batches are guarded at the first rebalance")
-
-
-@app.on_partitions_assigned.connect
-async def _guard_assigned(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    if not guard():
-        log.error("record batches of %s are not guarded: a bad one stops the worker", INPUTS)
-    await undecodable.assigned(args[0])
-
-
-@app.on_partitions_revoked.connect
-def _release_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
-    undecodable.revoked(args[0])
+    return undecodable

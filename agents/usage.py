@@ -4,7 +4,7 @@ A usage message is acknowledged (its offset may be committed) once what it cause
 delivered: its dead letters, the forwards of its events to the partitions that own them,
 and the warmup commands they led to (:mod:`streams.holding`). Nothing raises out of the
 agent into Faust's restart loop: a message the worker itself fails on is dead-lettered as
-``processing_error``, counted as a crash of the agent (:mod:`agents.probes`), and the
+``processing_error``, counted as a crash of the agent (:mod:`streams.crashes`), and the
 others go on.
 """
 
@@ -15,19 +15,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from faust.types import EventT, StreamT
 
-from agents.deadletter import dead_letter, decode_or_dead_letter, failed
-from agents.health import EARLY_FLUSH_MODELS, write_through_changelog
-from engine.lease import Command
+from agents.health import EARLY_FLUSH_MODELS, HealthKeeper
 from schemas.envelope import EventError
 from schemas.usage import UsageEvent
-from streams.app import app, health_store, usage_topic, warmup_topic
+from streams.app import WarmcastApp
 from streams.batching import behind, take_batches
-from streams.emit import CommandEmitter
 from streams.partitioning import partition_for
 from streams.runtime import Origin
 from streams.sending import Delivery, split_to_fit
@@ -40,140 +37,211 @@ FORWARDED = "warmcast.forwarded"
 ORIGIN = "warmcast.origin"
 #: Room kept in a forwarded record for its origin header (a run per source message).
 ORIGIN_ROOM = 2_048
-AGENT = "agents.usage.usage_agent"  # the agent's name, as Faust gives it
+AGENT = "agents.usage.usage_agent"  # the agent's name
 #: A usage event and the message it came in.
 Sourced = tuple[UsageEvent, EventT]
 
 
-@app.agent(usage_topic)
-async def usage_agent(stream: StreamT) -> None:
-    """Usage messages in batches of at most ``usage_batch_messages`` (or
-    ``usage_batch_bytes``): the per-message work that is not per event is done once. A
-    batch waits at most ``usage_batch_seconds`` to fill up, or
-    ``usage_catchup_batch_seconds`` while the worker is behind."""
-    s = app.runtime.settings
-    most = s.usage_batch_messages
-    last: list[EventT] = []
-
-    def wait() -> float:
-        if last and behind(app.consumer, last[-1], most):
-            return s.usage_catchup_batch_seconds
-        return s.usage_batch_seconds
-
-    sizes = app.runtime.metrics.usage_batches
-    # Closed when the loop raises: a restarted agent reads the stream alone.
-    async with contextlib.aclosing(
-        take_batches(stream, most, s.usage_batch_bytes, wait, acknowledge=False)
-    ) as batches:
-        async for batch in batches:
-            sizes.observe(len(batch))
-            await process_usage(batch)
-            last = batch
+def register(app: WarmcastApp, keeper: HealthKeeper) -> UsageAgent:
+    """Register the usage agent on ``app``; returns it."""
+    usage = UsageAgent(app, keeper)
+    app.agent(app.worker_topics.usage, name=AGENT)(usage.run)
+    return usage
 
 
-async def process_usage(batch: Sequence[EventT]) -> None:
-    """Messages taken together: each is decoded and checked on its own (bad ones are
-    dead-lettered), then the events of each partition go to its engine at once; each
-    partition's messages are acknowledged once what they caused is delivered."""
-    runtime = app.runtime
-    metrics = runtime.metrics
-    started = time.perf_counter()
-    taken: dict[int, list[EventT]] = {}  # each partition's messages, in order
-    waits: dict[int, list[Delivery]] = {}  # what they wait for
-    try:
-        now = time.time()
-        n_partitions = runtime.usage_partitions
-        mine: dict[int, list[UsageEvent]] = {}
-        fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
-        offsets: dict[int, list[int]] = {}  # the message offset of each event of ``mine``
-        origins: dict[int, list[Origin | None]] = {}  # where forwarded ones were first read
-        foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
-        read = runtime.read_offsets
-        for event in batch:
-            message = event.message
-            partition = message.partition
-            read[partition] = message.offset
-            messages = taken.get(partition)
-            if messages is None:
-                messages = taken[partition] = []
-                waits[partition] = []
-            messages.append(event)
-            good = await decode_or_dead_letter(event, UsageEvent, now, waits[partition], AGENT)
-            if not good:
-                continue
-            queue = mine.get(partition)
-            if queue is None:
-                queue = mine[partition] = []
-                fed[partition] = []
-                offsets[partition] = []
-                origins[partition] = []
-            kept = len(queue)
-            first_read = origins_of(message.headers, len(good)) or [None] * len(good)
-            came_from = origins[partition]
-            for ev, where in zip(good, first_read, strict=True):
-                owner = partition_for(ev.model_id, n_partitions)
-                if owner == partition:
-                    queue.append(ev)
-                    came_from.append(where)
-                else:
-                    foreign[partition, owner].append((ev, event))
-            offsets[partition] += [message.offset] * (len(queue) - kept)
-            if len(queue) - kept < len(good):  # counted by the partition they arrived on
-                runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
-            fed[partition].append(event)
-        for (source, owner), theirs in foreign.items():
-            waits[source] += await forward(owner, theirs)
-        for partition, events in mine.items():
-            if events:
-                waits[partition] += await apply_or_dead_letter(
-                    partition, events, offsets[partition], origins[partition], fed[partition]
+class UsageAgent:
+    """Usage messages in, events to their partition's engine, commands out."""
+
+    def __init__(self, app: WarmcastApp, keeper: HealthKeeper) -> None:
+        self.app = app
+        self.keeper = keeper
+        self.topic = app.worker_topics.usage.get_topic_name()
+
+    async def run(self, stream: StreamT) -> None:
+        """Usage messages in batches of at most ``usage_batch_messages`` (or
+        ``usage_batch_bytes``): the per-message work that is not per event is done once.
+        A batch waits at most ``usage_batch_seconds`` to fill up, or
+        ``usage_catchup_batch_seconds`` while the worker is behind."""
+        app = self.app
+        s = app.runtime.settings
+        most = s.usage_batch_messages
+        last: list[EventT] = []
+
+        def wait() -> float:
+            if last and behind(app.consumer, last[-1], most):
+                return s.usage_catchup_batch_seconds
+            return s.usage_batch_seconds
+
+        sizes = app.runtime.metrics.usage_batches
+        # Closed when the loop raises: a restarted agent reads the stream alone.
+        async with contextlib.aclosing(
+            take_batches(stream, most, s.usage_batch_bytes, wait, acknowledge=False)
+        ) as batches:
+            async for batch in batches:
+                sizes.observe(len(batch))
+                await self.process(batch)
+                last = batch
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        """Messages taken together: each is decoded and checked on its own (bad ones are
+        dead-lettered), then the events of each partition go to its engine at once; each
+        partition's messages are acknowledged once what they caused is delivered."""
+        app = self.app
+        runtime = app.runtime
+        metrics = runtime.metrics
+        started = time.perf_counter()
+        taken: dict[int, list[EventT]] = {}  # each partition's messages, in order
+        waits: dict[int, list[Delivery]] = {}  # what they wait for
+        try:
+            now = time.time()
+            n_partitions = runtime.usage_partitions
+            mine: dict[int, list[UsageEvent]] = {}
+            fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
+            offsets: dict[int, list[int]] = {}  # the message offset of each event of ``mine``
+            origins: dict[int, list[Origin | None]] = {}  # where forwarded ones were first read
+            foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
+            read = runtime.read_offsets
+            for event in batch:
+                message = event.message
+                partition = message.partition
+                read[partition] = message.offset
+                messages = taken.get(partition)
+                if messages is None:
+                    messages = taken[partition] = []
+                    waits[partition] = []
+                messages.append(event)
+                good = await app.dead_letters.decode(
+                    event, UsageEvent, now, waits[partition], AGENT
                 )
-    except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
-        log.exception("could not process a batch of %d usage messages", len(batch))
-        for partition, messages in taken.items():
-            waits[partition] += await failed(AGENT, exc, messages)
-    finally:  # each message is counted, with its share of the batch's time
-        settle = app.gate.settle
-        for partition, messages in taken.items():
-            settle(messages, waits[partition])
-        share = (time.perf_counter() - started) / max(len(batch), 1)
-        observe = metrics.usage_processing.observe
-        for _ in batch:
-            observe(share)
+                if not good:
+                    continue
+                queue = mine.get(partition)
+                if queue is None:
+                    queue = mine[partition] = []
+                    fed[partition] = []
+                    offsets[partition] = []
+                    origins[partition] = []
+                kept = len(queue)
+                first_read = origins_of(message.headers, len(good)) or [None] * len(good)
+                came_from = origins[partition]
+                for ev, where in zip(good, first_read, strict=True):
+                    owner = partition_for(ev.model_id, n_partitions)
+                    if owner == partition:
+                        queue.append(ev)
+                        came_from.append(where)
+                    else:
+                        foreign[partition, owner].append((ev, event))
+                offsets[partition] += [message.offset] * (len(queue) - kept)
+                if len(queue) - kept < len(good):  # counted by the partition they arrived on
+                    runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
+                fed[partition].append(event)
+            for (source, owner), theirs in foreign.items():
+                waits[source] += await self.forward(owner, theirs)
+            for partition, events in mine.items():
+                if events:
+                    waits[partition] += await self.apply_or_dead_letter(
+                        partition, events, offsets[partition], origins[partition], fed[partition]
+                    )
+        except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
+            log.exception("could not process a batch of %d usage messages", len(batch))
+            for partition, messages in taken.items():
+                waits[partition] += await app.dead_letters.failed(AGENT, exc, messages)
+        finally:  # each message is counted, with its share of the batch's time
+            settle = app.gate.settle
+            for partition, messages in taken.items():
+                settle(messages, waits[partition])
+            share = (time.perf_counter() - started) / max(len(batch), 1)
+            observe = metrics.usage_processing.observe
+            for _ in batch:
+                observe(share)
 
+    async def forward(self, partition: int, events: list[Sourced]) -> list[Delivery]:
+        """Send events to the partition that owns their served models (unkeyed producers), in
+        as many envelopes as the producer's request limit needs; an event too large to be
+        forwarded even alone is dead-lettered."""
+        app = self.app
+        sender = app.sender
+        topic = self.topic
+        key = events[0][0].model_id.encode()
+        room = [(FORWARDED, b"1"), (ORIGIN, bytes(ORIGIN_ROOM))]
 
-async def forward(partition: int, events: list[Sourced]) -> list[Delivery]:
-    """Send events to the partition that owns their served models (unkeyed producers), in
-    as many envelopes as the producer's request limit needs; an event too large to be
-    forwarded even alone is dead-lettered."""
-    sender = app.sender
-    topic = usage_topic.get_topic_name()
-    key = events[0][0].model_id.encode()
-    room = [(FORWARDED, b"1"), (ORIGIN, bytes(ORIGIN_ROOM))]
+        def encode(part: Sequence[Sourced]) -> bytes:
+            return orjson.dumps([e.model_dump(exclude_none=True) for e, _ in part])
 
-    def encode(part: Sequence[Sourced]) -> bytes:
-        return orjson.dumps([e.model_dump(exclude_none=True) for e, _ in part])
-
-    pieces, alone = split_to_fit(events, encode, lambda b: sender.fits(topic, key, b, room))
-    first = events[0][1].message
-    origin = (first.topic, first.partition, first.offset)
-    places = places_of(events)
-    out = []
-    for part, body in pieces:
-        where = [places[id(item)] for item in part]
-        headers = [(FORWARDED, b"1"), (ORIGIN, origin_header(first.partition, where))]
-        out.append(
-            await sender.send(
-                topic, body, key=key, partition=partition, headers=headers, origin=origin
+        pieces, alone = split_to_fit(events, encode, lambda b: sender.fits(topic, key, b, room))
+        first = events[0][1].message
+        origin = (first.topic, first.partition, first.offset)
+        places = places_of(events)
+        out = []
+        for part, body in pieces:
+            where = [places[id(item)] for item in part]
+            headers = [(FORWARDED, b"1"), (ORIGIN, origin_header(first.partition, where))]
+            out.append(
+                await sender.send(
+                    topic, body, key=key, partition=partition, headers=headers, origin=origin
+                )
             )
+        for ev, source in alone:
+            body = encode([(ev, source)])
+            why = f"event of {len(body)} bytes cannot be forwarded within {sender.limit(topic)}"
+            out.append(
+                await app.dead_letters.dead_letter(
+                    source, EventError("oversize", "RecordTooLarge", why, raw=body)
+                )
+            )
+        return out
+
+    async def apply_or_dead_letter(
+        self,
+        partition: int,
+        events: list[UsageEvent],
+        offsets: list[int],
+        origins: list[Origin | None],
+        messages: list[EventT],
+    ) -> list[Delivery]:
+        """:meth:`apply_usage`; if the worker fails on it, ``messages`` are dead-lettered
+        as ``processing_error`` (:meth:`~streams.deadletters.DeadLetters.failed`). Returns
+        what the messages wait for."""
+        try:
+            return await self.apply_usage(partition, events, offsets, origins)
+        except Exception as exc:
+            log.exception("could not apply %d usage events of partition %d", len(events), partition)
+            return await self.app.dead_letters.failed(AGENT, exc, messages)
+
+    async def apply_usage(
+        self,
+        partition: int,
+        events: list[UsageEvent],
+        offsets: list[int],
+        origins: list[Origin | None] | None = None,
+    ) -> list[Delivery]:
+        """Events of models this partition owns (``offsets``: the input offset of each one's
+        message, in order; ``origins``: where forwarded ones were first read): engine, rolling
+        health, commands out (returns their deliveries)."""
+        app = self.app
+        runtime = app.runtime
+        if origins is not None and not any(origins):
+            origins = None
+        store = app.health_store
+        commands, touched = runtime.apply_usage(
+            partition,
+            events,
+            store.decoded,
+            time.time(),
+            offset=offsets[-1],
+            offsets=offsets,
+            origins=origins,
         )
-    for ev, source in alone:
-        body = encode([(ev, source)])
-        why = f"event of {len(body)} bytes cannot be forwarded within {sender.limit(topic)}"
-        out.append(
-            await dead_letter(source, EventError("oversize", "RecordTooLarge", why, raw=body))
-        )
-    return out
+        store.mark(touched)
+        over = len(store.pending) - runtime.settings.health_pending_max
+        if over > 0:  # many new models: those waiting longest are written now, not on the timer
+            self.keeper.write_through_changelog()
+            store.flush_oldest(max(over, EARLY_FLUSH_MODELS))
+        gone = runtime.engines[partition].drain_evicted()  # the engine apply_usage just fed
+        if gone:  # health follows the engine: a flood of new model ids stays bounded
+            store.forget(gone)
+            runtime.forget_health(partition, gone)
+        return await app.publish.commands(commands)
 
 
 def places_of(events: Sequence[Sourced]) -> dict[int, tuple[int, int]]:
@@ -234,81 +302,3 @@ def origins_of(headers: Any, n: int) -> list[Origin | None] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return out if len(out) == n else None
-
-
-async def apply_or_dead_letter(
-    partition: int,
-    events: list[UsageEvent],
-    offsets: list[int],
-    origins: list[Origin | None],
-    messages: list[EventT],
-) -> list[Delivery]:
-    """:func:`apply_usage`; if the worker fails on it, ``messages`` are dead-lettered as
-    ``processing_error`` (:func:`~agents.deadletter.failed`). Returns what the messages
-    wait for."""
-    try:
-        return await apply_usage(partition, events, offsets, origins)
-    except Exception as exc:
-        log.exception("could not apply %d usage events of partition %d", len(events), partition)
-        return await failed(AGENT, exc, messages)
-
-
-async def apply_usage(
-    partition: int,
-    events: list[UsageEvent],
-    offsets: list[int],
-    origins: list[Origin | None] | None = None,
-) -> list[Delivery]:
-    """Events of models this partition owns (``offsets``: the input offset of each one's
-    message, in order; ``origins``: where forwarded ones were first read): engine, rolling
-    health, commands out (returns their deliveries)."""
-    runtime = app.runtime
-    if origins is not None and not any(origins):
-        origins = None
-    commands, touched = runtime.apply_usage(
-        partition,
-        events,
-        health_store.decoded,
-        time.time(),
-        offset=offsets[-1],
-        offsets=offsets,
-        origins=origins,
-    )
-    health_store.mark(touched)
-    over = len(health_store.pending) - runtime.settings.health_pending_max
-    if over > 0:  # many new models: those waiting longest are written now, not on the timer
-        write_through_changelog()
-        health_store.flush_oldest(max(over, EARLY_FLUSH_MODELS))
-    gone = runtime.engines[partition].drain_evicted()  # the engine apply_usage just fed
-    if gone:  # health follows the engine: a flood of new model ids stays bounded
-        health_store.forget(gone)
-        runtime.forget_health(partition, gone)
-    return await publish_commands(commands) if commands else []
-
-
-def emitter() -> CommandEmitter:
-    """The worker's command emitter (made at first use)."""
-    runtime = app.runtime
-    made = app.emitter(
-        warmup_topic.get_topic_name(),
-        runtime.warmup_partitions,
-        CommandEmitter,
-        linger_seconds=runtime.settings.producer_linger_ms / 1000,
-    )
-    return cast(CommandEmitter, made)
-
-
-async def publish_commands(commands: list[Command]) -> list[Delivery]:
-    """Queue commands for delivery, in record batches per warmup partition; wait for the
-    queue to empty when the broker falls behind. Returns their deliveries."""
-    queue = emitter()
-    deliveries = queue.publish(commands)
-    if queue.queued > app.runtime.settings.command_queue_max:
-        await queue.drain()
-    metrics = app.runtime.metrics
-    warm = sum(1 for c in commands if c.action == "warm")
-    if warm:
-        metrics.warm_commands.inc(warm)
-    if len(commands) > warm:
-        metrics.release_commands.inc(len(commands) - warm)
-    return deliveries

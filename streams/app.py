@@ -1,7 +1,9 @@
-"""The Faust app: ``faust -A streams.app worker`` or ``warmcast run``.
+"""The worker's Faust app, made from settings by :func:`create_app`.
 
-Settings come from the environment (see :mod:`streams.settings`); topics are created at
-start if missing; agents are registered by importing :mod:`agents`.
+The app holds what every agent shares: the runtime (engines per partition, health,
+alerts), the topics, the health table, the sender and the publishers. Topics are created
+at start if missing. Agents are not registered here: :func:`agents.build_app` makes the
+app and registers them (``warmcast run``, or ``faust -A agents.main worker``).
 """
 
 from __future__ import annotations
@@ -9,20 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka import TopicPartition
-from faust.types import TP, EventT
+from faust.types import TP, EventT, TopicT
 from mode.types.signals import BaseSignalT
 
 from engine import native
 from streams.collector import settle_garbage_collector
+from streams.crashes import AgentCrashes
+from streams.deadletters import DeadLetters
 from streams.emit import RecordEmitter, drain_all, drain_before_flush
 from streams.healthstore import HealthStore
 from streams.holding import InputGate
 from streams.kafka import ensure_topics, topic_message_limits
 from streams.partitioning import default_partitioner, partition_for
+from streams.publishers import Publishers
 from streams.runtime import Runtime
 from streams.security import broker_credentials
 from streams.sending import Backoff, Sender
@@ -38,6 +44,13 @@ class WarmcastApp(UnmonitoredApp):
     leaves Faust's Monitor out, see :mod:`streams.sensors`)."""
 
     runtime: Runtime
+    worker_topics: Topics
+    #: Rolling health per served model (bytes of ModelHealth by model id's bytes).
+    model_health: Any
+    health_store: HealthStore
+    publish: Publishers
+    crashes: AgentCrashes
+    dead_letters: DeadLetters
     #: Record emitters by topic (see :meth:`emitter`).
     emitters: dict[str, RecordEmitter]
     #: Called before every offset commit, before the emitters are drained: each queues
@@ -170,7 +183,7 @@ class WarmcastApp(UnmonitoredApp):
         runtime.warmup_partitions = partitions.get(settings.topic("warmup"), settings.partitions)
 
 
-def _kafka_consumer(app: faust.App) -> tuple[Any, Any]:
+def kafka_consumer(app: faust.App) -> tuple[Any, Any]:
     """The thread Faust runs its Kafka consumer in, and that ``AIOKafkaConsumer``
     (``None``, ``None`` before the consumer has started)."""
     thread = getattr(app.consumer, "_thread", None)
@@ -184,7 +197,7 @@ def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
     empty fetch for its whole wait, which would add up to that much latency per event.
     Returns whether the consumer was found.
     """
-    _, consumer = _kafka_consumer(app)
+    _, consumer = kafka_consumer(app)
     if consumer is None:
         return False
     consumer._fetch_max_wait_ms = fetch_max_wait_ms
@@ -206,7 +219,7 @@ async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
     next rebalance makes a new assignment, in which Faust recovers before this runs again.
     Standby partitions (``table_standby_replicas``) keep being fetched.
     """
-    thread, consumer = _kafka_consumer(app)
+    thread, consumer = kafka_consumer(app)
     if consumer is None:
         return []
     changelogs = app.tables.changelog_topics
@@ -232,7 +245,7 @@ def seek_uncommitted_to_beginning(app: faust.App) -> bool:
     that has something to seek back to gets them again, one without a commit (a new
     group, or one that has waited since its first offset) lost them.
     """
-    _, consumer = _kafka_consumer(app)
+    _, consumer = kafka_consumer(app)
     if consumer is None:
         return False
     if getattr(consumer, "_warmcast_seeks_uncommitted", False):
@@ -258,7 +271,7 @@ def input_gate(app: WarmcastApp) -> InputGate:
     """The app's :class:`InputGate`: pauses and resumes partitions in its Kafka consumer."""
 
     async def fetching(tps: set[TP], on: bool) -> None:
-        thread, consumer = _kafka_consumer(app)
+        thread, consumer = kafka_consumer(app)
         if consumer is None:
             return
         assigned = consumer.assignment()
@@ -325,10 +338,24 @@ def faust_options(settings: WarmcastSettings) -> dict[str, Any]:
     return options
 
 
+@dataclass(frozen=True)
+class Topics:
+    """The worker's topics (names from :meth:`WarmcastSettings.topic`)."""
+
+    usage: TopicT
+    metrics: TopicT
+    warmup: TopicT
+    alerts: TopicT
+    health: TopicT
+
+
 def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
+    """The worker's Faust app from ``settings`` (else from the environment): its topics,
+    health table and publishers, without agents (:func:`agents.build_app` registers
+    them)."""
     settings = settings or load_settings()
     app = WarmcastApp(settings.app_id, **faust_options(settings))
-    app.runtime = Runtime(settings)
+    runtime = app.runtime = Runtime(settings)
     app.emitters = {}
     app.before_commit = []
     app.after_drain = []
@@ -339,6 +366,37 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
         attempts=settings.send_attempts,
     )
     app.gate = input_gate(app)
+    n = settings.partitions
+    app.worker_topics = Topics(
+        *(app.topic(settings.topic(name), partitions=n) for name in Topics.__annotations__)
+    )
+    #: Rolling health per served model, recovered from its changelog after a restart.
+    app.model_health = app.Table(
+        "model-health",
+        default=None,
+        partitions=n,
+        key_type=bytes,  # the model id's bytes, partitioned as producers key usage events
+        value_type=bytes,  # ModelHealth.to_bytes: compact, decoded only when needed
+        use_partitioner=True,
+    )
+    #: The table's entries as the agents see them: changes are written in batches.
+    app.health_store = HealthStore(app.model_health, ranked=2 * settings.health_list_max)
+    app.publish = Publishers(
+        runtime,
+        app.sender,
+        app.emitter,
+        settings.topic("warmup"),
+        settings.topic("alerts"),
+    )
+    app.crashes = AgentCrashes(runtime, app.publish)
+    app.dead_letters = DeadLetters(runtime, app.sender, app.crashes)
+    _connect_signals(app)
+    return app
+
+
+def _connect_signals(app: WarmcastApp) -> None:
+    """What the app does at start, at each rebalance and at shutdown, beside its agents."""
+    settings = app.runtime.settings
     fetch_wait = settings.fetch_max_wait_ms
 
     @app.task
@@ -364,57 +422,30 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
         paused = await stop_fetching_changelogs(app)
         app.runtime.metrics.paused_partitions.set(len(paused))
 
-    return app
+    @app.on_partitions_revoked.connect
+    def _drop_decoded_health(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        """Partitions going away take their decoded health with them (see Runtime)."""
+        revoked: set[TP] = args[0]
+        usage = settings.topic("usage")
+        partitions = {tp.partition for tp in revoked if tp.topic == usage}
+        n = app.runtime.usage_partitions
+        store = app.health_store
+        store.flush(partitions, lambda model_id: partition_for(model_id, n))
+        store.rankings.drop(lambda model_id: partition_for(model_id, n) in partitions)
+        app.runtime.drop_decoded(partitions)
 
-
-app = create_app()
-settings = app.runtime.settings
-
-usage_topic = app.topic(settings.topic("usage"), partitions=settings.partitions)
-metrics_topic = app.topic(settings.topic("metrics"), partitions=settings.partitions)
-warmup_topic = app.topic(settings.topic("warmup"), partitions=settings.partitions)
-alerts_topic = app.topic(settings.topic("alerts"), partitions=settings.partitions)
-health_topic = app.topic(settings.topic("health"), partitions=settings.partitions)
-
-#: Rolling health per served model, recovered from its changelog after a restart.
-model_health = app.Table(
-    "model-health",
-    default=None,
-    partitions=settings.partitions,
-    key_type=bytes,  # the model id's bytes, partitioned as producers key usage events
-    value_type=bytes,  # ModelHealth.to_bytes: compact, decoded only when needed
-    use_partitioner=True,
-)
-#: The table's entries as the agents see them: changes are written in batches.
-health_store = HealthStore(model_health, ranked=2 * settings.health_list_max)
-
-
-@app.on_partitions_revoked.connect
-def _drop_decoded_health(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    """Partitions going away take their decoded health with them (see Runtime)."""
-    revoked: set[TP] = args[0]
-    usage = settings.topic("usage")
-    partitions = {tp.partition for tp in revoked if tp.topic == usage}
-    n = app.runtime.usage_partitions
-    health_store.flush(partitions, lambda model_id: partition_for(model_id, n))
-    health_store.rankings.drop(lambda model_id: partition_for(model_id, n) in partitions)
-    app.runtime.drop_decoded(partitions)
-
-
-@app.on_before_shutdown.connect
-async def _write_pending_health(
-    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-) -> None:
-    """The consumer has stopped: write what the health table has not been told yet, and
-    hand everything queued to the producer before it stops (within the stop's time)."""
-    health_store.flush()
-    left = app.stopping.left(0.5) if app.stopping is not None else None
-    try:
-        await asyncio.wait_for(drain_all(app.emitters), left)
-    except TimeoutError:
-        log.warning("queued records were not all handed to the producer within %.0fs", left)
-
-
-import agents  # noqa: E402,F401  (registers the agents and web views on ``app``)
+    @app.on_before_shutdown.connect
+    async def _write_pending_health(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        """The consumer has stopped: write what the health table has not been told yet,
+        and hand everything queued to the producer before it stops (within the stop's
+        time)."""
+        app.health_store.flush()
+        left = app.stopping.left(0.5) if app.stopping is not None else None
+        try:
+            await asyncio.wait_for(drain_all(app.emitters), left)
+        except TimeoutError:
+            log.warning("queued records were not all handed to the producer within %.0fs", left)

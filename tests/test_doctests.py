@@ -1,7 +1,6 @@
-"""The doctests of the streams and tools modules (``testpaths`` collects doctests from the
-engine and the contracts only). Left out: ``streams.app``, which registers the agents when
-imported, ``streams.broker``, whose example starts a broker and is skipped, and the
-modules with no examples."""
+"""The doctests of the agents, streams and tools modules (``testpaths`` collects doctests
+from the engine and the contracts only). Left out: ``streams.broker``, whose example starts
+a broker and is skipped, and the modules with no examples."""
 
 from __future__ import annotations
 
@@ -11,6 +10,8 @@ import importlib
 import pytest
 
 MODULES = [
+    "agents.control",
+    "agents.usage",
     *(
         f"streams.{name}"
         for name in (
@@ -23,6 +24,7 @@ MODULES = [
             "loop",
             "metrics",
             "partitioning",
+            "publishers",
             "security",
             "sending",
             "settings",

@@ -120,10 +120,11 @@ def _run_worker(settings: WarmcastSettings) -> int:
             file=sys.stderr,
         )
         return 2
-    from streams.app import app
+    from agents import build_app
     from streams.loop import use_event_loop
 
     use_event_loop(settings.event_loop)
+    app = build_app(settings)
     worker = app.Worker(loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
