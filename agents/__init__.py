@@ -7,8 +7,18 @@ it. No module here holds an app of its own.
 
 from __future__ import annotations
 
-from agents import alerts, control, delivery, health, metrics, probes, recovery, undecodable
-from agents import usage, web
+from agents import (
+    alerts,
+    control,
+    delivery,
+    health,
+    metrics,
+    probes,
+    recovery,
+    undecodable,
+    usage,
+    web,
+)
 from agents.control import ControlFeed
 from agents.recovery import Recovery
 from streams.app import WarmcastApp, create_app

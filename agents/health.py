@@ -62,8 +62,8 @@ class HealthKeeper:
 
     def snapshot_of(self, health: ModelHealth) -> dict[str, Any]:
         runtime = self.app.runtime
-        partition = partition_for(health.model_id, runtime.usage_partitions)
-        now = runtime.partition_event_time.get(partition, health.last_seen)
+        step = runtime.steps.get(partition_for(health.model_id, runtime.usage_partitions))
+        now = health.last_seen if step is None or step.event_time is None else step.event_time
         return health.snapshot(now, runtime.settings.health_window_seconds)
 
     def write_through_changelog(self) -> None:

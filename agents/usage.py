@@ -21,12 +21,12 @@ import orjson
 from faust.types import EventT, StreamT
 
 from agents.health import EARLY_FLUSH_MODELS, HealthKeeper
+from engine.partition import Origin
 from schemas.envelope import EventError
 from schemas.usage import UsageEvent
 from streams.app import WarmcastApp
 from streams.batching import behind, take_batches
 from streams.partitioning import partition_for
-from streams.runtime import Origin
 from streams.sending import Delivery, split_to_fit
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,9 @@ class UsageAgent:
         if over > 0:  # many new models: those waiting longest are written now, not on the timer
             self.keeper.write_through_changelog()
             store.flush_oldest(max(over, EARLY_FLUSH_MODELS))
-        gone = runtime.engines[partition].drain_evicted()  # the engine apply_usage just fed
+        gone = runtime.steps[partition].evicted()  # of the step apply_usage just fed
         if gone:  # health follows the engine: a flood of new model ids stays bounded
             store.forget(gone)
-            runtime.forget_health(partition, gone)
         return await app.publish.commands(commands)
 
 

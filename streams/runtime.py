@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +18,6 @@ from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
 from engine.crashloop import CrashLoops
-from engine.feed import UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.healthscore import (
     CHECKS,
@@ -31,6 +29,7 @@ from engine.healthscore import (
 )
 from engine.healthscore import score as health_score
 from engine.lease import Command
+from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
 from engine.policies import Policy
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
@@ -41,17 +40,11 @@ from streams.metrics import ALERT_KINDS, WorkerMetrics
 from streams.partitioning import partition_for
 from streams.settings import WarmcastSettings
 
+__all__ = ["FORWARDED_MIN_EVENTS", "HealthLoader", "Origin", "Runtime"]
+
 WARMUP_OUTCOMES = ("issued", "used", "wasted")
 #: Forwarded events in the window below which ``forwarded_events`` does not judge a share.
 FORWARDED_MIN_EVENTS = 20
-
-#: Reads a served model's stored health (``None``: not known yet).
-HealthLoader = Callable[[str], ModelHealth | None]
-#: Where a forwarded usage event was first read: (source partition, source offset, its
-#: rank among the items of that message forwarded to the same partition).
-Origin = tuple[int, int, int]
-#: The place of no forwarded event yet.
-NOT_FORWARDED = [-1, -1]
 
 #: Where the message being processed comes from: (input, partition, offset), input being
 #: ``"usage"`` or ``"metrics"``; ``None`` outside of a message.
@@ -62,8 +55,8 @@ PositionSource = Callable[[], tuple[str, int, int] | None]
 class Runtime:
     settings: WarmcastSettings
     metrics: WorkerMetrics = field(init=False)
-    engines: dict[int, WarmupEngine] = field(default_factory=dict)
-    anomalies: dict[int, MetricAnomalies] = field(default_factory=dict)
+    #: usage partition -> its step (engine, anomaly learners, decoded health)
+    steps: dict[int, PartitionStep] = field(default_factory=dict)
     alerts: AlertTracker = field(init=False)
     usage_partitions: int = 0
     warmup_partitions: int = 0
@@ -72,7 +65,6 @@ class Runtime:
     last_command_wall: float | None = None
     started_wall: float = field(default_factory=time.time)
     newest_event_time: float | None = None
-    partition_event_time: dict[int, float] = field(default_factory=dict)
     started: bool = False  # set once the worker has joined its group and recovered its tables
     dead_letter_window: RateWindow = field(init=False)
     routing: RollingWindow = field(init=False)  # usage events applied, forwarded; wall clock
@@ -80,7 +72,6 @@ class Runtime:
     volume: RollingWindow = field(init=False)  # usage events, event time
     decisions: RollingWindow = field(init=False)  # engine time per message, wall clock
     dirty: set[str] = field(default_factory=set)  # models whose snapshot is due
-    health_cache: dict[int, OrderedDict[str, ModelHealth]] = field(default_factory=dict)
     metric_events: int = 0
     warmups: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WARMUP_OUTCOMES, 0))
     checks: list[CheckResult] = field(default_factory=list)
@@ -137,26 +128,63 @@ class Runtime:
             hysteresis=s.alert_hysteresis,
         )
 
-    def engine_for(self, partition: int, offset: int | None = None) -> WarmupEngine:
-        """The partition's engine (made on first use). The usage message at ``offset``
+    @property
+    def engines(self) -> dict[int, WarmupEngine]:
+        """Each partition's engine."""
+        return {partition: step.engine for partition, step in self.steps.items()}
+
+    @property
+    def anomalies(self) -> dict[int, MetricAnomalies]:
+        """Each partition's metric anomaly learners."""
+        return {partition: step.anomalies for partition, step in self.steps.items()}
+
+    @property
+    def partition_event_time(self) -> dict[int, float]:
+        """Each partition's robust event time (of the partitions fed since they came)."""
+        return {p: s.event_time for p, s in self.steps.items() if s.event_time is not None}
+
+    def step_for(self, partition: int, offset: int | None = None) -> PartitionStep:
+        """The partition's step (made on first use). The usage message at ``offset``
         (else the message being processed, from ``position_source``) is recorded as
         reaching it."""
-        engine = self.engines.get(partition)
-        if engine is None:
+        step = self.steps.get(partition)
+        if step is None:
             engine = WarmupEngine(
                 self.new_policy(),
                 max_models=self.settings.max_models_per_partition,
                 report_evictions=True,
                 tolerance_minutes=self.tolerance_minutes,
             )
-            engine = self.engines[partition] = self._under_controls(partition, engine)
+            step = self.steps[partition] = self._new_step(engine)
+            self._under_controls(partition, engine)
         if offset is not None:
             self.positions["usage", partition] = offset
         elif self.position_source is not None:
             where = self.position_source()
             if where is not None and where[1] == partition:
                 self.positions[where[0], partition] = where[2]
-        return engine
+        return step
+
+    def take_engine(self, partition: int, engine: WarmupEngine) -> PartitionStep:
+        """Run ``engine`` for ``partition`` from now on, in a fresh step."""
+        step = self.steps[partition] = self._new_step(engine)
+        return step
+
+    def engine_for(self, partition: int, offset: int | None = None) -> WarmupEngine:
+        """The partition's engine (see :meth:`step_for`)."""
+        return self.step_for(partition, offset).engine
+
+    def _new_step(
+        self, engine: WarmupEngine, anomalies: MetricAnomalies | None = None
+    ) -> PartitionStep:
+        s = self.settings
+        return PartitionStep(
+            engine,
+            anomalies if anomalies is not None else self._new_anomalies(),
+            window=s.health_window_seconds,
+            windows=self.windows,
+            health_cache_models=s.health_cache_models,
+        )
 
     @property
     def tolerance_minutes(self) -> int:
@@ -208,28 +236,24 @@ class Runtime:
 
     def partition_state(self, partition: int) -> PartitionState | None:
         """What a partition has learned, to checkpoint it (``None``: nothing yet)."""
-        engine = self.engines.get(partition)
-        if engine is None:
+        step = self.steps.get(partition)
+        if step is None:
             return None
-        return PartitionState(
-            engine, self.anomalies.get(partition), self.learned_policies.get(partition)
-        )
+        return PartitionState(step.engine, step.anomalies, self.learned_policies.get(partition))
 
     def install_state(self, partition: int, state: PartitionState) -> WarmupEngine:
         """Take over a partition's restored state, under the current controls."""
         self.learned_policies.pop(partition, None)
         if state.learned_policy is not None:
             self.learned_policies[partition] = state.learned_policy
-        if state.anomalies is not None:
-            self.anomalies[partition] = state.anomalies
-        self.engines[partition] = self._under_controls(partition, state.engine)
-        return self.engines[partition]
-
-    def anomalies_for(self, partition: int) -> MetricAnomalies:
-        watch = self.anomalies.get(partition)
-        if watch is None:
-            watch = self.anomalies[partition] = self._new_anomalies()
-        return watch
+        previous = self.steps.get(partition)
+        anomalies = state.anomalies
+        if anomalies is None and previous is not None:
+            anomalies = previous.anomalies
+        step = self.steps[partition] = self._new_step(state.engine, anomalies)
+        if previous is not None:  # what is decoded stays decoded
+            step.health = previous.health
+        return self._under_controls(partition, state.engine)
 
     def _new_anomalies(self) -> MetricAnomalies:
         s = self.settings
@@ -239,9 +263,7 @@ class Runtime:
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
-            self.engines.pop(partition, None)
-            self.anomalies.pop(partition, None)
-            self.partition_event_time.pop(partition, None)
+            self.steps.pop(partition, None)
             self.learned_policies.pop(partition, None)
             self.read_offsets.pop(partition, None)
             for kind in ("usage", "metrics"):
@@ -281,20 +303,19 @@ class Runtime:
         written, as the agents fed them: each message decoded and checked against its
         broker time, what the live worker refused skipped (it was dead-lettered then),
         usage events of other partitions' models left to them; the commands they cause."""
-        engine = state.engine
         if state.anomalies is None:
             state.anomalies = self._new_anomalies()
-        watch = state.anomalies
+        step = self._new_step(state.engine, state.anomalies)
         n_partitions = self.usage_partitions
         commands: list[Command] = []
         for broker_time, kind, value in records:
             if kind == "usage":
-                for ev in self.decode(value, UsageEvent, broker_time).events:
-                    if partition_for(ev.model_id, n_partitions) == partition:
-                        commands += engine.observe(ev.model_id, ev.ts, ev.count)
+                events = self.decode(value, UsageEvent, broker_time).events
+                owned = (e for e in events if partition_for(e.model_id, n_partitions) == partition)
+                commands += step.replay_usage(owned)
             else:
                 for mv in self.decode(value, MetricEvent, broker_time).events:
-                    feed_metric(engine, watch, mv)
+                    step.feed_metric(mv)
         return commands
 
     def apply_usage(
@@ -313,47 +334,26 @@ class Runtime:
         keeps a message read again from being counted twice in the health; ``origins``
         (where each forwarded event was first read, see :meth:`_forwarded_once`) keeps an
         event forwarded twice from being counted twice at all."""
-        engine = self.engine_for(partition, offset)
-        windows = self.windows
-        commands: list[Command] = []
-        touched: dict[str, ModelHealth] = {}
-        before = [0, 0]  # warmups used and wasted of the touched models, before
-        tally = UsageTally()
-        late_before = engine.stats.late_events
-        future_before = engine.stats.future_events
-        cache = self.health_cache.setdefault(partition, OrderedDict())
-
-        def health_of(model_id: str) -> ModelHealth:
-            """A model's health, the first time the message touches it."""
-            health = cache.get(model_id) or load(model_id) or ModelHealth(model_id)
-            before[0] += health.warmups_used_total
-            before[1] += health.warmups_wasted_total
-            self._follow_engine_lease(health, engine, windows)
-            touched[model_id] = health
-            return health
-
-        if origins is not None and offsets is not None:
-            events, offsets = self._forwarded_once(events, offsets, origins, touched, health_of)
-        feed_usage(
-            engine,
+        step = self.step_for(partition, offset)
+        fed = step.feed_usage(
             events,
-            health_of,
-            touched,
-            commands,
-            tally,
-            window=self.settings.health_window_seconds,
-            windows=windows,
-            on_latency=self.metrics.request_latency.observe,
+            load,
             offsets=offsets,
+            origins=origins if offsets is not None else None,
+            on_latency=self.metrics.request_latency.observe,
         )
-        # the partition's robust event time: an event held for confirmation or found to
-        # be an outlier does not move it
-        newest = max(engine.newest, self.partition_event_time.get(partition, 0.0))
-        self._note_outcomes(before, touched)
-        self._keep_decoded(cache, touched)
-        if commands:
-            self.note_commands(commands, now)
-        self.partition_event_time[partition] = newest
+        self.note_usage(fed, step, now)
+        return fed.commands, fed.touched
+
+    def note_usage(self, fed: UsageFed, step: PartitionStep, now: float) -> None:
+        """Count what a partition's step did with usage events (the wall clock ``now``)."""
+        tally = fed.tally
+        newest = step.event_time or 0.0
+        self._note_outcomes(fed)
+        if fed.commands:
+            self.note_commands(fed.commands, now)
+        if fed.forwarded_twice:
+            self.metrics.forwarded_twice.inc(fed.forwarded_twice)
         if self.newest_event_time is None or newest > self.newest_event_time:
             self.newest_event_time = newest
         self.volume.add(newest, (tally.events,))
@@ -361,118 +361,51 @@ class Runtime:
         # the window's whole length after it, not less by its own duration
         self.decisions.add(now + tally.engine_seconds, (), latency=tally.engine_seconds)
         self.last_usage_wall = now
-        self.dirty.update(touched)
+        self.dirty.update(fed.touched)
         counted = self.metrics.tally
         counted.events += tally.events
         counted.requests += tally.requests
         counted.cold_starts += tally.cold_starts
         counted.errors += tally.errors
-        counted.late += engine.stats.late_events - late_before
-        counted.future += engine.stats.future_events - future_before
+        counted.late += fed.late
+        counted.future += fed.future
         self.routing.add(now, (tally.events, 0))
         counted.last_usage = now
         counted.lag = now - newest
         self.metrics.decision_duration.observe(tally.engine_seconds)
-        return commands, touched
-
-    def _forwarded_once(
-        self,
-        events: Iterable[UsageEvent],
-        offsets: Sequence[int],
-        origins: Sequence[Origin | None],
-        touched: dict[str, ModelHealth],
-        health_of: Callable[[str], ModelHealth],
-    ) -> tuple[list[UsageEvent], list[int]]:
-        """The events and their offsets without those forwarded here a second time: a
-        source partition read again after a restart forwards its events again, in new
-        records, and the model's health remembers the newest source offset counted."""
-        kept: list[UsageEvent] = []
-        kept_offsets: list[int] = []
-        for ev, offset, origin in zip(events, offsets, origins, strict=True):
-            if origin is not None:
-                health = touched.get(ev.model_id) or health_of(ev.model_id)
-                # a record read again here is left to the offset check of the health
-                if offset > health.offset:
-                    source, place = str(origin[0]), [origin[1], origin[2]]
-                    marks = health.forwarded
-                    if marks is None:
-                        marks = health.forwarded = {}
-                    if place <= marks.get(source, NOT_FORWARDED):
-                        self.metrics.forwarded_twice.inc()
-                        continue
-                    marks[source] = place
-            kept.append(ev)
-            kept_offsets.append(offset)
-        return kept, kept_offsets
-
-    def _keep_decoded(
-        self, cache: OrderedDict[str, ModelHealth], touched: dict[str, ModelHealth]
-    ) -> None:
-        """Keep the most recently used models decoded, so that the hot path does not
-        decode a model's stored health at every message."""
-        for model_id, health in touched.items():
-            cache[model_id] = health
-            cache.move_to_end(model_id)
-        while len(cache) > self.settings.health_cache_models:
-            cache.popitem(last=False)
 
     def forget_health(self, partition: int, model_ids: list[str]) -> None:
         """Drop the decoded health and the metric anomaly learners of models the
         partition's engine evicted."""
-        cache = self.health_cache.get(partition)
-        if cache is not None:
-            for model_id in model_ids:
-                cache.pop(model_id, None)
-        watch = self.anomalies.get(partition)
-        if watch is not None:
-            for model_id in model_ids:
-                watch.forget(model_id)
+        step = self.steps.get(partition)
+        if step is not None:
+            step.forget(model_ids)
 
     def drop_decoded(self, partitions: set[int]) -> None:
         """Forget decoded health of partitions this worker may no longer own: what comes
         back after a rebalance is read from the recovered table."""
         for partition in partitions:
-            self.health_cache.pop(partition, None)
+            step = self.steps.get(partition)
+            if step is not None:
+                step.health.clear()
 
-    def _follow_engine_lease(
-        self, health: ModelHealth, engine: WarmupEngine, windows: tuple[float, ...]
-    ) -> None:
-        """Catch up with a lease the engine issued while no event of the model was being
-        processed (pre-warms of an idle partition, decided on a timer)."""
-        lease = engine.lease_of(health.model_id)
-        if lease is None or lease.action != "warm":
-            return
-        start, end = engine.grid.start_of(lease.start), engine.grid.start_of(lease.end)
-        if end <= health.last_seen:
-            return  # over before the model's latest request: already settled
-        current = health.lease
-        if current is None or (current[0], current[1]) != (start, end):
-            health.on_command("warm", start, end, issued_at=start - 60.0, windows=windows)
-
-    def _note_outcomes(self, before: list[int], touched: dict[str, ModelHealth]) -> None:
-        used = wasted = 0
-        for h in touched.values():
-            used += h.warmups_used_total
-            wasted += h.warmups_wasted_total
-        used -= before[0]
-        wasted -= before[1]
-        if used:
-            self.warmups["used"] += used
-            self.metrics.warmups_used.inc(used)
-        if wasted:
-            self.warmups["wasted"] += wasted
-            self.metrics.warmups_wasted.inc(wasted)
+    def _note_outcomes(self, fed: UsageFed) -> None:
+        if fed.used:
+            self.warmups["used"] += fed.used
+            self.metrics.warmups_used.inc(fed.used)
+        if fed.wasted:
+            self.warmups["wasted"] += fed.wasted
+            self.metrics.warmups_wasted.inc(fed.wasted)
 
     def apply_metrics(self, partition: int, events: Iterable[MetricEvent], now: float) -> None:
         """Hand metric events to the partition's policy and to the anomaly learners."""
-        engine = self.engine_for(partition)
-        watch = self.anomalies_for(partition)
+        step = self.step_for(partition)
         m = self.metrics
         self.last_metric_wall = now
         for ev in events:
             m.metric_event(ev.name).inc()
             self.metric_events += 1
-            if feed_metric(engine, watch, ev):
+            if step.feed_metric(ev):
                 m.anomalies.labels(metric=ev.name).inc()
 
     # -- event time held for confirmation, forwarded events ------------------------------
@@ -485,29 +418,14 @@ class Runtime:
         commands and the health that follows them."""
         commands: list[Command] = []
         touched: dict[str, ModelHealth] = {}
-        for partition, engine in self.engines.items():
-            held = engine.held_time
+        for step in self.steps.values():
+            held = step.engine.held_time
             if held is None or held > now:
                 continue
-            caused = engine.confirm()
-            self.partition_event_time[partition] = max(
-                engine.newest, self.partition_event_time.get(partition, 0.0)
-            )
-            cache = self.health_cache.setdefault(partition, OrderedDict())
-            followed: dict[str, ModelHealth] = {}
-            before = [0, 0]
-            for c in caused:
-                health = followed.get(c.model_id)
-                if health is None:
-                    health = cache.get(c.model_id) or load(c.model_id) or ModelHealth(c.model_id)
-                    before[0] += health.warmups_used_total
-                    before[1] += health.warmups_wasted_total
-                    followed[c.model_id] = health
-                health.on_command(c.action, c.start, c.end, c.issued_at, self.windows)
-            self._note_outcomes(before, followed)
-            self._keep_decoded(cache, followed)
-            touched.update(followed)
-            commands += caused
+            fed = step.confirm_held(load)
+            self._note_outcomes(fed)
+            touched.update(fed.touched)
+            commands += fed.commands
         self.note_commands(commands, now)
         self.dirty.update(touched)
         return commands, touched
@@ -713,16 +631,3 @@ class Runtime:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
-
-
-def feed_metric(engine: WarmupEngine, watch: MetricAnomalies, ev: MetricEvent) -> bool:
-    """Hand a metric event to the anomaly learners and to the engine's policy (an event of
-    no served model goes to neither); whether it was flagged as an anomaly."""
-    if ev.model_id is None:
-        return False
-    flagged_before = watch.flagged
-    watch.observe(ev.model_id, ev.name, ev.value, ev.ts)
-    dropped = engine.observe_metric(ev.model_id, ev.name, ev.value, ev.ts)
-    if dropped is not None:  # metric state beside the engine follows its bound
-        watch.forget(dropped)
-    return watch.flagged > flagged_before

@@ -50,7 +50,7 @@ def runtime(**settings: Any) -> Runtime:
 
 def test_a_lease_kept_by_the_policy_is_counted_once() -> None:
     rt = runtime(policy="fixed:10")
-    rt.engines[0] = WarmupEngine(KeepsItsLease())
+    rt.take_engine(0, WarmupEngine(KeepsItsLease()))
     stored: dict[str, ModelHealth] = {}
     for ts in (0.0, 70.0, 1000.0, 2000.0, 3000.0):
         _, touched = rt.apply_usage(0, [UsageEvent(model_id="m", ts=T0 + ts)], stored.get, 0.0)
@@ -99,7 +99,7 @@ def test_errors_latency_and_decisions_are_measured() -> None:
 
 def test_a_slow_step_counts_for_a_whole_window_after_it_is_done() -> None:
     rt = runtime(policy="fixed:10", decision_latency_window_seconds=1.5)
-    rt.engines[0] = WarmupEngine(StandInPolicy(delay=0.2))
+    rt.take_engine(0, WarmupEngine(StandInPolicy(delay=0.2)))
     now = 100.4  # the step starts in the window slot [99.0, 100.5) and ends in the next one
     rt.apply_usage(0, [UsageEvent(model_id="m", ts=T0)], lambda m: None, now)
     p95 = rt.decisions.view(now + 1.6).quantile(0.95)  # less than 1.5 s after it is done
@@ -141,7 +141,7 @@ def test_a_replay_feeds_what_the_live_worker_took_and_skips_what_it_refused() ->
 def test_policy_alerts_are_recorded_once_and_queue_overflow_left_to_the_check() -> None:
     rt = runtime(policy="fixed:10", alert_for_seconds=0, alert_keep_firing_seconds=0)
     policy = StandInPolicy()
-    rt.engines[0] = WarmupEngine(policy)
+    rt.take_engine(0, WarmupEngine(policy))
     policy.alerts += [
         DriftAlert("learner_drift", None, 1.0, 0.0, "firing"),
         DriftAlert("learner_drift", None, 1.0, 0.0, "firing"),
