@@ -263,6 +263,11 @@ class PartitionStep:
 
     # -- replay ---------------------------------------------------------------------------
 
+    def observe(self, model_id: str, ts: float, count: int = 1) -> list[Command]:
+        """One usage event to the engine alone, not to the health (the backtest's events,
+        and those the health has already counted); the commands it causes."""
+        return self.engine.observe(model_id, ts, count)
+
     def replay_usage(self, events: Iterable[Usage]) -> list[Command]:
         """Usage events the rolling health has already counted (read again after a
         restore): to the engine alone; the commands they cause."""

@@ -1,8 +1,9 @@
 """``warmcast backtest``: run policies offline over a real trace and score their decisions.
 
-Every policy run drives a fresh :class:`engine.core.WarmupEngine` (the very objects the
-Faust agents run) with ``observe(model_id, ts, count)`` for each usage event in event-time
-order and ``advance(end)`` once the trace is over, then scores the commands it emitted,
+Every policy run drives a fresh :class:`engine.partition.PartitionStep` (the very step
+each Faust worker runs per partition) with each usage event, and each metric event when the
+trace has them (load times, memory), in event-time order, and ``advance(end)`` once the
+trace is over, then scores the commands it emitted,
 and nothing else, with :mod:`tools.scoring` (definitions in docs/evaluation.md). The grid's
 minute 0 starts at the trace's ``t0`` (the first request; Azure: 0 or ``--t0``).
 
@@ -36,6 +37,7 @@ import orjson
 
 from engine.core import WarmupEngine
 from engine.lease import Command
+from engine.partition import PartitionStep
 from engine.policies import Policy
 from engine.registry import PolicyUnavailable, make_policy
 from engine.timebase import MinuteGrid
@@ -139,22 +141,31 @@ class BacktestResult:
 def simulate(
     policy: Policy, trace: Trace, *, progress: Progress | None = None
 ) -> tuple[list[Command], WarmupEngine]:
-    """Drive a fresh engine with every event of ``trace``; the commands it emitted."""
-    engine = WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0))
-    observe = engine.observe
+    """Drive a fresh partition step with every event of ``trace`` (its metric events
+    before the usage events of the same time, as they were measured then); the commands it
+    emitted, and its engine."""
+    step = PartitionStep(WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0)))
+    observe = step.observe
+    metrics = trace.metrics
+    m, n_metrics = 0, len(metrics)
     commands: list[Command] = []
     extend = commands.extend
     events = trace.events
     for i in range(0, len(events), _CHUNK):
         chunk = events[i : i + _CHUNK]
         for ts, model_id, count in chunk:
+            while m < n_metrics and metrics[m].ts <= ts:
+                step.feed_metric(metrics[m])
+                m += 1
             out = observe(model_id, ts, count)
             if out:
                 extend(out)
         if progress is not None:
             progress.update(len(chunk))
-    commands.extend(engine.advance(trace.end_ts))
-    return commands, engine
+    for point in metrics[m:]:
+        step.feed_metric(point)
+    commands.extend(step.engine.advance(trace.end_ts))
+    return commands, step.engine
 
 
 def _plan(

@@ -16,7 +16,10 @@ Three layouts are read:
   served-model column (the Alibaba GenAI 2024 names ``gmt_create`` and
   ``checkpoint_model_version_id`` are recognised). ``t0`` is the first request and the trace
   ends at the minute of the last request.
-- **JSONL usage events** (:func:`load_jsonl`): ``{"model_id": ..., "ts": ..., "count": 1}``
+- **JSONL usage events** (:func:`load_jsonl`): ``{"model_id": ..., "ts": ..., "count": 1}``;
+  metric events on the same lines (``{"model_id": ..., "ts": ..., "name":
+  "load_time_seconds", "value": 12.5}``) go to :attr:`Trace.metrics`, and the backtest
+  feeds them to the policy in event-time order as the worker does
   per line, ``ts`` in epoch seconds or an RFC 3339 string.
 
 :func:`load_trace` sniffs which one a file is.
@@ -34,11 +37,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, NamedTuple
 
 import orjson
 
 Event = tuple[float, str, int]
+
+
+class MetricPoint(NamedTuple):
+    """A metric event of a trace (the fields the policy reads of ``MetricEvent``)."""
+
+    ts: float
+    model_id: str
+    name: str
+    value: float
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -74,6 +86,8 @@ class Trace:
     t0: float
     end_minute: int
     skipped: dict[str, int] = field(default_factory=dict)
+    #: metric events of the trace's models (load times, memory), by event time
+    metrics: list[MetricPoint] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
@@ -304,8 +318,10 @@ def _finish(
     events: list[Event],
     t0: float | None,
     skipped: Counter[str],
+    metrics: list[MetricPoint] | None = None,
 ) -> Trace:
     events.sort(key=lambda e: e[0])  # stable: equal times keep file order
+    points = sorted(metrics or (), key=lambda m: m.ts)
     if t0 is None:
         t0 = events[0][0] if events else 0.0
     end_minute = math.floor((events[-1][0] - t0) / 60.0) if events else 0
@@ -313,6 +329,9 @@ def _finish(
         early = sum(1 for e in events if e[0] < t0)
         skipped["before t0"] += early
         events = [e for e in events if e[0] >= t0]
+    if points and points[0].ts < t0:
+        skipped["metric before t0"] += sum(1 for m in points if m.ts < t0)
+        points = [m for m in points if m.ts >= t0]
     return Trace(
         path=os.fspath(path),
         fmt=fmt,
@@ -320,6 +339,7 @@ def _finish(
         t0=float(t0),
         end_minute=max(end_minute, 0),
         skipped=dict(skipped),
+        metrics=points,
     )
 
 
@@ -390,13 +410,15 @@ def load_requests_csv(
 
 
 def load_jsonl(path: str | os.PathLike[str], *, t0: float | None = None) -> Trace:
-    """Load usage events, one JSON object per line (``model_id``, ``ts``, optional ``count``).
+    """Load usage events, one JSON object per line (``model_id``, ``ts``, optional ``count``),
+    and metric events (a line with ``name`` and a numeric ``value``).
 
     ``ts`` is epoch seconds or an RFC 3339 string. Lines that are not an object with a model
     id and a time are skipped and counted.
     """
     skipped: Counter[str] = Counter()
     events: list[Event] = []
+    metrics: list[MetricPoint] = []
     loads = orjson.loads
     with open_text(path) as f:
         for line in f:
@@ -428,6 +450,13 @@ def load_jsonl(path: str | os.PathLike[str], *, t0: float | None = None) -> Trac
             if math.isnan(ts) or math.isinf(ts):
                 skipped["bad time"] += 1
                 continue
+            if "name" in obj or "value" in obj:
+                point = _metric_point(obj, ts, model_id)
+                if point is None:
+                    skipped["bad metric"] += 1
+                else:
+                    metrics.append(point)
+                continue
             count = obj.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool):
                 skipped["bad count"] += 1
@@ -435,7 +464,23 @@ def load_jsonl(path: str | os.PathLike[str], *, t0: float | None = None) -> Trac
             if count <= 0:
                 continue
             events.append((ts, model_id, count))
-    return _finish(path, "jsonl", events, t0, skipped)
+    return _finish(path, "jsonl", events, t0, skipped, metrics)
+
+
+def _metric_point(obj: dict[str, object], ts: float, model_id: str) -> MetricPoint | None:
+    """A JSONL line's metric event (``None``: its name or value is not one).
+
+    >>> _metric_point({"name": "load_time_seconds", "value": 4}, 60.0, "m")
+    MetricPoint(ts=60.0, model_id='m', name='load_time_seconds', value=4.0)
+    >>> _metric_point({"name": "load_time_seconds", "value": "slow"}, 60.0, "m") is None
+    True
+    """
+    name, value = obj.get("name"), obj.get("value")
+    if not isinstance(name, str) or not name or isinstance(value, bool):
+        return None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return MetricPoint(ts, model_id, name, float(value))
 
 
 # --------------------------------------------------------------------------------- sniffing
