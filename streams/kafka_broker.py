@@ -37,8 +37,8 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaClient
 
-from streams.broker import BrokerError, free_port, port_in_use
 from streams.kafka_artifacts import ArtifactsError, classpath, java_binary
+from streams.processes import BrokerError, free_port, port_in_use
 
 #: Heap of each node's JVM (MiB): enough for tests and a laptop, small on a shared machine.
 HEAP_MB = 256
