@@ -19,6 +19,7 @@ from engine.health import ModelHealth
 from streams.app import WarmcastApp
 from streams.healthstore import flush_in_steps, rank_in_steps, rebuild_rankings
 from streams.partitioning import partition_for
+from streams.workarounds import key_partitions
 
 #: The timer's flush goes in steps of this many models, with this pause between them: a
 #: few thousand changed models then take a few hundred milliseconds to write, and the event
@@ -79,7 +80,7 @@ class HealthKeeper:
         storage = app.model_health.data
         # The in-memory store drops the keys of partitions it no longer owns after a
         # rebalance; it learns a key's partition here, as it would from a changelog read.
-        key_partition = getattr(storage, "_key_partition", None)
+        key_partition = key_partitions(storage)
         unfenced = self.unfenced
 
         def changelog(model_id: str, key: bytes, value: bytes | None) -> None:

@@ -46,6 +46,7 @@ from engine.lease import Command
 from streams.app import WarmcastApp
 from streams.checkpoint import CheckpointStore
 from streams.kafka import client_kwargs
+from streams.workarounds import commit_offsets
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class Recovery:
                     ahead[TP(self.inputs[kind], partition)] = seen
         if ahead:
             await self.app.producer.flush()  # what they have seen is delivered first
-            await self.app.consumer._commit(ahead)  # type: ignore[attr-defined]
+            await commit_offsets(self.app, ahead)
             log.info("commit moved up to what the engines have seen: %s", ahead)
 
     async def restore_partition(self, partition: int, name: str = "") -> str:
@@ -322,7 +323,7 @@ class Recovery:
             commands, n = await self.replay_into(state, partition, replay)
             self.metrics.replayed.inc(n)
         if ahead:  # the state has seen more than was committed: start after it
-            await self.app.consumer._commit(ahead)  # type: ignore[attr-defined]
+            await commit_offsets(self.app, ahead)
         self.runtime.install_state(partition, state)
         for kind, start in header.offsets.items():
             if kind in self.inputs:

@@ -36,9 +36,10 @@ from prometheus_client import Counter, Gauge
 from agents.control import Controls
 from engine.alerting import AlertTransition, fingerprint
 from schemas.control import ControlCommand
-from streams.app import WarmcastApp, kafka_consumer
+from streams.app import WarmcastApp
 from streams.sending import truncate_to_fit
 from streams.undecodable import UndecodableBatch, guard_consumer, summary
+from streams.workarounds import acknowledge_skipped, kafka_consumer
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,7 @@ class Undecodable:
         tp, first, last = TP(topic, partition), batch.first_offset, batch.last_offset
         consumer: Any = self.app.consumer
         await self._wait_for_earlier(tp, first)
-        if last > first:
-            await consumer._add_gap(tp, first, last - 1)
-        with ack_lock:  # the last offset as acknowledged, as Consumer.ack does it
-            committed = consumer._committed_offset[tp]
-            if (committed is None or last >= committed) and last not in consumer._acked_index[tp]:
-                consumer._acked_index[tp].add(last)
-                consumer._acked[tp].append(last)
-                consumer._n_acked += 1
+        await acknowledge_skipped(consumer, tp, first, last, ack_lock)
         thread, kafka = kafka_consumer(self.app)
         kafka_tp = TopicPartition(topic, partition)
 

@@ -14,9 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-from aiokafka import TopicPartition
-from faust.types import TP, EventT, TopicT
+from faust.types import TP, TopicT
 from mode.types.signals import BaseSignalT
 
 from engine import native
@@ -35,6 +33,16 @@ from streams.sending import Backoff, Sender
 from streams.sensors import UnmonitoredApp
 from streams.settings import WarmcastSettings, load_settings
 from streams.shutdown import Deadline, start_watchdog
+from streams.workarounds import (
+    ensure_producer,
+    forget_unacked,
+    seek_uncommitted_to_beginning,
+    stop_fetching_changelogs,
+    switch_fetching,
+    tune_consumer,
+    unacked_messages,
+    warn_if_off,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +139,7 @@ class WarmcastApp(UnmonitoredApp):
         try:
             await asyncio.wait_for(super()._consumer_wait_empty(consumer, logger), bound)
         except TimeoutError:
-            untaken = getattr(consumer, "_unacked_messages", None)
+            untaken = unacked_messages(consumer)
             log.warning(
                 "%d message(s) taken but not processed within %.0fs; read again after this",
                 len(untaken) if untaken is not None else 0,
@@ -183,122 +191,18 @@ class WarmcastApp(UnmonitoredApp):
         runtime.warmup_partitions = partitions.get(settings.topic("warmup"), settings.partitions)
 
 
-def kafka_consumer(app: faust.App) -> tuple[Any, Any]:
-    """The thread Faust runs its Kafka consumer in, and that ``AIOKafkaConsumer``
-    (``None``, ``None`` before the consumer has started)."""
-    thread = getattr(app.consumer, "_thread", None)
-    return thread, getattr(thread, "_consumer", None)
-
-
-def tune_consumer(app: faust.App, fetch_max_wait_ms: int) -> bool:
-    """Set how long the worker's fetches wait for data (Faust fixes it at 1.5 s).
-
-    A Kafka broker answers a fetch as soon as data arrives; the embedded broker holds an
-    empty fetch for its whole wait, which would add up to that much latency per event.
-    Returns whether the consumer was found.
-    """
-    _, consumer = kafka_consumer(app)
-    if consumer is None:
-        return False
-    consumer._fetch_max_wait_ms = fetch_max_wait_ms
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is not None:
-        fetcher._fetch_max_wait_ms = fetch_max_wait_ms
-    return True
-
-
-async def stop_fetching_changelogs(app: faust.App) -> list[TP]:
-    """Pause the table changelog partitions this worker recovered from, in its Kafka
-    consumer; returns them.
-
-    The worker writes its tables' changelogs and reads them only to recover. Faust leaves
-    them fetched once recovery is over and drops what comes back, but the client keeps a
-    fetched partition's records until they are consumed and, meanwhile, holds back every
-    fetch to that broker for its prefetch backoff (0.1 s): the first changelog write after
-    a rebalance would stall the usage events behind it. Paused, they are not fetched; the
-    next rebalance makes a new assignment, in which Faust recovers before this runs again.
-    Standby partitions (``table_standby_replicas``) keep being fetched.
-    """
-    thread, consumer = kafka_consumer(app)
-    if consumer is None:
-        return []
-    changelogs = app.tables.changelog_topics
-    recovery = getattr(app.tables, "recovery", None)
-    standbys = recovery.standby_tps if recovery is not None else set()
-    tps = [tp for tp in consumer.assignment() if tp.topic in changelogs and tp not in standbys]
-    if tps:
-
-        async def pause() -> None:
-            consumer.pause(*tps)
-
-        await thread.call_thread(pause)
-    return tps
-
-
-def seek_uncommitted_to_beginning(app: faust.App) -> bool:
-    """Make the consumer's seek to committed offsets, which Faust does before its streams
-    resume after each rebalance, also seek the partitions that have no committed offset:
-    to their beginning (the worker's offset reset). Returns whether the consumer was found.
-
-    aiokafka leaves such a partition where its fetcher is, and while Faust recovers its
-    tables it may have taken records of it from the fetcher and dropped them: a partition
-    that has something to seek back to gets them again, one without a commit (a new
-    group, or one that has waited since its first offset) lost them.
-    """
-    _, consumer = kafka_consumer(app)
-    if consumer is None:
-        return False
-    if getattr(consumer, "_warmcast_seeks_uncommitted", False):
-        return True
-    seek_to_committed = consumer.seek_to_committed
-
-    async def seek_every_partition(*partitions: Any) -> Any:
-        offsets = await seek_to_committed(*partitions)
-        for tp, offset in offsets.items():
-            if offset == 0:
-                consumer.seek(tp, 0)  # aiokafka seeks only past 0
-        fresh = [tp for tp, offset in offsets.items() if offset is None or offset < 0]
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)
-        return offsets
-
-    consumer.seek_to_committed = seek_every_partition
-    consumer._warmcast_seeks_uncommitted = True
-    return True
-
-
 def input_gate(app: WarmcastApp) -> InputGate:
     """The app's :class:`InputGate`: pauses and resumes partitions in its Kafka consumer."""
 
-    async def fetching(tps: set[TP], on: bool) -> None:
-        thread, consumer = kafka_consumer(app)
-        if consumer is None:
-            return
-        assigned = consumer.assignment()
-        wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        wanted = [tp for tp in wanted if tp in assigned]
-        if not wanted:
-            return
-
-        async def switch() -> None:
-            (consumer.resume if on else consumer.pause)(*wanted)
-
-        await thread.call_thread(switch)
-
     async def pause(tps: set[TP]) -> None:
-        await fetching(tps, False)
+        await switch_fetching(app, tps, False)
 
     async def resume(tps: set[TP]) -> None:
-        await fetching(tps, True)
-
-    def forget(event: EventT) -> None:
-        untaken = getattr(app.consumer, "_unacked_messages", None)
-        if untaken is not None:
-            untaken.discard(event.message)
+        await switch_fetching(app, tps, True)
 
     return InputGate(
         ack=lambda event: event.ack(),
-        forget=forget,
+        forget=lambda event: forget_unacked(app, event.message),
         pause=pause,
         resume=resume,
         abandon=lambda delivery: app.sender.abandon(delivery),
@@ -360,7 +264,7 @@ def create_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     app.before_commit = []
     app.after_drain = []
     app.sender = Sender(
-        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        ensure_producer(app),
         app.conf.producer_max_request_size,
         backoff=Backoff(most=settings.send_retry_max_seconds),
         attempts=settings.send_attempts,
@@ -401,6 +305,7 @@ def _connect_signals(app: WarmcastApp) -> None:
 
     @app.task
     async def tune_fetches() -> None:
+        warn_if_off(log)
         if not tune_consumer(app, fetch_wait):
             log.warning("could not set the consumer's fetch wait; latency may be higher")
         if native.PURE_REASON is None:

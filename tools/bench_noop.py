@@ -30,6 +30,7 @@ import orjson
 
 from streams.loop import use_event_loop
 from streams.sensors import UnmonitoredApp
+from streams.workarounds import tune_consumer
 
 app = UnmonitoredApp(
     f"bench-noop-{uuid.uuid4().hex[:8]}",
@@ -53,15 +54,9 @@ state = {"n": 0, "first": 0.0, "tuned": False}
 
 @app.task
 async def tune_fetches() -> None:
-    """Set the consumer's fetch wait, as ``streams.app.tune_consumer`` does for the worker."""
-    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
-    if consumer is None:
-        return
-    consumer._fetch_max_wait_ms = fetch_wait
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is not None:
-        fetcher._fetch_max_wait_ms = fetch_wait
-    state["tuned"] = True
+    """Set the consumer's fetch wait, as the worker does."""
+    if tune_consumer(app, fetch_wait):
+        state["tuned"] = True
 
 
 sink_name = os.environ.get("BENCH_SINK")

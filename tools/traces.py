@@ -52,6 +52,7 @@ class MetricPoint(NamedTuple):
     name: str
     value: float
 
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 #: Column names recognised without a mapping, in order of preference.
