@@ -7,6 +7,8 @@ it. No module here holds an app of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agents import (
     alerts,
     control,
@@ -19,10 +21,30 @@ from agents import (
     usage,
     web,
 )
-from agents.control import ControlFeed
+from agents.control import ControlFeed, Controls
+from agents.delivery import DeliveryWatch
+from agents.health import HealthKeeper
+from agents.probes import Probes
 from agents.recovery import Recovery
+from agents.undecodable import Undecodable
+from agents.usage import UsageAgent
+from agents.web import HealthDocuments
 from streams.app import WarmcastApp, create_app
 from streams.settings import WarmcastSettings
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What :func:`register` put on an app, by concern."""
+
+    usage: UsageAgent
+    health: HealthKeeper
+    controls: Controls
+    recovery: Recovery
+    undecodable: Undecodable
+    delivery: DeliveryWatch
+    probes: Probes
+    web: HealthDocuments
 
 
 def build_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
@@ -33,19 +55,21 @@ def build_app(settings: WarmcastSettings | None = None) -> WarmcastApp:
     return app
 
 
-def register(app: WarmcastApp) -> None:
-    """Register every agent, timer and view of the worker on ``app``."""
+def register(app: WarmcastApp) -> Parts:
+    """Register every agent, timer and view of the worker on ``app``; returns them."""
     alerts.register(app)
     feed = ControlFeed(app)
     checkpoints = Recovery(app, feed)
     controls = control.register(app, feed, checkpoints)
-    delivery.register(app)
+    watch = delivery.register(app)
     keeper = health.register(app)
     metrics.register(app)
     recovery.register(app, checkpoints)
-    undecodable.register(app, controls)
-    usage.register(app, keeper)
-    web.register(app, keeper, probes.register(app))  # probes last: they watch every agent
+    guard = undecodable.register(app, controls)
+    usage_agent = usage.register(app, keeper)
+    probing = probes.register(app)  # after every agent: it watches their crashes
+    documents = web.register(app, keeper, probing)
+    return Parts(usage_agent, keeper, controls, checkpoints, guard, watch, probing, documents)
 
 
-__all__ = ["build_app", "register"]
+__all__ = ["Parts", "build_app", "register"]

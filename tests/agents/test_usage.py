@@ -1,0 +1,69 @@
+"""The usage agent called as the worker calls it: commands out, bad input dead-lettered,
+foreign events forwarded to their owner (the producer records; no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from agents.usage import ORIGIN, origins_of
+from streams.partitioning import partition_for
+from tests.agents.recording import event, recording_worker, settled
+
+USAGE = "warmcast.usage.v1"
+
+
+def owned_by(partition: int, n: int = 4) -> str:
+    return next(f"m{i}" for i in range(1000) if partition_for(f"m{i}", n) == partition)
+
+
+def test_events_of_an_owned_model_lead_to_a_warm_command() -> None:
+    w = recording_worker(partitions=4, policy="fixed:10")
+    app, producer = w.app, w.producer
+    model = owned_by(1)
+    now = time.time()
+    body = orjson.dumps([{"model_id": model, "ts": now, "count": 2}])
+
+    async def go() -> None:
+        await w.parts.usage.process([event(app, USAGE, 1, 0, body, key=model.encode())])
+        await settled(app)
+
+    asyncio.run(go())
+    commands = [orjson.loads(r.value or b"") for r in producer.on("warmcast.warmup.v1")]
+    assert [(c["model_id"], c["action"]) for c in commands] == [(model, "warm")]
+    assert app.runtime.positions["usage", 1] == 0
+    assert app.health_store.decoded(model).requests_total == 2  # type: ignore[union-attr]
+
+
+def test_a_bad_message_is_dead_lettered_with_why() -> None:
+    w = recording_worker(partitions=4)
+    app, producer = w.app, w.producer
+
+    async def go() -> None:
+        await w.parts.usage.process([event(app, USAGE, 0, 7, b"{not json")])
+
+    asyncio.run(go())
+    [letter] = producer.on(f"{USAGE}.dlq")
+    assert letter.value == b"{not json"
+    assert letter.headers["warmcast.error-reason"] == b"malformed_json"
+    assert letter.headers["warmcast.original-offset"] == b"7"
+    assert producer.on("warmcast.warmup.v1") == []
+
+
+def test_an_event_of_another_partition_is_forwarded_to_its_owner() -> None:
+    w = recording_worker(partitions=4)
+    app, producer = w.app, w.producer
+    model = owned_by(3)
+    body = orjson.dumps([{"model_id": model, "ts": time.time()}])
+
+    async def go() -> None:
+        await w.parts.usage.process([event(app, USAGE, 0, 5, body)])
+
+    asyncio.run(go())
+    [forwarded] = [r for r in producer.on(USAGE) if r.partition == 3]
+    assert orjson.loads(forwarded.value or b"")[0]["model_id"] == model
+    assert origins_of(list(forwarded.headers.items()), 1) == [(0, 5, 0)]
+    assert ORIGIN in forwarded.headers
+    assert producer.on("warmcast.warmup.v1") == []  # the owner decides, not this partition
