@@ -9,6 +9,9 @@ import time
 import orjson
 
 from agents.usage import ORIGIN, origins_of
+from engine.alerting import AlertTracker
+from schemas.alert import Alert
+from schemas.warmup import WarmupCommand
 from streams.partitioning import partition_for
 from tests.agents.recording import event, recording_worker, settled
 
@@ -67,3 +70,26 @@ def test_an_event_of_another_partition_is_forwarded_to_its_owner() -> None:
     assert origins_of(list(forwarded.headers.items()), 1) == [(0, 5, 0)]
     assert ORIGIN in forwarded.headers
     assert producer.on("warmcast.warmup.v1") == []  # the owner decides, not this partition
+
+
+def test_commands_and_alerts_leave_in_the_contracts_form() -> None:
+    w = recording_worker(partitions=4, policy="fixed:10")
+    model = owned_by(2)
+    now = time.time()
+    body = orjson.dumps([{"model_id": model, "ts": now}])
+    [raised] = AlertTracker().check(
+        "stale_data", USAGE, True, ts=now, value=float("inf"), threshold=300.0
+    )
+
+    async def go() -> None:
+        await w.parts.usage.process([event(w.app, USAGE, 2, 0, body)])
+        await w.app.publish.alert(raised)
+        await settled(w.app)
+
+    asyncio.run(go())
+    [command] = w.producer.on("warmcast.warmup.v1")
+    assert WarmupCommand.model_validate_json(command.value or b"").model_id == model
+    [alert] = w.producer.on("warmcast.alerts.v1")
+    published = Alert.model_validate_json(alert.value or b"")
+    assert published.kind == "stale_data" and published.value is None  # no infinity
+    assert alert.key == published.fingerprint.encode()
