@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.lease import Command, Lease, command_id
-from engine.policies import Policy
+from engine.policies import ForgetsMetrics, LearnsMetrics, Policy
 from engine.timebase import MinuteGrid
 
 
@@ -286,9 +286,9 @@ class WarmupEngine:
         dropped: str | None = None
         if model_id not in self.last_seen:
             dropped = self._note_untracked(model_id)
-        learn = getattr(self.policy, "observe_metric", None)
-        if learn is not None:
-            learn(model_id, name, value)
+        policy = self.policy
+        if isinstance(policy, LearnsMetrics):
+            policy.observe_metric(model_id, name, value)
         return dropped
 
     def tracks(self, model_id: str) -> bool:
@@ -306,8 +306,11 @@ class WarmupEngine:
             oldest = next(iter(untracked))
             del untracked[oldest]
             if oldest not in self.last_seen:  # tracked since: its state stays
-                forget = getattr(self.policy, "forget_metrics", None)
-                (forget or self.policy.forget)(oldest)
+                policy = self.policy
+                if isinstance(policy, ForgetsMetrics):
+                    policy.forget_metrics(oldest)
+                else:
+                    policy.forget(oldest)
                 self.stats.untracked_metric_models += 1
                 dropped = oldest
                 break

@@ -30,7 +30,7 @@ from engine.healthscore import (
 from engine.healthscore import score as health_score
 from engine.lease import Command
 from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
-from engine.policies import Policy
+from engine.policies import CountsMetricState, Policy, RaisesAlerts
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
 from schemas.envelope import Decoded, E, decode, reject_skewed
@@ -461,9 +461,8 @@ class Runtime:
         size = sum(len(w.learners) for w in self.anomalies.values())
         policies = [e.policy for e in self.engines.values()] + [*self.learned_policies.values()]
         for policy in policies:
-            count = getattr(policy, "metric_models", None)
-            if count is not None:
-                size += count()
+            if isinstance(policy, CountsMetricState):
+                size += policy.metric_models()
         return size
 
     def note_commands(self, commands: list[Command], now: float) -> None:
@@ -521,7 +520,7 @@ class Runtime:
         probe = probe or self.probe()
         drift = sum(1 for a in self.alerts.firing.values() if "drift" in a.kind)
         has_drift = probe.drift_detection or any(
-            hasattr(e.policy, "drain_alerts") for e in self.engines.values()
+            isinstance(e.policy, RaisesAlerts) for e in self.engines.values()
         )
         activity = self.activity(now)
         accuracy_known = probe.accuracy_samples >= s.accuracy_min_samples
@@ -593,10 +592,10 @@ class Runtime:
     def _drain_policy_alerts(self, now: float) -> list[AlertTransition]:
         out: list[AlertTransition] = []
         for engine in self.engines.values():
-            drain = getattr(engine.policy, "drain_alerts", None)
-            if drain is None:
+            policy = engine.policy
+            if not isinstance(policy, RaisesAlerts):
                 continue
-            for raw in drain():
+            for raw in policy.drain_alerts():
                 alert = as_transition(raw, now)
                 if alert is None or alert.kind in self.settings.disabled_alerts:
                     continue
