@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields, replace
 from typing import Literal
 
 State = Literal["firing", "resolved"]
@@ -24,8 +24,20 @@ def fingerprint(kind: str, subject: str) -> str:
     return hashlib.blake2b(f"{kind}\x1f{subject}".encode(), digest_size=8).hexdigest()
 
 
+#: The subject of a condition of a whole learner (no served model).
+EVERY_MODEL = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class AlertTransition:
+    """A condition firing or resolved: the one alert type of the engine and the worker
+    (published as the contract :class:`schemas.alert.Alert`).
+
+    ``ts`` is wall-clock seconds for the worker's checks; an alert a policy raises carries
+    the event-time ``minute`` it was raised in, and the worker stamps its ``ts`` when it
+    drains it (see :meth:`raised`).
+    """
+
     fingerprint: str
     kind: str
     severity: str
@@ -35,6 +47,75 @@ class AlertTransition:
     value: float | None
     threshold: float | None
     ts: float
+    minute: int | None = None
+
+    @classmethod
+    def raised(
+        cls,
+        kind: str,
+        model_id: str | None,
+        value: float,
+        threshold: float,
+        state: State,
+        minute: int,
+    ) -> AlertTransition:
+        """An alert a policy raises at event-time ``minute``, of a served model or (``None``)
+        of the whole learner.
+
+        >>> a = AlertTransition.raised("learner_drift", None, 0.4, 0.2, "firing", 100)
+        >>> a.subject, a.model_id, a.firing, a.summary, a.fingerprint == fingerprint(
+        ...     "learner_drift", "*")
+        ('*', None, True, 'learner_drift on *', True)
+        """
+        subject = model_id or EVERY_MODEL
+        return cls(
+            fingerprint(kind, subject),
+            kind,
+            "warning",
+            state,
+            subject,
+            f"{kind} on {subject}",
+            float(value),
+            float(threshold),
+            minute * 60.0,
+            minute,
+        )
+
+    @property
+    def firing(self) -> bool:
+        return self.state == "firing"
+
+    @property
+    def model_id(self) -> str | None:
+        """The served model a policy's alert is about (``None``: the whole learner)."""
+        return None if self.subject == EVERY_MODEL else self.subject
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in _FIELDS)
+
+    def __setstate__(self, state: tuple[object, ...] | list[object]) -> None:
+        """Unpickled from a checkpoint; also from the form policies' alerts had before
+        (``kind, model_id, value, threshold, state, minute``)."""
+        values = list(state)
+        if len(values) == 6:
+            kind, model_id, value, threshold, st, minute = values
+            values = list(
+                astuple(
+                    AlertTransition.raised(
+                        str(kind),
+                        model_id if isinstance(model_id, str) else None,
+                        float(value),  # type: ignore[arg-type]
+                        float(threshold),  # type: ignore[arg-type]
+                        "firing" if st == "firing" else "resolved",
+                        int(minute),  # type: ignore[call-overload]
+                    )
+                )
+            )
+        for name, value in zip(_FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+
+_FIELDS = tuple(f.name for f in fields(AlertTransition))
 
 
 class AlertTracker:
@@ -136,8 +217,10 @@ class AlertTracker:
 
 
 def as_transition(alert: object, ts: float) -> AlertTransition | None:
-    """A policy's alert as a transition: either one already, or any object with ``kind``,
-    ``state`` and a subject (``subject`` or ``model_id``); ``None`` if it is neither.
+    """A policy's alert as a transition stamped ``ts``: one already (a policy's, raised at
+    an event-time minute, gets ``ts``), or any object with ``kind``, ``state`` and a subject
+    (``subject`` or ``model_id``), as a policy of another package may raise; ``None`` if it
+    is neither.
 
     >>> from types import SimpleNamespace as Obj
     >>> a = as_transition(Obj(kind="drift", state="firing", model_id=None, value=0.4,
@@ -146,7 +229,7 @@ def as_transition(alert: object, ts: float) -> AlertTransition | None:
     ('drift', '*', 'firing', True)
     """
     if isinstance(alert, AlertTransition):
-        return alert
+        return alert if alert.minute is None else replace(alert, ts=ts)
     kind = getattr(alert, "kind", None)
     state = getattr(alert, "state", None)
     if not kind or state not in ("firing", "resolved"):

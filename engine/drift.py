@@ -13,31 +13,11 @@ learner got better) is not a drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from river import drift
 
+from engine.alerting import AlertTransition
+
 GLOBAL = None
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """A condition the worker publishes on the alerts topic.
-
-    ``model_id`` is ``None`` for a condition of the whole learner.
-    """
-
-    kind: str
-    model_id: str | None
-    value: float
-    threshold: float
-    state: Literal["firing", "resolved"]
-    minute: int
-
-    @property
-    def firing(self) -> bool:
-        return self.state == "firing"
 
 
 class _Watch:
@@ -81,7 +61,7 @@ class DriftMonitor:
         self.detections = 0
         self._global = _Watch(delta)
         self._models: dict[str, _Watch] = {}
-        self._alerts: list[Alert] = []
+        self._alerts: list[AlertTransition] = []
         self._flagged: dict[str | None, _Watch] = {}
 
     def update(self, model_id: str, error: float, minute: int) -> None:
@@ -102,7 +82,9 @@ class DriftMonitor:
             return
         self.detections += 1
         if watch.flagged_until < minute:
-            self._alerts.append(Alert(self.kind, subject, after, before, "firing", minute))
+            self._alerts.append(
+                AlertTransition.raised(self.kind, subject, after, before, "firing", minute)
+            )
         watch.flagged_until = minute + self.hold_minutes
         watch.mean = after
         self._flagged[subject] = watch
@@ -121,10 +103,12 @@ class DriftMonitor:
         for subject in over:
             watch = self._flagged.pop(subject)
             value = watch.adwin.estimation
-            self._alerts.append(Alert(self.kind, subject, value, watch.mean, "resolved", minute))
+            self._alerts.append(
+                AlertTransition.raised(self.kind, subject, value, watch.mean, "resolved", minute)
+            )
             watch.flagged_until = -1
 
-    def drain(self) -> list[Alert]:
+    def drain(self) -> list[AlertTransition]:
         """Alerts raised since the last call (oldest first)."""
         out, self._alerts = self._alerts, []
         return out

@@ -30,11 +30,12 @@ CLASSES: dict[str, frozenset[str]] = {
     name: frozenset(classes.split())
     for name, classes in {
         "engine.accuracy": "AccuracyCounts WarmAccuracy",
+        "engine.alerting": "AlertTransition",
         "engine.analyzer": "CoOnsetTracker Hazards IdleBins ModelUsage UsagePatternAnalyzer",
         "engine.anomaly": "Anomaly MetricAnomalies RobustZScore",
         "engine.checkpoint": "PartitionState",
         "engine.core": "EngineStats WarmupEngine",
-        "engine.drift": "Alert DriftMonitor _Watch",
+        "engine.drift": "DriftMonitor _Watch",
         "engine.lease": "Command Lease",
         "engine.performance": "LoadTimes PerformancePredictor",
         "engine.policies": "FixedKeepAlive HybridHistogram IdleHistogram",
@@ -80,8 +81,17 @@ class Unrestorable(ValueError):
     """A name a checkpoint may not hold, or one that no longer resolves to what it should."""
 
 
+#: Classes that checkpoints of earlier versions name, and the listed class each is now
+#: (which takes their pickled state: see ``AlertTransition.__setstate__``).
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("engine.drift", "Alert"): ("engine.alerting", "AlertTransition"),
+}
+
+
 def restorable(module: str, name: str) -> bool:
-    """Whether ``module`` and ``name`` are exactly one of the listed pairs."""
+    """Whether ``module`` and ``name`` are exactly one of the listed pairs (or a class
+    that one of them was called before)."""
+    module, name = RENAMED.get((module, name), (module, name))
     return name in CLASSES.get(module, ()) or name in RECONSTRUCTORS.get(module, ())
 
 
@@ -90,6 +100,7 @@ def resolve(module: str, name: str) -> Any:
     :class:`Unrestorable` for anything else."""
     if not restorable(module, name):
         raise Unrestorable(f"{module}.{name} is not a class a checkpoint may hold")
+    module, name = RENAMED.get((module, name), (module, name))
     found = getattr(importlib.import_module(module), name, None)
     if name in CLASSES.get(module, ()):
         fits = isinstance(found, type) and found.__module__ == module and found.__qualname__ == name
@@ -100,4 +111,4 @@ def resolve(module: str, name: str) -> Any:
     return found
 
 
-__all__ = ["CLASSES", "RECONSTRUCTORS", "Unrestorable", "resolve", "restorable"]
+__all__ = ["CLASSES", "RECONSTRUCTORS", "RENAMED", "Unrestorable", "resolve", "restorable"]

@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.accuracy import AccuracyCounts, WarmAccuracy
+from engine.alerting import AlertTransition
 from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
-from engine.drift import Alert, DriftMonitor
+from engine.drift import DriftMonitor
 from engine.lease import Lease
 from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
 from engine.policies import HybridHistogram, _hybrid_lease
@@ -182,7 +183,7 @@ class WarmcastPolicy:
         self._reviews: list[tuple[int, str, int]] = []
         self._review_of: dict[str, int] = {}
         self._review_seq = 0
-        self._alerts: list[Alert] = []
+        self._alerts: list[AlertTransition] = []
         self._overflow_seen = 0
         self._overflowing = False
         self._closed = -1
@@ -289,7 +290,7 @@ class WarmcastPolicy:
         """Entries of per-model metric state: load-time statistics and memory sizes."""
         return len(self.performance) + self.resources.known_models()
 
-    def drain_alerts(self) -> list[Alert]:
+    def drain_alerts(self) -> list[AlertTransition]:
         """Alerts raised since the last call: learner drift (overall or per model) and
         warmup-queue overflow, each firing then resolved."""
         out, self._alerts = self._alerts, []
@@ -565,7 +566,9 @@ class WarmcastPolicy:
             self._overflowing = state == "firing"
             limit = float(self.queue.max_size)
             self._alerts.append(
-                Alert("queue_overflow", None, float(overflow), limit, state, minute)
+                AlertTransition.raised(
+                    "queue_overflow", None, float(overflow), limit, state, minute
+                )
             )
 
 

@@ -67,3 +67,35 @@ def test_recorded_repeats_are_dropped() -> None:
     assert t.record(alert) == [alert]
     assert t.record(alert) == []
     assert as_transition(object(), ts=1.0) is None
+
+
+#: Two alerts of a policy pickled by the previous version, when they were
+#: ``engine.drift.Alert(kind, model_id, value, threshold, state, minute)``.
+LEGACY_ALERTS = bytes.fromhex(
+    "80059592000000000000005d94288c0c656e67696e652e6472696674948c05416c6572749493942981945d"
+    "94288c0d6c6561726e65725f6472696674948c016d94473fd999999999999a473fc999999999999a8c0666"
+    "6972696e67944b64656268032981945d94288c0e71756575655f6f766572666c6f77944e47400800000000"
+    "00004740240000000000008c087265736f6c766564944b076562652e"
+)
+
+
+def test_a_checkpoint_of_the_earlier_alert_form_restores_as_transitions() -> None:
+    from engine.checkpoint import _RestrictedUnpickler
+
+    drift, overflow = _RestrictedUnpickler(LEGACY_ALERTS).load()
+    assert drift == AlertTransition.raised("learner_drift", "m", 0.4, 0.2, "firing", 100)
+    assert (overflow.kind, overflow.model_id, overflow.state) == (
+        "queue_overflow",
+        None,
+        "resolved",
+    )
+    assert overflow.fingerprint == fingerprint("queue_overflow", "*") and overflow.minute == 7
+
+
+def test_a_policy_alert_is_stamped_when_drained() -> None:
+    raised = AlertTransition.raised("learner_drift", "m", 0.4, 0.2, "firing", 100)
+    assert raised.ts == 6000.0
+    drained = as_transition(raised, ts=1234.5)
+    assert drained is not None and drained.ts == 1234.5 and drained.minute == 100
+    own = AlertTracker().check("stale_data", "usage", True, ts=10, value=400, threshold=300)[0]
+    assert as_transition(own, ts=99.0) is own  # the worker's own checks keep their time
