@@ -246,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["export", "check"])
     p.set_defaults(func=cmd_schemas)
 
-    from tools import backtest, bench
+    from tools import backtest_cli, bench
 
-    backtest.register(sub)
+    backtest_cli.register(sub)
     bench.register(sub)
     from tools import demo, fleetsim, replay, tail
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from engine.registry import PolicyUnavailable, make_policy
-from tools import backtest
+from tools import backtest_cli
 from tools.backtest import run_backtest
 from tools.traces import load_trace
 
@@ -54,7 +54,7 @@ def excerpt(path: Path, rows: int = 60, minutes: int = 240) -> Path:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="warmcast")
     sub = parser.add_subparsers(dest="command", required=True)
-    backtest.register(sub)
+    backtest_cli.register(sub)
     return parser.parse_args(argv)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tools import backtest
+from tools import backtest_cli
 from tools.backtest import run_backtest
 from tools.suite import load_suite, ratio_at_memory, run_suite
 from tools.synth import generate
@@ -22,7 +22,7 @@ FULL = ROOT / "tools" / "suites" / "full.toml"
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="warmcast")
     sub = parser.add_subparsers(dest="command", required=True)
-    backtest.register(sub)
+    backtest_cli.register(sub)
     return parser.parse_args(argv)
 
 
