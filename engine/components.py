@@ -1,24 +1,25 @@
 """The seven components of the design, as a worker sees them in the policy it runs.
 
-A policy is a plain object; its parts are found among its attributes by class name
-(``WarmupQueue``, ``ResourceManager``, ``WarmAccuracy``, ...), so that the worker reports
-whatever the configured policy has and says "not applicable" for the rest: the
-``hybrid`` and ``fixed:K`` baselines have no queue, budget, learner or drift monitor. What a
-part is asked (all optional, read with ``getattr``):
+A policy says what parts it has with ``parts()`` (:class:`HasParts`), so that the worker
+reports whatever the configured policy has and says "not applicable" for the rest: the
+``hybrid`` and ``fixed:K`` baselines have no parts (no queue, budget, learner or drift
+monitor). What each part is asked is a small protocol of its own:
 
-- ``WarmAccuracy``: ``counts(minute)`` (or ``total``) with ``hits``, ``loaded_minutes``,
-  ``invoked_minutes``;
-- ``WarmupQueue``: ``len()``, ``max_size``, ``stats.overflow`` (a running count);
-- ``ResourceManager``: ``in_use(minute)``, ``max_memory`` (``None``: no budget);
-- ``UsagePatternAnalyzer``, ``PerformancePredictor``: ``len()`` (served models known);
-- ``DriftMonitor``: its presence (drift alerts come from ``policy.drain_alerts()``).
+- the accuracy (:class:`AccuracyPart`): ``counts(minute)`` with ``hits``,
+  ``loaded_minutes``, ``invoked_minutes``;
+- the queue (:class:`QueuePart`): ``len()``, ``max_size``, ``stats.overflow`` (a running
+  count);
+- the resources (:class:`BudgetPart`): ``in_use(minute)``, ``max_memory`` (``None``: no
+  budget);
+- the analyzer and the performance predictor: ``len()`` (served models known);
+- the drift monitor: its presence (drift alerts come from ``policy.drain_alerts()``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sized
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 COMPONENTS = (
     "UsagePatternAnalyzer",
@@ -30,52 +31,107 @@ COMPONENTS = (
     "ModelWarmupMetrics",
 )
 
-#: Class names of policy parts, and the component each belongs to.
+
+class Counts(Protocol):
+    @property
+    def hits(self) -> int: ...
+    @property
+    def loaded_minutes(self) -> int: ...
+    @property
+    def invoked_minutes(self) -> int: ...
+
+
+class AccuracyPart(Protocol):
+    """How often warm decisions were right, in model-minutes, as of a minute."""
+
+    def counts(self, minute: int) -> Counts: ...
+
+
+class QueueStatsPart(Protocol):
+    @property
+    def overflow(self) -> int: ...
+
+
+class QueuePart(Protocol):
+    """The warmup queue: its depth (``len``), capacity and overflows so far."""
+
+    max_size: int
+
+    def __len__(self) -> int: ...
+    @property
+    def stats(self) -> QueueStatsPart | None: ...
+
+
+class BudgetPart(Protocol):
+    """The memory budget (``max_memory`` ``None``: none) and what is in use of it."""
+
+    max_memory: float | None
+
+    def in_use(self, minute: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class PolicyParts:
+    """The parts of a policy, each ``None`` when it has none. Each belongs to one of the
+    seven components (:data:`PART_COMPONENT`)."""
+
+    analyzer: Sized | None = None
+    prediction: object | None = None
+    accuracy: AccuracyPart | None = None
+    scheduler: object | None = None
+    resources: BudgetPart | None = None
+    queue: QueuePart | None = None
+    performance: Sized | None = None
+    drift: object | None = None
+
+
+#: Each part of :class:`PolicyParts` and the component it belongs to.
 PART_COMPONENT = {
-    "UsagePatternAnalyzer": "UsagePatternAnalyzer",
-    "PredictionEngine": "PredictionEngine",
-    "WarmAccuracy": "PredictionEngine",
-    "WarmupScheduler": "WarmupScheduler",
-    "ResourceManager": "ResourceManager",
-    "WarmupQueue": "WarmupQueue",
-    "PerformancePredictor": "PerformancePredictor",
-    "DriftMonitor": "PredictionEngine",
+    "analyzer": "UsagePatternAnalyzer",
+    "prediction": "PredictionEngine",
+    "accuracy": "PredictionEngine",
+    "scheduler": "WarmupScheduler",
+    "resources": "ResourceManager",
+    "queue": "WarmupQueue",
+    "performance": "PerformancePredictor",
+    "drift": "PredictionEngine",
 }
 
 
-def policy_parts(policy: object) -> Iterator[tuple[str, Any]]:
-    """``(class name, object)`` of each recognised part among a policy's attributes.
+@runtime_checkable
+class HasParts(Protocol):
+    """A policy with parts to report (the baselines have none)."""
 
-    >>> class WarmupQueue:
-    ...     max_size = 8
+    def parts(self) -> PolicyParts: ...
+
+
+def parts_of(policy: object) -> PolicyParts:
+    """A policy's parts (none for a policy that has no :meth:`HasParts.parts`).
+
+    >>> class Queue:
+    ...     max_size, stats = 8, None
+    ...     def __len__(self):
+    ...         return 0
     >>> class Policy:
-    ...     def __init__(self):
-    ...         self.queue, self.name = WarmupQueue(), "p"
-    >>> [name for name, _ in policy_parts(Policy())]
-    ['WarmupQueue']
+    ...     def parts(self):
+    ...         return PolicyParts(queue=Queue())
+    >>> parts_of(Policy()).queue.max_size, parts_of(object()) == PolicyParts()
+    (8, True)
     """
-    seen: set[int] = set()
-    values = list(getattr(policy, "__dict__", {}).values())
-    for slot in getattr(type(policy), "__slots__", ()):
-        values.append(getattr(policy, slot, None))
-    for value in values:
-        name = type(value).__name__
-        if name in PART_COMPONENT and id(value) not in seen:
-            seen.add(id(value))
-            yield name, value
+    return policy.parts() if isinstance(policy, HasParts) else PolicyParts()
 
 
 @dataclass(slots=True)
 class PolicyProbe:
     """Figures of the policies of all of a worker's partitions, summed.
 
-    >>> class ResourceManager:
+    >>> class Budget:
     ...     max_memory = 10.0
     ...     def in_use(self, minute):
     ...         return 9.0
     >>> class Policy:
-    ...     def __init__(self):
-    ...         self.resources = ResourceManager()
+    ...     def parts(self):
+    ...         return PolicyParts(resources=Budget())
     >>> probe = PolicyProbe()
     >>> probe.add(Policy(), minute=5)
     >>> probe.budget_use, probe.components
@@ -95,44 +151,41 @@ class PolicyProbe:
     drift_detection: bool = False
 
     def add(self, policy: object, minute: int | None) -> None:
-        for name, part in policy_parts(policy):
-            self.components.add(PART_COMPONENT[name])
-            if name == "WarmAccuracy":
-                self._read_accuracy(part, minute)
-            elif name == "WarmupQueue":
-                self._read_queue(part)
-            elif name == "ResourceManager":
-                self._read_resources(part, minute)
-            elif name == "DriftMonitor":
-                self.drift_detection = True
-            if hasattr(part, "__len__") and name in (
-                "UsagePatternAnalyzer",
-                "PerformancePredictor",
-            ):
-                self.models[name] = self.models.get(name, 0) + len(part)
+        parts = parts_of(policy)
+        for name, component in PART_COMPONENT.items():
+            if getattr(parts, name) is not None:
+                self.components.add(component)
+        if parts.accuracy is not None and minute is not None:
+            self._read_accuracy(parts.accuracy.counts(minute))
+        if parts.queue is not None:
+            self._read_queue(parts.queue)
+        if parts.resources is not None:
+            self._read_resources(parts.resources, minute)
+        if parts.drift is not None:
+            self.drift_detection = True
+        for name, sized in (
+            ("UsagePatternAnalyzer", parts.analyzer),
+            ("PerformancePredictor", parts.performance),
+        ):
+            if sized is not None:
+                self.models[name] = self.models.get(name, 0) + len(sized)
 
-    def _read_accuracy(self, part: Any, minute: int | None) -> None:
-        counts = getattr(part, "total", None)
-        counter = getattr(part, "counts", None)
-        if callable(counter) and minute is not None:
-            counts = counter(minute)
-        if counts is not None:
-            self.hits += int(getattr(counts, "hits", 0))
-            self.loaded_minutes += int(getattr(counts, "loaded_minutes", 0))
-            self.invoked_minutes += int(getattr(counts, "invoked_minutes", 0))
+    def _read_accuracy(self, counts: Counts) -> None:
+        self.hits += int(counts.hits)
+        self.loaded_minutes += int(counts.loaded_minutes)
+        self.invoked_minutes += int(counts.invoked_minutes)
 
-    def _read_queue(self, part: Any) -> None:
-        depth, capacity = len(part), int(getattr(part, "max_size", 0))
+    def _read_queue(self, part: QueuePart) -> None:
+        depth, capacity = len(part), int(part.max_size)
         self.queue_depth = (self.queue_depth or 0) + depth
         self.queue_capacity = (self.queue_capacity or 0) + capacity
         self.queue_full = self.queue_full or (capacity > 0 and depth >= capacity)
-        self.queue_overflows += int(getattr(getattr(part, "stats", None), "overflow", 0))
+        self.queue_overflows += int(part.stats.overflow) if part.stats is not None else 0
 
-    def _read_resources(self, part: Any, minute: int | None) -> None:
-        budget = getattr(part, "max_memory", None)
-        in_use = getattr(part, "in_use", None)
-        if budget and callable(in_use) and minute is not None:
-            use = float(in_use(minute)) / float(budget)
+    def _read_resources(self, part: BudgetPart, minute: int | None) -> None:
+        budget = part.max_memory
+        if budget and minute is not None:
+            use = float(part.in_use(minute)) / float(budget)
             self.budget_use = use if self.budget_use is None else max(self.budget_use, use)
 
     @property

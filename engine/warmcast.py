@@ -46,6 +46,7 @@ from typing import Literal
 from engine.accuracy import AccuracyCounts, WarmAccuracy
 from engine.alerting import AlertTransition
 from engine.analyzer import CoOnsetTracker, UsagePatternAnalyzer
+from engine.components import PolicyParts
 from engine.drift import DriftMonitor
 from engine.lease import Lease
 from engine.performance import LOAD_TIME_METRIC, PerformancePredictor
@@ -285,6 +286,19 @@ class WarmcastPolicy:
             self.performance.learn_one(model_id, value)
         elif name in MEMORY_METRICS:
             self.resources.set_memory(model_id, value * MEMORY_METRICS[name])
+
+    def parts(self) -> PolicyParts:
+        """The policy's parts, by the component of the design each belongs to."""
+        return PolicyParts(
+            analyzer=self.analyzer,
+            prediction=self.predictor,
+            accuracy=self.accuracy,
+            scheduler=self.scheduler,
+            resources=self.resources,
+            queue=self.queue,
+            performance=self.performance,
+            drift=self.drift,
+        )
 
     def metric_models(self) -> int:
         """Entries of per-model metric state: load-time statistics and memory sizes."""

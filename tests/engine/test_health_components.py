@@ -11,6 +11,7 @@ import pytest
 from engine.components import (
     COMPONENTS,
     ComponentReport,
+    PolicyParts,
     PolicyProbe,
     WorkerActivity,
     component_reports,
@@ -53,6 +54,9 @@ def test_parts_of_the_learning_policy_are_read() -> None:
             self.queue = queue.WarmupQueue(max_size=2)
             self.resources = resources.ResourceManager(max_memory=4.0)
 
+        def parts(self) -> PolicyParts:
+            return PolicyParts(accuracy=self.accuracy, queue=self.queue, resources=self.resources)
+
     policy = Policy()
     policy.accuracy.decide("m", Lease("warm", 1, 11), minute=0)
     policy.accuracy.invoked("m", 3)
@@ -72,6 +76,7 @@ def test_parts_of_the_learning_policy_are_read() -> None:
 def test_partitions_add_up() -> None:
     class WarmupQueue:
         max_size = 10
+        stats = None  # no overflow count
 
         def __init__(self, depth: int) -> None:
             self.depth = depth
@@ -82,6 +87,9 @@ def test_partitions_add_up() -> None:
     class Policy:
         def __init__(self, depth: int) -> None:
             self.queue = WarmupQueue(depth)
+
+        def parts(self) -> PolicyParts:
+            return PolicyParts(queue=self.queue)  # type: ignore[arg-type]
 
     probe = PolicyProbe()
     probe.add(Policy(3), minute=None)

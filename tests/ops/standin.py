@@ -1,8 +1,8 @@
 """A worker whose ``warmcast`` policy is a stand-in steered by metric events.
 
 Run as ``python -m tests.ops.standin`` (same flags and environment as ``warmcast worker``).
-The stand-in keeps a 10-minute keep-alive and carries parts named like the learning
-policy's (``WarmAccuracy``, ``WarmupQueue``, ``ResourceManager``, ``DriftMonitor``), whose
+The stand-in keeps a 10-minute keep-alive and has parts as the learning policy does
+(``WarmAccuracy``, ``WarmupQueue``, ``ResourceManager``, ``DriftMonitor``), whose
 figures are set by metric events named ``standin.<control>`` sent to its partition:
 
 - ``standin.precision`` / ``standin.recall``: the accuracy of its warm decisions;
@@ -26,6 +26,7 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from engine.components import PolicyParts
 from engine.lease import Lease
 from engine.policies import FixedKeepAlive
 
@@ -95,6 +96,11 @@ class StandInPolicy:
     delay: float = 0.0
     crashing: bool = False
     alerts: list[DriftAlert] = field(default_factory=list)
+
+    def parts(self) -> PolicyParts:
+        return PolicyParts(
+            accuracy=self.accuracy, queue=self.queue, resources=self.resources, drift=self.drift
+        )
 
     def on_request(self, model_id: str, minute: int) -> Lease | None:
         if self.crashing:
