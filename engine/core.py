@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from engine.capabilities import ForgetsMetrics, LearnsMetrics
 from engine.lease import Command, Lease, command_id
-from engine.policies import ForgetsMetrics, LearnsMetrics, Policy
+from engine.policies import Policy
 from engine.timebase import MinuteGrid
 
 

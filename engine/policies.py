@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from engine.lease import Lease
 
@@ -43,38 +43,6 @@ class Policy(Protocol):
     def next_review(self) -> int | None: ...
 
     def forget(self, model_id: str) -> None: ...
-
-
-# What a policy may do beyond the contract; the engine and the worker ask with isinstance.
-
-
-@runtime_checkable
-class LearnsMetrics(Protocol):
-    """A policy that learns from metric events (load times, memory)."""
-
-    def observe_metric(self, model_id: str, name: str, value: float) -> None: ...
-
-
-@runtime_checkable
-class ForgetsMetrics(Protocol):
-    """A policy that can drop what metric events taught it of a model usage never showed."""
-
-    def forget_metrics(self, model_id: str) -> None: ...
-
-
-@runtime_checkable
-class CountsMetricState(Protocol):
-    """A policy that says how many entries of per-model metric state it holds."""
-
-    def metric_models(self) -> int: ...
-
-
-@runtime_checkable
-class RaisesAlerts(Protocol):
-    """A policy that raises alerts of its own (learner drift, queue overflow), drained by
-    the worker on every check."""
-
-    def drain_alerts(self) -> list[Any]: ...
 
 
 class FixedKeepAlive:

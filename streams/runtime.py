@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
 from engine.anomaly import MetricAnomalies
+from engine.capabilities import CountsMetricState, RaisesAlerts
 from engine.checkpoint import PartitionState
 from engine.components import ComponentReport, PolicyProbe, WorkerActivity, component_reports
 from engine.core import WarmupEngine
@@ -30,7 +31,7 @@ from engine.healthscore import (
 from engine.healthscore import score as health_score
 from engine.lease import Command
 from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
-from engine.policies import CountsMetricState, Policy, RaisesAlerts
+from engine.policies import Policy
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
 from schemas.envelope import Decoded, E, decode, reject_skewed
