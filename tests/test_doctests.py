@@ -36,6 +36,7 @@ MODULES = [
         for name in (
             "backtest",
             "bench",
+            "bench_worker",
             "bench_engine",
             "bench_probe",
             "demo",
@@ -47,6 +48,7 @@ MODULES = [
             "soak",
             "tail",
             "traces",
+            "workerproc",
         )
     ),
     "streams.executor.adapters",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.settings import WarmcastSettings
-from tools.bench import BenchConfig, WorkerProcess, latency, new_models
+from tools.bench_worker import BenchConfig, WorkerProcess, latency, new_models
 
 #: Seconds of each span, with probes and without.
 BLOCK_SECONDS = 2.5

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import warmcast
 from streams.broker import BROKER_KINDS
 from streams.settings import (
     SECRETS,
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "warmup leases and alerts out, on Kafka).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"warmcast {warmcast.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="start the embedded broker (unless configured) and a worker")
@@ -274,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools import synth
 
     synth.register(sub)
+    from tools import architecture
+
+    architecture.register(sub)
     return parser
 
 

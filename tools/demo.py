@@ -52,6 +52,7 @@ from tools.replay import (
     trace_mapping,
 )
 from tools.traces import Trace, parse_time
+from tools.workerproc import cli_command
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "azure2019_150fn_4h.csv.gz"
@@ -104,7 +105,7 @@ class WorkerProcess:
     def start(self, timeout: float = 120.0) -> WorkerProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "worker"],
+                cli_command("worker"),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

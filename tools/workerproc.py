@@ -10,6 +10,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def cli_command(*args: str) -> list[str]:
+    """``warmcast ARGS`` as a subprocess of this interpreter. ``-P``: the caller's
+    directory is not put on the module path, so that a ``tools`` or ``agents`` package of
+    its own cannot stand in for warmcast's.
+
+    >>> cli_command("worker")[1:]
+    ['-P', '-m', 'tools.cli', 'worker']
+    """
+    return [sys.executable, "-P", "-m", "tools.cli", *args]
+
+
 def start_worker(
     bootstrap: str,
     ns: str,
@@ -38,7 +49,7 @@ def start_worker(
     log_path = workdir / f"{ns}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "worker"],
+            cli_command("worker"),
             cwd=REPO,
             env=env,
             stdout=log,

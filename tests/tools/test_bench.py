@@ -17,10 +17,10 @@ from tools.bench import (
     bench,
     format_latency,
     format_report,
-    rate_from_samples,
     row,
     targets,
 )
+from tools.bench_worker import rate_from_samples
 
 TARGETS = {
     "envelope_events_per_second",

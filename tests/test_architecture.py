@@ -1,0 +1,27 @@
+"""The house: warmcast's packages and modules import each other in one direction only
+(read from the source, imports inside functions included), and the usage path reads
+agent -> partition step -> publisher."""
+
+from __future__ import annotations
+
+from tools.architecture import cycles, problems, read_graph
+
+
+def test_no_package_imports_another_that_imports_it_back() -> None:
+    graph = read_graph()
+    assert cycles(graph.packages()) == []
+    packages = graph.packages()
+    assert packages["engine"] == set()  # pure, at the bottom
+    assert "agents" not in packages["streams"]  # the app is made without its agents
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    assert problems(read_graph()) == []
+
+
+def test_the_usage_path_reads_in_one_direction() -> None:
+    imports = read_graph().imports
+    assert {"engine.partition", "streams.app"} <= imports["agents.usage"] | imports["streams.runtime"]
+    assert "engine.partition" in imports["streams.runtime"]
+    assert "streams.publishers" in imports["streams.app"]
+    assert not any(m.startswith(("agents", "streams")) for m in imports["engine.partition"])
