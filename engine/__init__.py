@@ -1,4 +1,4 @@
-"""warmcast's decision engine: pure, synchronous, clock-injected.
+"""warmcast's decision engine: pure and synchronous; time comes in with the events.
 
 Nothing here imports Faust or aiokafka. The Faust agents and ``warmcast backtest`` drive the
 very same objects, which is what makes a live run, a replay and a backtest decide alike.
@@ -6,23 +6,21 @@ very same objects, which is what makes a live run, a replay and a backtest decid
 
 # first: decides whether the compiled or the pure-Python engine is imported below
 from engine import native  # noqa: F401
-from engine.clock import Clock, ManualClock, WallClock
+from engine.alerting import AlertTransition
 from engine.core import EngineStats, WarmupEngine
 from engine.lease import Command, Lease, command_id
 from engine.policies import FixedKeepAlive, HybridHistogram, Policy
 from engine.timebase import MinuteGrid
 
 __all__ = [
-    "Clock",
+    "AlertTransition",
     "Command",
     "EngineStats",
     "FixedKeepAlive",
     "HybridHistogram",
     "Lease",
-    "ManualClock",
     "MinuteGrid",
     "Policy",
-    "WallClock",
     "WarmupEngine",
     "command_id",
 ]
@@ -32,7 +30,6 @@ __all__ = [
 _LAZY = {
     "WarmcastPolicy": "engine.warmcast",
     "WarmcastConfig": "engine.warmcast",
-    "Alert": "engine.drift",
     "AccuracyCounts": "engine.accuracy",
 }
 __all__ += list(_LAZY)

@@ -292,10 +292,6 @@ class WarmupEngine:
             policy.observe_metric(model_id, name, value)
         return dropped
 
-    def tracks(self, model_id: str) -> bool:
-        """Whether the model has usage state here."""
-        return model_id in self.last_seen
-
     def _note_untracked(self, model_id: str) -> str | None:
         untracked = self._untracked
         if model_id in untracked:

@@ -106,10 +106,6 @@ class WarmupQueue(Generic[T]):
         self.stats.popped += 1
         return key, item
 
-    def peek_level(self) -> int | None:
-        """The most urgent level that holds an item."""
-        return next((lv for lv in range(LEVELS) if self._levels[lv]), None)
-
     def remove(self, key: str) -> T | None:
         level = self._where.pop(key, None)
         if level is None:

@@ -81,10 +81,6 @@ class ResourceManager:
         self._expire(minute)
         return self._used
 
-    def holds(self, model_id: str, minute: int) -> bool:
-        self._expire(minute)
-        return model_id in self._held
-
     def _expire(self, minute: int) -> None:
         ends = self._ends
         while ends and ends[0][0] <= minute:
