@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import signal
 import subprocess
@@ -472,11 +473,12 @@ MB = 10**6  # the targets count bytes in powers of ten: 2 KB is 2,000 B
 
 #: The performance targets: events per second per worker in envelopes of 100; the share of
 #: the Faust no-op agent's rate with single-event messages; p99 event -> command latency
-#: at 1,000 events/s; state and resident memory per tracked served model.
+#: at 1,000 events/s at most 1.5 times the bare aiokafka relay's in the same run; state and
+#: resident memory per tracked served model.
 ENVELOPE_TARGET_EVENTS_PER_SECOND = 50_000
 ENVELOPE_TARGET_SIZE = 100
 SINGLE_TARGET_RATIO_TO_NOOP = 0.8
-LATENCY_TARGET_P99_MS = 50.0
+LATENCY_TARGET_RATIO_TO_RELAY = 1.5
 LATENCY_TARGET_RATE = 1000
 BYTES_PER_MODEL_TARGET = 2_000
 RSS_TARGET_BYTES = 400 * MB
@@ -538,17 +540,22 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
         else f"measured with envelopes of {config.envelope_size}",
     )
     envelope_target["ratio_to_faust_noop"] = env.get("ratio_to_faust_noop") if env else None
+    relay = lat.get("bare_relay", {}) if lat.get("bare_relay", {}).get("commands") else {}
+    ceiling = LATENCY_TARGET_RATIO_TO_RELAY * relay["p99_ms"] if relay else math.inf
+    why_not = None
+    if config.latency_rate < LATENCY_TARGET_RATE:
+        why_not = f"measured at {config.latency_rate:,} events/s"
+    elif not relay:
+        why_not = "the bare aiokafka relay was not measured in this run"
     latency_target = target(
         "latency_p99_ms",
-        f"p99 event -> command latency < {LATENCY_TARGET_P99_MS:.0f} ms "
-        f"at {LATENCY_TARGET_RATE:,} events/s",
+        f"p99 event -> command latency <= {LATENCY_TARGET_RATIO_TO_RELAY:g}x the bare "
+        f"aiokafka relay's at {LATENCY_TARGET_RATE:,} events/s",
         lat.get("p99_ms") if lat.get("commands") else None,
-        LATENCY_TARGET_P99_MS,
+        ceiling,
         "ms",
-        lambda v: v < LATENCY_TARGET_P99_MS,
-        None
-        if config.latency_rate >= LATENCY_TARGET_RATE
-        else f"measured at {config.latency_rate:,} events/s",
+        lambda v: v <= ceiling,
+        why_not,
     )
     # the same p99 through relays that do nothing: the stack's own floor on this broker
     latency_target["relay_p99_ms"] = {

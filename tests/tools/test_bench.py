@@ -105,6 +105,14 @@ def report_with(
         "p50_ms": p99 / 2,
         "p99_ms": p99,
         "max_ms": p99 * 2,
+        # the bare relay's p99 in the same run: the latency ceiling is 1.5x it, 49.5 ms
+        "bare_relay": {
+            "commands": 10_000,
+            "p50_ms": 16.5,
+            "p99_ms": 33.0,
+            "max_ms": 66.0,
+            "first_events_ms": 900.0,
+        },
     }
     report.memory = memory
     report.probe = probe or {}
@@ -142,7 +150,7 @@ def test_each_target_is_judged_against_its_threshold() -> None:
     assert judged["health_probe_p99_rise"]["met"] is False  # + 20 %: not less than 20 %
     assert judged["envelope_events_per_second"]["met"] is False
     assert judged["single_ratio_to_faust_noop"]["met"] is True
-    assert judged["latency_p99_ms"]["met"] is False  # < 50 ms, strictly
+    assert judged["latency_p99_ms"]["met"] is False  # 50 ms > 1.5 x 33 ms
     assert not judged["worker_bytes_per_model"]["judged"]
     assert not judged["worker_rss_at_100k_models"]["judged"]
 
