@@ -15,7 +15,7 @@ environment or a broker: time is the events' own.
 >>> [(c.action, c.start, c.end) for c in fed.commands], fed.tally.requests
 ([('warm', 180.0, 780.0)], 3)
 >>> fed.touched["m"].requests_total, step.event_time
-(3, 120.0)
+(3, 125.0)
 >>> step.feed_metric(Event(model_id="m", name="load_time_seconds", value=4.0, ts=130.0))
 False
 """

@@ -134,7 +134,7 @@ WORKAROUNDS = (
         "faust-streaming",
         "streams.sensors.UnmonitoredApp",
         "Faust's Monitor hears nothing unless its statistics pages are on",
-        ("faust.app.base", "App", ("on_init_dependencies", "monitor", "sensors")),
+        ("faust.app.base", "App", ("on_init_dependencies", "monitor")),
     ),
     Workaround(
         "seed_weights",
