@@ -35,11 +35,11 @@ async def advance_idle(app: WarmcastApp, now: float) -> None:
     runtime = app.runtime
     lag = runtime.settings.idle_advance_seconds
     await confirm_held(app, now)
-    for engine in list(runtime.engines.values()):
-        watermark = engine.watermark
+    for step in list(runtime.steps.values()):
+        watermark = step.engine.watermark
         if watermark is None or not (now - 6 * 3600 < watermark < now - lag - 60):
             continue
-        commands = engine.advance(now - lag)
+        commands = step.advance(now - lag)
         runtime.note_commands(commands, now)
         await app.publish.commands(commands)
 

@@ -3,6 +3,7 @@
 ``/health``               the worker: readiness, score, checks, alerts, its models
 ``/health/components``    the seven components under the running policy
 ``/health/models/{id}``   one served model, answered by the worker that owns it
+``/policies``             the active policy and the shadow candidates, scored side by side
 ``/``                     a status page that refreshes itself from the above
 
 The probes (``/livez``, ``/readyz``) are in :mod:`agents.probes`. ``/health`` lists at most
@@ -235,6 +236,20 @@ def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDo
                 content_type="application/json",
                 status=200 if document["ready"] else 503,
             )
+
+    @app.page("/policies")
+    class PoliciesView(View):
+        """The active policy and the shadow candidates (``WARMCAST_SHADOW_POLICIES``),
+        scored side by side as the backtest scores them."""
+
+        async def get(self, request: Request) -> Response:
+            denied = probes.refused(self, request)
+            if denied is not None:
+                return denied
+            if not runtime.settings.shadow_policies.strip():
+                off = "no shadow policies: set WARMCAST_SHADOW_POLICIES (e.g. hybrid,fixed:1)"
+                return self.json({"error": off, "policy": runtime.settings.policy}, status=404)
+            return self.json({"ts": time.time(), **runtime.policy_scores()})
 
     @app.page("/health/components")
     class ComponentsView(View):

@@ -32,6 +32,7 @@ from engine.core import WarmupEngine
 from engine.feed import Usage, UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.lease import Command
+from engine.shadow import OnlineScore, ShadowPolicies
 
 #: Reads a served model's stored health (``None``: not known yet).
 HealthLoader = Callable[[str], ModelHealth | None]
@@ -88,8 +89,15 @@ class PartitionStep:
         window: float = 300.0,
         windows: tuple[float, ...] = (),
         health_cache_models: int = 10_000,
+        shadows: ShadowPolicies | None = None,
     ) -> None:
         self.engine = engine
+        #: candidate policies run beside the engine's, issuing nothing, and the active
+        #: policy's own score (both ``None`` unless candidates are given)
+        self.shadows = shadows
+        self.active: OnlineScore | None = (
+            OnlineScore(engine.grid.origin) if shadows is not None else None
+        )
         self.anomalies = anomalies if anomalies is not None else MetricAnomalies(())
         self.window = window
         self.windows = windows
@@ -134,6 +142,8 @@ class PartitionStep:
 
         if origins is not None and offsets is not None:
             events, offsets = self._forwarded_once(events, offsets, origins, fed, health_of)
+        elif self.shadows is not None:
+            events = list(events)
         feed_usage(
             engine,
             events,
@@ -151,7 +161,32 @@ class PartitionStep:
         self._keep_decoded(touched)
         fed.late = engine.stats.late_events - late_before
         fed.future = engine.stats.future_events - future_before
+        if self.shadows is not None:
+            self._score(events, fed.commands)
         return fed
+
+    def _score(self, events: Iterable[Usage], commands: list[Command]) -> None:
+        """The active policy scored on its commands, the candidates fed the same events.
+        (A command issued at an event's minute rules from the next, so judging the
+        requests after all of a batch's commands are known judges each as it was.)"""
+        active, shadows = self.active, self.shadows
+        assert active is not None and shadows is not None
+        for c in commands:
+            active.command(c)
+        for ev in events:
+            active.request(ev.model_id, ev.ts, ev.count)
+            shadows.observe(ev.model_id, ev.ts, ev.count)
+
+    def advance(self, ts: float) -> list[Command]:
+        """Close the minutes before event time ``ts`` (a quiet partition, on the wall
+        clock), for the engine and the candidates alike; the engine's commands."""
+        commands = self.engine.advance(ts)
+        if self.shadows is not None:
+            assert self.active is not None
+            for c in commands:
+                self.active.command(c)
+            self.shadows.advance(ts)
+        return commands
 
     def _forwarded_once(
         self,
@@ -229,6 +264,11 @@ class PartitionStep:
         fed.used, fed.wasted = _outcomes(before, followed)
         self._keep_decoded(followed)
         fed.commands = caused
+        if self.shadows is not None:
+            assert self.active is not None
+            for c in caused:
+                self.active.command(c)
+            self.shadows.confirm()
         return fed
 
     def evicted(self) -> list[str]:
@@ -244,6 +284,8 @@ class PartitionStep:
         for model_id in model_ids:
             self.health.pop(model_id, None)
             self.anomalies.forget(model_id)
+            if self.active is not None:
+                self.active.forget(model_id)
 
     # -- metrics --------------------------------------------------------------------------
 

@@ -188,6 +188,23 @@ class WorkerMetrics:
             "learners (bounded by the models tracked from usage and the untracked allowance)",
             registry=r,
         )
+        #: the active policy and the shadow candidates, as the backtest scores them
+        self.policy_figures = {
+            figure: Gauge(
+                f"warmcast_policy_{figure}",
+                f"{what}, as the backtest scores it, of the active policy and of each shadow "
+                "candidate (WARMCAST_SHADOW_POLICIES), over what this worker has seen",
+                ["policy", "role"],
+                registry=r,
+            )
+            for figure, what in (
+                ("cold_starts", "cold starts"),
+                ("requests", "requests"),
+                ("wasted_minutes", "loaded model-minutes without a request"),
+                ("p75_cold_pct", "p75 over models of the cold-start percentage"),
+                ("cold_pct_overall", "cold starts per 100 requests"),
+            )
+        }
         self._metric_names: dict[str, Any] = {}
         for name in (*KNOWN_METRIC_NAMES, *anomaly_metrics, OTHER_METRIC_NAME):
             self._metric_names[name] = self.metric_events.labels(name=name)

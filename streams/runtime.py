@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
 from engine.anomaly import MetricAnomalies
@@ -34,6 +35,7 @@ from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
 from engine.policies import Policy
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
+from engine.shadow import ShadowPolicies, merged_score, parse_shadows
 from schemas.envelope import Decoded, E, decode, reject_skewed
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
@@ -185,7 +187,44 @@ class Runtime:
             window=s.health_window_seconds,
             windows=self.windows,
             health_cache_models=s.health_cache_models,
+            shadows=self._new_shadows(engine),
         )
+
+    def _new_shadows(self, engine: WarmupEngine) -> ShadowPolicies | None:
+        """The candidate policies of a partition (``None``: none are configured)."""
+        specs = parse_shadows(self.settings.shadow_policies)
+        if not specs:
+            return None
+        return ShadowPolicies(
+            {label: make_policy(spec, **knobs) for label, (spec, knobs) in specs.items()},
+            grid=engine.grid,
+            max_models=self.settings.max_models_per_partition,
+            tolerance_minutes=self.tolerance_minutes,
+        )
+
+    def policy_scores(self) -> dict[str, Any]:
+        """The active policy and each candidate, scored as the backtest scores over what
+        this worker's partitions have seen since they came to it (``None``: no candidates
+        are configured)."""
+        steps = [step for step in self.steps.values() if step.shadows is not None]
+        newest = self.newest_event_time
+        end = int(newest // 60) if newest is not None else 0
+        labels = list(parse_shadows(self.settings.shadow_policies))
+        active = [step.active for step in steps if step.active is not None]
+        return {
+            "active": {"policy": self.settings.policy, **merged_score(active, end)},
+            "candidates": [
+                {
+                    "policy": label,
+                    **merged_score(
+                        (s.shadows.scored[label] for s in steps if s.shadows is not None), end
+                    ),
+                }
+                for label in labels
+            ],
+            "through_minute": end,
+            "partitions": sorted(p for p, step in self.steps.items() if step.shadows is not None),
+        }
 
     @property
     def tolerance_minutes(self) -> int:
@@ -605,9 +644,19 @@ class Runtime:
                 out += self.alerts.record(alert)
         return out
 
+    def _export_policies(self) -> None:
+        if not self.settings.shadow_policies.strip():
+            return
+        scores = self.policy_scores()
+        rows = [("active", scores["active"])] + [("candidate", c) for c in scores["candidates"]]
+        for role, figures in rows:
+            for figure, gauge in self.metrics.policy_figures.items():
+                gauge.labels(policy=figures["policy"], role=role).set(figures[figure])
+
     def _export(self, probe: PolicyProbe, overflows: int) -> None:
         m = self.metrics
         m.sync()
+        self._export_policies()
         m.health_score.set(self.score)
         for r in self.checks:
             m.check_failing.labels(check=r.name).set(1 if r.failing else 0)

@@ -295,6 +295,12 @@ class WarmcastSettings(BaseSettings):
     safe_policy: str = Field(
         default="fixed:10", description="policy every engine switches to on reset-to-safe"
     )
+    shadow_policies: str = Field(
+        default="",
+        description="candidate policies run beside the active one on the same usage, issuing "
+        "no commands, scored as the backtest scores (GET /policies), comma-separated specs "
+        "with knobs after colons: hybrid,warmcast:knob=2",
+    )
     broker_stall_seconds: float = Field(
         default=15.0,
         gt=0,
@@ -551,10 +557,19 @@ def check_policies(settings: WarmcastSettings) -> None:
     """Build the policy and the safe policy once, as the worker will; raises
     :class:`SettingsError` naming the setting if either cannot be built here."""
     from engine.registry import PolicyUnavailable, make_policy
+    from engine.shadow import parse_shadows
 
+    try:
+        shadows = parse_shadows(settings.shadow_policies)
+    except ValueError as exc:
+        raise SettingsError(
+            f"invalid settings:\n  {settings.env_name('shadow_policies')} "
+            f"(--shadow-policies) = {settings.shadow_policies!r}: {exc}"
+        ) from None
     for field, spec, knobs in (
         ("policy", settings.policy, settings.policy_knobs),
         ("safe_policy", settings.safe_policy, {}),
+        *(("shadow_policies", shadow, knobs) for shadow, knobs in shadows.values()),
     ):
         try:
             make_policy(spec, **knobs)
