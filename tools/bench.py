@@ -19,7 +19,8 @@ On one broker, with an event mix taken from a real trace, it measures:
   (200,000), in spans of 2.5 seconds with ``/health`` asked once a second and spans with
   no probe (:mod:`tools.bench_probe`): what a health probe costs the events.
 
-Stages: ``throughput``, ``latency``, ``memory`` and ``probe``; ``--only`` runs some of them
+Stages: ``throughput``, ``latency``, ``memory``, ``probe`` and ``shadow`` (the usage step in
+process with two shadow policies and without); ``--only`` runs some of them
 (``--only memory --models 100000``: the memory table alone, at 100,000 models).
 
 It prints a table, the performance targets with whether this run met them, and writes the
@@ -80,6 +81,7 @@ class BenchReport:
     latency: dict[str, Any] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
     probe: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -268,9 +270,52 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         )
         report.probe = health_probe(bootstrap, namespace("probe"), workdir, config)
         ended = "probe"
+    if "shadow" in config.stages:
+        say(f"the usage step in process, with {SHADOW_CANDIDATES} shadowed and without", ended)
+        report.shadow = shadow_cost(config, trace)
+        ended = "shadow"
     say("done", ended)
     report.targets = targets(report, config)
     return report
+
+
+#: The two shadow candidates the ``shadow`` stage runs beside the active policy.
+SHADOW_CANDIDATES = "warmcast,fixed:1"
+
+
+def shadow_cost(config: BenchConfig, trace: str) -> dict[str, Any]:
+    """Events/s of the worker's usage step in process (envelopes), with no shadow policy
+    and with two (:data:`SHADOW_CANDIDATES`); the best of ``config.rounds`` each."""
+    mix = event_mix(trace, config.envelope_events)
+    msgs = list(messages(mix, config.partitions, config.envelope_size))
+    rates: dict[str, float] = {}
+    for label, shadows in (("none", ""), ("two", SHADOW_CANDIDATES)):
+        settings = WarmcastSettings(
+            policy=config.policy, partitions=config.partitions, shadow_policies=shadows
+        )
+        rates[label] = max(
+            run_engine(msgs, settings).events_per_second for _ in range(config.rounds)
+        )
+    return {
+        "policy": config.policy,
+        "candidates": SHADOW_CANDIDATES,
+        "events": len(mix),
+        "events_per_second_without": round(rates["none"], 1),
+        "events_per_second_with_two": round(rates["two"], 1),
+        "ratio": round(rates["two"] / rates["none"], 4) if rates["none"] else None,
+    }
+
+
+def format_shadow(shadow: dict[str, Any]) -> list[str]:
+    if not shadow:
+        return []
+    return [
+        "",
+        f"usage step in process, {shadow['events']:,} events in envelopes, active "
+        f"{shadow['policy']}: {shadow['events_per_second_without']:,.0f} events/s without "
+        f"shadow policies, {shadow['events_per_second_with_two']:,.0f} with two "
+        f"({shadow['candidates']}): {shadow['ratio']:.1%}",
+    ]
 
 
 def throughput(
@@ -673,6 +718,7 @@ def format_report(report: BenchReport) -> str:
                 f"{m['worker_bytes_per_model']:>15,.0f} {m['engine_bytes_per_model']:>15,.0f}"
             )
     lines.extend(format_probe(report.probe))
+    lines.extend(format_shadow(report.shadow))
     if report.targets:
         lines.append("")
         lines.append("targets")

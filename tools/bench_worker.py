@@ -56,7 +56,7 @@ class BenchConfig:
     rounds: int = 2
     policy: str = "hybrid"
     json_out: str | None = None
-    stages: tuple[str, ...] = ("throughput", "latency", "memory", "probe")
+    stages: tuple[str, ...] = ("throughput", "latency", "memory", "probe", "shadow")
     probe_models: int = 200_000
     probe_seconds: float = 20.0
     broker: str = "tansu"  # the local broker started when no bootstrap is given

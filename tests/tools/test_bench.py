@@ -248,6 +248,9 @@ def test_a_tiny_run_measures_every_stage(
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["bootstrap"] == kafka_bootstrap
+    shadow = report["shadow"]  # the usage step with two shadow policies and without
+    assert shadow["events_per_second_without"] > 0 and shadow["events_per_second_with_two"] > 0
+    assert shadow["events"] == 20_000 and "shadow policies" in printed
 
     rows = {(r["stage"], r["messages"]): r for r in report["rows"]}
     stages = (
