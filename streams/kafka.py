@@ -40,6 +40,7 @@ def topic_specs(settings: WarmcastSettings) -> list[TopicSpec]:
         specs.append(TopicSpec(settings.topic(name), n))
         specs.append(TopicSpec(settings.topic(name) + ".dlq", n))
     specs.append(TopicSpec(settings.topic("warmup"), n))
+    specs.append(TopicSpec(settings.topic("warmup") + ".dlq", n))  # the executor's refusals
     specs.append(TopicSpec(settings.topic("alerts"), n))
     specs.append(TopicSpec(settings.topic("health"), n, compacted=True))
     # Checkpoints of learned state, keyed by usage partition (see streams/checkpoint.py).

@@ -15,6 +15,9 @@ and keeps the server's loaded models equal to what the leases want:
 - when it starts (and when it is given partitions) it reads its partitions of the warmup
   topic from the start: the leases in force are rebuilt, then the server's index says
   what is loaded already;
+- a warmup record that is not a command (malformed JSON, wrong schema) is logged,
+  counted (``warmcast_executor_dead_letters_total``) and published to
+  ``<warmup topic>.dlq`` with headers that say where it was read and why it was refused;
 - every load's wall time is published as a ``load_time_seconds`` metric event (and
   ``memory_bytes`` when the server reports it), so warmcast learns real load times; a
   failed load is a ``load_failures`` metric event and a ``model_load_failed`` alert.
@@ -41,6 +44,7 @@ from engine.breaker import CircuitBreaker
 from engine.leasebook import LeaseBook
 from schemas.alert import Alert
 from schemas.control import ControlCommand
+from schemas.envelope import EventError
 from schemas.metric import MetricEvent
 from schemas.warmup import WarmupCommand
 from streams.control_auth import (
@@ -50,10 +54,11 @@ from streams.control_auth import (
     signature_of,
     verify,
 )
+from streams.deadletters import error_headers
 from streams.executor.adapters import AdapterError, ModelServer
 from streams.executor.settings import ExecutorSettings
 from streams.kafka import client_kwargs, ensure_topics
-from streams.sending import Backoff
+from streams.sending import Backoff, truncate_to_fit
 from streams.settings import WarmcastSettings
 
 log = logging.getLogger("warmcast.executor")
@@ -126,6 +131,14 @@ class ExecutorMetrics:
             ["reason"],
             registry=r,
         )
+        self.dead_letters = Counter(
+            "warmcast_executor_dead_letters_total",
+            "warmup records refused and sent to <warmup topic>.dlq, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("malformed_json", "schema_violation"):
+            self.dead_letters.labels(reason=reason)
         self.publish_failures = Counter(
             "warmcast_executor_publish_failures_total",
             "metric events or alerts that could not be published after their tries",
@@ -197,6 +210,8 @@ class Executor:
         self.control_read = asyncio.Event()
         self._circuit_firing = False
         self._changed_at: dict[str, float] = {}  # model -> monotonic time of a load/unload
+        #: refused warmup records waiting to be dead-lettered: (partition, offset, key, value, why)
+        self._refused: list[tuple[int, int, bytes | None, bytes, EventError]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -289,7 +304,8 @@ class Executor:
             changed = False
             for tp, records in batch.items():
                 for record in records:
-                    changed |= self.take(record.value, tp.partition)
+                    changed |= self.take(record.value, tp.partition, record.offset, record.key)
+            await self._dead_letter_refused()
             await self._rebuild_progress(consumer)
             if not self._rebuild_to and self.assigned and not self.rebuilt.is_set():
                 self.rebuilt.set()
@@ -309,14 +325,20 @@ class Executor:
                 if await consumer.position(TopicPartition(topic, partition)) >= end:
                     del self._rebuild_to[partition]
 
-    def take(self, value: bytes | None, partition: int = 0) -> bool:
-        """Book one warmup record; whether it changed the book."""
+    def take(
+        self,
+        value: bytes | None,
+        partition: int = 0,
+        offset: int = -1,
+        key: bytes | None = None,
+    ) -> bool:
+        """Book one warmup record; whether it changed the book. A record that is not a
+        command is counted, logged and queued for ``<warmup topic>.dlq``."""
         self.commands_read += 1
         try:
             command = WarmupCommand.model_validate_json(value or b"")
         except ValidationError as exc:
-            self.metrics.commands.labels(outcome="invalid").inc()
-            log.warning("warmup record on partition %d is not a command: %s", partition, exc)
+            self._refuse(value or b"", partition, offset, key, exc)
             return False
         booked = self.book.add(
             command.command_id,
@@ -330,6 +352,35 @@ class Executor:
         if booked:
             self.owner[command.model_id] = partition
         return booked
+
+    def _refuse(
+        self, value: bytes, partition: int, offset: int, key: bytes | None, exc: ValidationError
+    ) -> None:
+        first = exc.errors(include_url=False)[:3]
+        malformed = any(e["type"] == "json_invalid" for e in first) or not value
+        reason = "malformed_json" if malformed else "schema_violation"
+        why = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<record>'}: {e['msg']}" for e in first)
+        self.metrics.commands.labels(outcome="invalid").inc()
+        self.metrics.dead_letters.labels(reason=reason).inc()
+        log.error(
+            "warmup record %s[%d]@%d refused (%s): %s; dead-lettered to %s.dlq",
+            self.settings.topic("warmup"), partition, offset, reason, why,
+            self.settings.topic("warmup"),
+        )  # fmt: skip
+        error = EventError(reason=reason, error_class=type(exc).__name__, message=why)
+        self._refused.append((partition, offset, key, value, error))
+
+    async def _dead_letter_refused(self) -> None:
+        """Publish the refused warmup records to ``<warmup topic>.dlq``, with headers that
+        say where each was read and why it was refused."""
+        topic = self.settings.topic("warmup")
+        refused, self._refused = self._refused, []
+        for partition, offset, key, value, error in refused:
+            headers = error_headers(topic, partition, offset, error)
+            key, value, headers = truncate_to_fit(
+                key, value, headers, self.settings.max_message_bytes
+            )
+            await self._send(f"{topic}.dlq", key, value, headers)
 
     # -- keeping the server equal to the leases ---------------------------------------
 
@@ -623,14 +674,25 @@ class Executor:
 
     # -- what it publishes -------------------------------------------------------------
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
+    async def _send(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         producer = self._producer
         if producer is None:
             return
         for attempt in range(1, self.settings.send_attempts + 1):
             try:
                 await asyncio.wait_for(
-                    producer.send_and_wait(topic, value, key=key.encode()),
+                    producer.send_and_wait(
+                        topic,
+                        value,
+                        key=key.encode() if isinstance(key, str) else key,
+                        headers=headers,
+                    ),
                     self.settings.send_timeout_seconds,
                 )
                 return

@@ -313,3 +313,34 @@ async def test_leases_rebuilt_after_a_restart(kafka_bootstrap: str, mlserver: ML
     finally:
         await second.stop()
     assert topic(ns, "warmup") == s.topic("warmup")
+
+
+async def test_undecodable_warmup_records_are_dead_lettered(
+    running: tuple[Executor, WarmcastSettings, MLServer],
+) -> None:
+    executor, s, server = running
+    bootstrap = s.kafka_bootstrap_servers or ""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(s.topic("warmup"), b"{not json", key=b"m5", partition=0)
+        wrong = orjson.dumps({"model_id": "m5", "action": "explode"})
+        await producer.send_and_wait(s.topic("warmup"), wrong, key=b"m5", partition=0)
+    finally:
+        await producer.stop()
+    now = time.time()
+    await send(s, warm("m5", now, now + 600))  # the executor goes on with the next command
+    await until(lambda: server.ready_models() == {"m5"}, 60, "m5 loaded")
+    letters = await consume(bootstrap, [s.topic("warmup") + ".dlq"], lambda rs: len(rs) >= 2)
+    by_reason = {dict(r.headers)["warmcast.error-reason"].decode(): r for r in letters}
+    assert set(by_reason) == {"malformed_json", "schema_violation"}
+    assert by_reason["malformed_json"].value == b"{not json"
+    assert by_reason["schema_violation"].value == wrong
+    headers = dict(by_reason["schema_violation"].headers)
+    assert headers["warmcast.original-topic"] == s.topic("warmup").encode()
+    assert headers["warmcast.original-partition"] == b"0"
+    assert b"action" in headers["warmcast.error-message"]
+    assert count(executor, "invalid") == 2
+    text = executor.metrics_text().decode()
+    assert 'warmcast_executor_dead_letters_total{reason="malformed_json"} 1.0' in text
+    assert 'warmcast_executor_dead_letters_total{reason="schema_violation"} 1.0' in text
