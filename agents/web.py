@@ -28,9 +28,11 @@ from agents.health import HealthKeeper
 from agents.probes import Probes
 from agents.status_page import STATUS_PAGE
 from engine.alerting import AlertTransition
+from engine.capabilities import PredictsLoadTime
 from engine.healthscore import CheckResult
 from streams.app import WarmcastApp
 from streams.healthstore import RANKED
+from streams.partitioning import partition_for
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -195,6 +197,9 @@ class HealthDocuments:
             {"metric": a.metric, "value": a.value, "score": a.score, "ts": a.ts} for a in anomalies
         ]
         document["served_by"] = str(app.conf.canonical_url)
+        step = app.runtime.steps.get(partition_for(model_id, app.runtime.usage_partitions))
+        if step is not None and isinstance(step.engine.policy, PredictsLoadTime):
+            document["predicted_load_seconds"] = step.engine.policy.predicted_load_seconds(model_id)
         return document
 
 

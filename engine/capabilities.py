@@ -23,6 +23,14 @@ class LearnsMetrics(Protocol):
 
 
 @runtime_checkable
+class PredictsLoadTime(Protocol):
+    """A policy that predicts how long a served model takes to load (seconds), the time
+    its warmups are planned ahead by."""
+
+    def predicted_load_seconds(self, model_id: str) -> float: ...
+
+
+@runtime_checkable
 class ForgetsMetrics(Protocol):
     """A policy that can drop what metric events taught it of a model usage never showed."""
 

@@ -287,6 +287,10 @@ class WarmcastPolicy:
         elif name in MEMORY_METRICS:
             self.resources.set_memory(model_id, value * MEMORY_METRICS[name])
 
+    def predicted_load_seconds(self, model_id: str) -> float:
+        """The load time the performance predictor plans ``model_id``'s warmups with."""
+        return self.performance.predict_one(model_id)
+
     def parts(self) -> PolicyParts:
         """The policy's parts, by the component of the design each belongs to."""
         return PolicyParts(
