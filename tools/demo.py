@@ -396,6 +396,8 @@ class DemoOptions:
     keep_running: bool = False
     fmt: str = "auto"
     mapping: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None  # topics' namespace (default: a fresh demo-<hex>)
+    executor: str | None = None  # "mlserver": warmup commands carried out on a real MLServer
 
 
 def say(out: TextIO, text: str = "") -> None:
@@ -445,7 +447,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             say(out, f"  broker   {describe_broker(options.broker, broker)}")
         else:
             say(out, f"  broker   {settings.kafka_bootstrap_servers}")
-        namespace = f"demo-{uuid.uuid4().hex[:8]}"
+        namespace = options.namespace or f"demo-{uuid.uuid4().hex[:8]}"
         settings = settings.model_copy(
             update={
                 "topic_namespace": namespace,
@@ -611,6 +613,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--load-time", type=positive_float, metavar="SECONDS", help="fixed load time")
     p.add_argument("--seed", type=int, default=0, help="seed of the load-time draws")
     p.add_argument(
+        "--executor",
+        choices=["mlserver"],
+        help="carry the warmup commands out on a real MLServer (warmcast executor) and "
+        "report its measured load times",
+    )
+    p.add_argument(
         "--speed", type=positive_float, metavar="X", help="event-time pacing (default: max)"
     )
     p.add_argument(
@@ -636,11 +644,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def run_selected(options: DemoOptions, out: TextIO) -> DemoResult:
+    """The demo, on a real MLServer through the executor when ``options.executor`` says so."""
+    if options.executor == "mlserver":
+        from tools.demo_executor import run_demo_with_mlserver
+
+        result: DemoResult = run_demo_with_mlserver(options, out)
+        return result
+    return run_demo(options, out)
+
+
 def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run the ``demo`` subcommand from parsed arguments; the exit status."""
     from aiokafka.errors import KafkaError
 
     from streams.broker import BrokerError
+    from tools.mlserver import MLServerUnavailable
 
     out = stdout if stdout is not None else sys.stdout
     keep = args.keep_running
@@ -665,9 +684,10 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         keep_running=keep,
         fmt=args.fmt,
         mapping=trace_mapping(args),
+        executor=args.executor,
     )
     try:
-        result = run_demo(options, out)
+        result = run_selected(options, out)
     except (
         OSError,
         ValueError,
@@ -676,6 +696,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         BrokerError,
         KafkaError,
         PolicyUnavailable,
+        MLServerUnavailable,
     ) as exc:
         print(f"warmcast demo: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import orjson
@@ -59,3 +60,38 @@ def test_demo_prints_results_alerts_and_where_to_look(kafka_bootstrap: str, tmp_
     assert (tmp_path / "demo" / "cold_starts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = orjson.loads((tmp_path / "demo" / "report.json").read_bytes())
     assert report["fleet_sim"]["fleet"]["cold_starts"] == report["backtest"]["cold_starts"]
+
+
+def test_demo_on_a_real_mlserver_reports_measured_load_times(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from tools.demo import run_selected
+    from tools.demo_executor import DEFAULT_LOAD_SECONDS
+    from tools.mlserver import MLServerUnavailable, ensure_venv
+
+    try:
+        ensure_venv()
+    except MLServerUnavailable as exc:
+        if exc.offline:
+            pytest.skip(f"PyPI is unreachable: MLServer cannot be installed ({exc})")
+        raise
+    out = io.StringIO()
+    options = DemoOptions(
+        policy="hybrid",
+        minutes=3,
+        out=tmp_path / "demo",
+        web_port=free_port(),
+        bootstrap=kafka_bootstrap,
+        load_time=20.0,
+        executor="mlserver",
+    )
+    run_selected(options, out)
+    text = out.getvalue()
+    assert "warmcast backtest, hybrid" in text  # the table as without an executor
+    found = re.search(
+        r"measured load times of (\d+) loads done: p50 ([\d.]+)s, p99 ([\d.]+)s", text
+    )
+    assert found, text[-2000:]
+    loads, p50, p99 = int(found[1]), float(found[2]), float(found[3])
+    assert loads > 0
+    assert DEFAULT_LOAD_SECONDS <= p50 <= p99
