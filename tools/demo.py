@@ -644,12 +644,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def slice_models(options: DemoOptions) -> set[str]:
+    """The served models of the demo's slice."""
+    mapping = dict(options.mapping)
+    if options.trace is None and mapping.get("t0") is None:
+        mapping["t0"] = SAMPLE_T0
+    path = str(SAMPLE) if options.trace is None else str(options.trace)
+    trace = load_slice(
+        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
+    )
+    return {model for _, model, _ in trace.events}
+
+
 def run_selected(options: DemoOptions, out: TextIO) -> DemoResult:
     """The demo, on a real MLServer through the executor when ``options.executor`` says so."""
     if options.executor == "mlserver":
         from tools.demo_executor import run_demo_with_mlserver
 
-        result: DemoResult = run_demo_with_mlserver(options, out)
+        result: DemoResult = run_demo_with_mlserver(options, out, run_demo, slice_models(options))
         return result
     return run_demo(options, out)
 

@@ -16,6 +16,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -112,23 +113,20 @@ class ExecutorThread:
         self.thread.join(timeout)
 
 
-def run_demo_with_mlserver(options: Any, out: TextIO, load_seconds: float | None = None) -> Any:
-    """Run the demo (``tools.demo.run_demo``) with an executor on a real MLServer; print
-    the measured load times after its table. Returns the demo's result."""
+def run_demo_with_mlserver(
+    options: Any,
+    out: TextIO,
+    run_demo: Callable[[Any, TextIO], Any],
+    models: set[str],
+    load_seconds: float | None = None,
+) -> Any:
+    """Run the demo (``run_demo(options, out)``) with an executor on a real MLServer that
+    serves ``models``; print the measured load times after its table. Returns the demo's
+    result."""
     from streams.broker import start_broker
-    from tools.demo import SAMPLE, SAMPLE_T0, run_demo, say
-    from tools.fleetsim import load_slice
     from tools.mlserver import MLServer
 
     seconds = load_seconds or DEFAULT_LOAD_SECONDS
-    mapping = dict(options.mapping)
-    if options.trace is None and mapping.get("t0") is None:
-        mapping["t0"] = SAMPLE_T0
-    path = str(SAMPLE) if options.trace is None else str(options.trace)
-    trace = load_slice(
-        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
-    )
-    models = {model for _, model, _ in trace.events}
     options.out.mkdir(parents=True, exist_ok=True)
     broker = None
     if options.bootstrap is None:
@@ -137,11 +135,12 @@ def run_demo_with_mlserver(options: Any, out: TextIO, load_seconds: float | None
         bootstrap = options.bootstrap or broker.bootstrap  # type: ignore[union-attr]
         namespace = options.namespace or f"demo-{uuid.uuid4().hex[:8]}"
         options = replace(options, bootstrap=bootstrap, namespace=namespace)
-        say(out, f"  mlserver starting: {len(models)} models, each loads in {seconds:g}s")
+        print(f"  mlserver starting: {len(models)} models, each loads in {seconds:g}s",
+              file=out, flush=True)  # fmt: skip
         with MLServer(dict.fromkeys(models, seconds)) as server:
-            run = _with_executor(options, out, server.target, run_demo)
-            say(out, run[1].text())
-            return run[0]
+            result, figures = _with_executor(options, out, server.target, run_demo)
+            print(figures.text(), file=out, flush=True)
+            return result
     finally:
         if broker is not None:
             broker.stop()
