@@ -128,7 +128,8 @@ async def bare_consumer(bootstrap: str, topic: str, partitions: int, expect: int
         await consumer.stop()
 
 
-#: How the bench starts its Faust agent (``tools.bench_noop``): no-op, or relay.
+#: How the bench starts its Faust agent (``tools.bench_noop``): no-op, or relay. Each agent
+#: runs with ``-P``, so that the directory it starts in never stands in for warmcast's packages.
 FAUST_AGENT = ["-m", "tools.bench_noop", "worker", "-l", "warn"]
 
 
@@ -153,7 +154,7 @@ def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wai
     The agent's process is killed if it has not seen ``expect`` messages in 300 s.
     """
     out = subprocess.run(
-        [sys.executable, *FAUST_AGENT],
+        [sys.executable, "-P", *FAUST_AGENT],
         cwd=REPO,
         env=agent_env(bootstrap, topic, workdir, fetch_wait_ms, BENCH_EXPECT=str(expect)),
         capture_output=True,
@@ -194,7 +195,7 @@ def relay_latency(
     log_path = Path(env["BENCH_DATADIR"] + ".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-P", *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         return asyncio.run(latency(bootstrap, settings, config))
