@@ -41,6 +41,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,87 +330,127 @@ def throughput(
     namespace: Callable[[str], WarmcastSettings],
 ) -> str:
     """The throughput rows: the ceiling, the no-op agent, the engine and the worker."""
-    n_single, n_env = config.single_events, config.envelope_events
-    mix = event_mix(trace, max(n_single, n_env))
-    single_msgs = list(messages(mix[:n_single], config.partitions, 1))
-    env_msgs = list(messages(mix[:n_env], config.partitions, config.envelope_size))
-    rounds = range(config.rounds)
-    # Each round's worker gets topics of its own (it writes commands and state there).
-    singles = [namespace("single") for _ in rounds]
-    envs = [namespace("envelope") for _ in rounds]
-    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes", None)
-    for single, env in zip(singles, envs, strict=True):
-        asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
-        asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
-    single, env = singles[0], envs[0]
-
+    loads = _Loads.produced(config, bootstrap, trace, say, namespace)
     say("ceiling: bare aiokafka consumer", "produce")
-    ceiling_single = asyncio.run(
-        bare_consumer(bootstrap, single.topic("usage"), config.partitions, n_single)
-    )
-    ceiling_env = asyncio.run(
-        bare_consumer(bootstrap, env.topic("usage"), config.partitions, n_env)
-    )
-
-    ended = "ceiling"
-    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
-    noop_singles: list[float] = []
-    noop_envs: list[float] = []
-    worker_singles: list[float] = []
-    worker_envs: list[float] = []
-    engine_singles: list[float] = []
-    engine_envs: list[float] = []
-    in_process = WarmcastSettings(partitions=config.partitions, policy=config.policy)
-    for r in rounds:
-        # The no-op agent and the worker take turns, so that a slow spell of a shared
-        # machine does not fall on one side only; each side keeps its best round.
-        tag = f"_{r + 1}" if config.rounds > 1 else ""
-        say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
-        noop_singles.append(
-            faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+    ceiling = {
+        kind: asyncio.run(
+            bare_consumer(bootstrap, loads.topics[kind][0].topic("usage"), config.partitions, n)
         )
-        noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
-        noop_envs.append(noop_env_msgs * n_env / len(env_msgs))
-        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{tag}")
-        worker_singles.append(worker_rate(bootstrap, singles[r], workdir, config, n_single))
-        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
-        worker_envs.append(worker_rate(bootstrap, envs[r], workdir, config, n_env))
-        say(f"round {r + 1}: warmcast engine in process", f"worker_envelope{tag}")
-        engine_singles.append(run_engine(single_msgs, in_process).events_per_second)
-        engine_envs.append(run_engine(env_msgs, in_process).events_per_second)
-        ended = f"engine{tag}"
-    noop_single, noop_env = max(noop_singles), max(noop_envs)
-    worker_single, worker_env = max(worker_singles), max(worker_envs)
-    engine_single, engine_env = max(engine_singles), max(engine_envs)
-
-    env_kind = f"envelope {config.envelope_size}"
+        for kind, n in loads.events.items()
+    }
+    rates, ended = _throughput_rounds(config, bootstrap, workdir, loads, say)
     report.rows = [
-        row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
-        row("Faust agent, no work", "single", noop_single, ceiling_single, rounds=noop_singles),
-        row(ENGINE_STAGE, "single", engine_single, ceiling_single, rounds=engine_singles),
-        row(
-            WORKER_STAGE,
-            "single",
-            worker_single,
-            ceiling_single,
-            noop_single,
-            rounds=worker_singles,
-            engine=engine_single,
-        ),
-        row("bare aiokafka getmany + orjson", env_kind, ceiling_env, ceiling_env),
-        row("Faust agent, no work", env_kind, noop_env, ceiling_env, rounds=noop_envs),
-        row(ENGINE_STAGE, env_kind, engine_env, ceiling_env, rounds=engine_envs),
-        row(
-            WORKER_STAGE,
-            env_kind,
-            worker_env,
-            ceiling_env,
-            noop_env,
-            rounds=worker_envs,
-            engine=engine_env,
+        *_throughput_rows("single", ceiling["single"], rates, "single"),
+        *_throughput_rows(
+            f"envelope {config.envelope_size}", ceiling["envelope"], rates, "envelope"
         ),
     ]
     return ended
+
+
+@dataclass
+class _Loads:
+    """The throughput stage's loads, on the broker: single-event messages and envelopes,
+    each on topics of its own for every round (a worker writes commands and state there)."""
+
+    batches: dict[str, list[tuple[int, bytes, bytes, int]]]
+    events: dict[str, int]
+    topics: dict[str, list[WarmcastSettings]]
+
+    @classmethod
+    def produced(
+        cls,
+        config: BenchConfig,
+        bootstrap: str,
+        trace: str,
+        say: Callable[[str, str | None], None],
+        namespace: Callable[[str], WarmcastSettings],
+    ) -> _Loads:
+        n_single, n_env = config.single_events, config.envelope_events
+        mix = event_mix(trace, max(n_single, n_env))
+        loads = cls(
+            batches={
+                "single": list(messages(mix[:n_single], config.partitions, 1)),
+                "envelope": list(messages(mix[:n_env], config.partitions, config.envelope_size)),
+            },
+            events={"single": n_single, "envelope": n_env},
+            topics={
+                "single": [namespace("single") for _ in range(config.rounds)],
+                "envelope": [namespace("envelope") for _ in range(config.rounds)],
+            },
+        )
+        say(
+            f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes",
+            None,
+        )
+        for single, env in zip(loads.topics["single"], loads.topics["envelope"], strict=True):
+            asyncio.run(produce(bootstrap, single.topic("usage"), loads.batches["single"]))
+            asyncio.run(produce(bootstrap, env.topic("usage"), loads.batches["envelope"]))
+        return loads
+
+
+def _throughput_rounds(
+    config: BenchConfig,
+    bootstrap: str,
+    workdir: Path,
+    loads: _Loads,
+    say: Callable[[str, str | None], None],
+) -> tuple[dict[str, list[float]], str]:
+    """Each round's events/s of the no-op agent, the worker and the engine in process, on
+    either load (``noop_single``, ``worker_envelope`` ...), and the last stage ended.
+
+    The no-op agent and the worker take turns, so that a slow spell of a shared machine
+    does not fall on one side only; each side keeps its best round."""
+    single, env = loads.topics["single"][0], loads.topics["envelope"][0]
+    single_msgs, env_msgs = loads.batches["single"], loads.batches["envelope"]
+    n_single, n_env = loads.events["single"], loads.events["envelope"]
+    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
+    in_process = WarmcastSettings(partitions=config.partitions, policy=config.policy)
+    rates: dict[str, list[float]] = defaultdict(list)
+    ended = "ceiling"
+    for r in range(config.rounds):
+        tag = f"_{r + 1}" if config.rounds > 1 else ""
+        say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
+        rates["noop_single"].append(
+            faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+        )
+        noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
+        rates["noop_envelope"].append(noop_env_msgs * n_env / len(env_msgs))
+        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{tag}")
+        rates["worker_single"].append(
+            worker_rate(bootstrap, loads.topics["single"][r], workdir, config, n_single)
+        )
+        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
+        rates["worker_envelope"].append(
+            worker_rate(bootstrap, loads.topics["envelope"][r], workdir, config, n_env)
+        )
+        say(f"round {r + 1}: warmcast engine in process", f"worker_envelope{tag}")
+        rates["engine_single"].append(run_engine(single_msgs, in_process).events_per_second)
+        rates["engine_envelope"].append(run_engine(env_msgs, in_process).events_per_second)
+        ended = f"engine{tag}"
+    return rates, ended
+
+
+def _throughput_rows(
+    kind: str, ceiling: float, rates: dict[str, list[float]], load: str
+) -> list[dict[str, Any]]:
+    """The four throughput rows of one load: the ceiling, the no-op agent, the engine and
+    the worker, each at its best round."""
+    noops, engines, workers = (rates[f"{side}_{load}"] for side in ("noop", "engine", "worker"))
+    return [
+        row("bare aiokafka getmany + orjson", kind, ceiling, ceiling),
+        row("Faust agent, no work", kind, max(noops), ceiling, rounds=noops),
+        row(ENGINE_STAGE, kind, max(engines), ceiling, rounds=engines),
+        row(
+            WORKER_STAGE,
+            kind,
+            max(workers),
+            ceiling,
+            max(noops),
+            rounds=workers,
+            engine=max(engines),
+        ),
+    ]
 
 
 def latency_stages(
