@@ -219,10 +219,6 @@ class ShadowPolicies:
                 score.command(c)
             score.request(model_id, ts, count)
 
-    def observe_all(self, events: Iterable[Any]) -> None:
-        for ev in events:
-            self.observe(ev.model_id, ev.ts, ev.count)
-
     def advance(self, ts: float) -> None:
         """Close every candidate's minutes before event time ``ts`` (a quiet partition,
         or the end of a backtest)."""

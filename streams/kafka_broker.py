@@ -422,13 +422,6 @@ class KafkaCluster:
     def pids(self) -> list[int]:
         return [n.process.pid for n in self.nodes if n.process is not None]
 
-    def exited(self) -> KafkaNode | None:
-        """A node whose JVM has ended without being stopped here, if any."""
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is not None:
-                return node
-        return None
-
     # -- faults and stops -------------------------------------------------------------
 
     def kill(self, node_id: int) -> None:

@@ -41,6 +41,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,8 @@ async def bare_consumer(bootstrap: str, topic: str, partitions: int, expect: int
         await consumer.stop()
 
 
-#: How the bench starts its Faust agent (``tools.bench_noop``): no-op, or relay.
+#: How the bench starts its Faust agent (``tools.bench_noop``): no-op, or relay. Each agent
+#: runs with ``-P``, so that the directory it starts in never stands in for warmcast's packages.
 FAUST_AGENT = ["-m", "tools.bench_noop", "worker", "-l", "warn"]
 
 
@@ -153,7 +155,7 @@ def faust_noop(bootstrap: str, topic: str, expect: int, workdir: Path, fetch_wai
     The agent's process is killed if it has not seen ``expect`` messages in 300 s.
     """
     out = subprocess.run(
-        [sys.executable, *FAUST_AGENT],
+        [sys.executable, "-P", *FAUST_AGENT],
         cwd=REPO,
         env=agent_env(bootstrap, topic, workdir, fetch_wait_ms, BENCH_EXPECT=str(expect)),
         capture_output=True,
@@ -194,7 +196,7 @@ def relay_latency(
     log_path = Path(env["BENCH_DATADIR"] + ".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-P", *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         return asyncio.run(latency(bootstrap, settings, config))
@@ -328,87 +330,127 @@ def throughput(
     namespace: Callable[[str], WarmcastSettings],
 ) -> str:
     """The throughput rows: the ceiling, the no-op agent, the engine and the worker."""
-    n_single, n_env = config.single_events, config.envelope_events
-    mix = event_mix(trace, max(n_single, n_env))
-    single_msgs = list(messages(mix[:n_single], config.partitions, 1))
-    env_msgs = list(messages(mix[:n_env], config.partitions, config.envelope_size))
-    rounds = range(config.rounds)
-    # Each round's worker gets topics of its own (it writes commands and state there).
-    singles = [namespace("single") for _ in rounds]
-    envs = [namespace("envelope") for _ in rounds]
-    say(f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes", None)
-    for single, env in zip(singles, envs, strict=True):
-        asyncio.run(produce(bootstrap, single.topic("usage"), single_msgs))
-        asyncio.run(produce(bootstrap, env.topic("usage"), env_msgs))
-    single, env = singles[0], envs[0]
-
+    loads = _Loads.produced(config, bootstrap, trace, say, namespace)
     say("ceiling: bare aiokafka consumer", "produce")
-    ceiling_single = asyncio.run(
-        bare_consumer(bootstrap, single.topic("usage"), config.partitions, n_single)
-    )
-    ceiling_env = asyncio.run(
-        bare_consumer(bootstrap, env.topic("usage"), config.partitions, n_env)
-    )
-
-    ended = "ceiling"
-    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
-    noop_singles: list[float] = []
-    noop_envs: list[float] = []
-    worker_singles: list[float] = []
-    worker_envs: list[float] = []
-    engine_singles: list[float] = []
-    engine_envs: list[float] = []
-    in_process = WarmcastSettings(partitions=config.partitions, policy=config.policy)
-    for r in rounds:
-        # The no-op agent and the worker take turns, so that a slow spell of a shared
-        # machine does not fall on one side only; each side keeps its best round.
-        tag = f"_{r + 1}" if config.rounds > 1 else ""
-        say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
-        noop_singles.append(
-            faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+    ceiling = {
+        kind: asyncio.run(
+            bare_consumer(bootstrap, loads.topics[kind][0].topic("usage"), config.partitions, n)
         )
-        noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
-        noop_envs.append(noop_env_msgs * n_env / len(env_msgs))
-        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{tag}")
-        worker_singles.append(worker_rate(bootstrap, singles[r], workdir, config, n_single))
-        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
-        worker_envs.append(worker_rate(bootstrap, envs[r], workdir, config, n_env))
-        say(f"round {r + 1}: warmcast engine in process", f"worker_envelope{tag}")
-        engine_singles.append(run_engine(single_msgs, in_process).events_per_second)
-        engine_envs.append(run_engine(env_msgs, in_process).events_per_second)
-        ended = f"engine{tag}"
-    noop_single, noop_env = max(noop_singles), max(noop_envs)
-    worker_single, worker_env = max(worker_singles), max(worker_envs)
-    engine_single, engine_env = max(engine_singles), max(engine_envs)
-
-    env_kind = f"envelope {config.envelope_size}"
+        for kind, n in loads.events.items()
+    }
+    rates, ended = _throughput_rounds(config, bootstrap, workdir, loads, say)
     report.rows = [
-        row("bare aiokafka getmany + orjson", "single", ceiling_single, ceiling_single),
-        row("Faust agent, no work", "single", noop_single, ceiling_single, rounds=noop_singles),
-        row(ENGINE_STAGE, "single", engine_single, ceiling_single, rounds=engine_singles),
-        row(
-            WORKER_STAGE,
-            "single",
-            worker_single,
-            ceiling_single,
-            noop_single,
-            rounds=worker_singles,
-            engine=engine_single,
-        ),
-        row("bare aiokafka getmany + orjson", env_kind, ceiling_env, ceiling_env),
-        row("Faust agent, no work", env_kind, noop_env, ceiling_env, rounds=noop_envs),
-        row(ENGINE_STAGE, env_kind, engine_env, ceiling_env, rounds=engine_envs),
-        row(
-            WORKER_STAGE,
-            env_kind,
-            worker_env,
-            ceiling_env,
-            noop_env,
-            rounds=worker_envs,
-            engine=engine_env,
+        *_throughput_rows("single", ceiling["single"], rates, "single"),
+        *_throughput_rows(
+            f"envelope {config.envelope_size}", ceiling["envelope"], rates, "envelope"
         ),
     ]
     return ended
+
+
+@dataclass
+class _Loads:
+    """The throughput stage's loads, on the broker: single-event messages and envelopes,
+    each on topics of its own for every round (a worker writes commands and state there)."""
+
+    batches: dict[str, list[tuple[int, bytes, bytes, int]]]
+    events: dict[str, int]
+    topics: dict[str, list[WarmcastSettings]]
+
+    @classmethod
+    def produced(
+        cls,
+        config: BenchConfig,
+        bootstrap: str,
+        trace: str,
+        say: Callable[[str, str | None], None],
+        namespace: Callable[[str], WarmcastSettings],
+    ) -> _Loads:
+        n_single, n_env = config.single_events, config.envelope_events
+        mix = event_mix(trace, max(n_single, n_env))
+        loads = cls(
+            batches={
+                "single": list(messages(mix[:n_single], config.partitions, 1)),
+                "envelope": list(messages(mix[:n_env], config.partitions, config.envelope_size)),
+            },
+            events={"single": n_single, "envelope": n_env},
+            topics={
+                "single": [namespace("single") for _ in range(config.rounds)],
+                "envelope": [namespace("envelope") for _ in range(config.rounds)],
+            },
+        )
+        say(
+            f"producing {n_single:,} single-event messages and {n_env:,} events in envelopes",
+            None,
+        )
+        for single, env in zip(loads.topics["single"], loads.topics["envelope"], strict=True):
+            asyncio.run(produce(bootstrap, single.topic("usage"), loads.batches["single"]))
+            asyncio.run(produce(bootstrap, env.topic("usage"), loads.batches["envelope"]))
+        return loads
+
+
+def _throughput_rounds(
+    config: BenchConfig,
+    bootstrap: str,
+    workdir: Path,
+    loads: _Loads,
+    say: Callable[[str, str | None], None],
+) -> tuple[dict[str, list[float]], str]:
+    """Each round's events/s of the no-op agent, the worker and the engine in process, on
+    either load (``noop_single``, ``worker_envelope`` ...), and the last stage ended.
+
+    The no-op agent and the worker take turns, so that a slow spell of a shared machine
+    does not fall on one side only; each side keeps its best round."""
+    single, env = loads.topics["single"][0], loads.topics["envelope"][0]
+    single_msgs, env_msgs = loads.batches["single"], loads.batches["envelope"]
+    n_single, n_env = loads.events["single"], loads.events["envelope"]
+    wait = single.fetch_max_wait_ms  # the worker's, from the same environment
+    in_process = WarmcastSettings(partitions=config.partitions, policy=config.policy)
+    rates: dict[str, list[float]] = defaultdict(list)
+    ended = "ceiling"
+    for r in range(config.rounds):
+        tag = f"_{r + 1}" if config.rounds > 1 else ""
+        say(f"round {r + 1} of {config.rounds}: Faust agent doing nothing", ended)
+        rates["noop_single"].append(
+            faust_noop(bootstrap, single.topic("usage"), len(single_msgs), workdir, wait)
+        )
+        noop_env_msgs = faust_noop(bootstrap, env.topic("usage"), len(env_msgs), workdir, wait)
+        rates["noop_envelope"].append(noop_env_msgs * n_env / len(env_msgs))
+        say(f"round {r + 1}: warmcast worker, single-event messages", f"faust_noop{tag}")
+        rates["worker_single"].append(
+            worker_rate(bootstrap, loads.topics["single"][r], workdir, config, n_single)
+        )
+        say(f"round {r + 1}: warmcast worker, envelopes", f"worker_single{tag}")
+        rates["worker_envelope"].append(
+            worker_rate(bootstrap, loads.topics["envelope"][r], workdir, config, n_env)
+        )
+        say(f"round {r + 1}: warmcast engine in process", f"worker_envelope{tag}")
+        rates["engine_single"].append(run_engine(single_msgs, in_process).events_per_second)
+        rates["engine_envelope"].append(run_engine(env_msgs, in_process).events_per_second)
+        ended = f"engine{tag}"
+    return rates, ended
+
+
+def _throughput_rows(
+    kind: str, ceiling: float, rates: dict[str, list[float]], load: str
+) -> list[dict[str, Any]]:
+    """The four throughput rows of one load: the ceiling, the no-op agent, the engine and
+    the worker, each at its best round."""
+    noops, engines, workers = (rates[f"{side}_{load}"] for side in ("noop", "engine", "worker"))
+    return [
+        row("bare aiokafka getmany + orjson", kind, ceiling, ceiling),
+        row("Faust agent, no work", kind, max(noops), ceiling, rounds=noops),
+        row(ENGINE_STAGE, kind, max(engines), ceiling, rounds=engines),
+        row(
+            WORKER_STAGE,
+            kind,
+            max(workers),
+            ceiling,
+            max(noops),
+            rounds=workers,
+            engine=max(engines),
+        ),
+    ]
 
 
 def latency_stages(
@@ -567,47 +609,11 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
     load, no 100k-model count).
     """
     worker = {r["messages"]: r for r in report.rows if r["stage"] == WORKER_STAGE}
-    env = worker.get(f"envelope {config.envelope_size}")
     single = worker.get("single")
-    lat = report.latency
     largest = max(report.memory, key=lambda m: m["models"]) if report.memory else None
     at_100k = next((m for m in report.memory if m["models"] == RSS_TARGET_MODELS), None)
-    envelope_target = target(
-        "envelope_events_per_second",
-        f"envelopes of {ENVELOPE_TARGET_SIZE}: "
-        f">= {ENVELOPE_TARGET_EVENTS_PER_SECOND:,} events/s per worker",
-        env["events_per_second"] if env else None,
-        ENVELOPE_TARGET_EVENTS_PER_SECOND,
-        "events/s",
-        lambda v: v >= ENVELOPE_TARGET_EVENTS_PER_SECOND,
-        None
-        if config.envelope_size == ENVELOPE_TARGET_SIZE
-        else f"measured with envelopes of {config.envelope_size}",
-    )
-    envelope_target["ratio_to_faust_noop"] = env.get("ratio_to_faust_noop") if env else None
-    relay = lat.get("bare_relay", {}) if lat.get("bare_relay", {}).get("commands") else {}
-    ceiling = LATENCY_TARGET_RATIO_TO_RELAY * relay["p99_ms"] if relay else math.inf
-    why_not = None
-    if config.latency_rate < LATENCY_TARGET_RATE:
-        why_not = f"measured at {config.latency_rate:,} events/s"
-    elif not relay:
-        why_not = "the bare aiokafka relay was not measured in this run"
-    latency_target = target(
-        "latency_p99_ms",
-        f"p99 event -> command latency <= {LATENCY_TARGET_RATIO_TO_RELAY:g}x the bare "
-        f"aiokafka relay's at {LATENCY_TARGET_RATE:,} events/s",
-        lat.get("p99_ms") if lat.get("commands") else None,
-        ceiling,
-        "ms",
-        lambda v: v <= ceiling,
-        why_not,
-    )
-    # the same p99 through relays that do nothing: the stack's own floor on this broker
-    latency_target["relay_p99_ms"] = {
-        kind: lat[kind]["p99_ms"] for kind in RELAYS if lat.get(kind, {}).get("commands")
-    }
     return [
-        envelope_target,
+        envelope_target(worker.get(f"envelope {config.envelope_size}"), config),
         target(
             "single_ratio_to_faust_noop",
             f"single-event messages: >= {SINGLE_TARGET_RATIO_TO_NOOP:.0%} "
@@ -617,7 +623,7 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
             "ratio",
             lambda v: v >= SINGLE_TARGET_RATIO_TO_NOOP,
         ),
-        latency_target,
+        latency_target(report.latency, config),
         target(
             "worker_bytes_per_model",
             f"< {BYTES_PER_MODEL_TARGET:,} bytes of worker memory per tracked served model "
@@ -638,6 +644,50 @@ def targets(report: BenchReport, config: BenchConfig) -> list[dict[str, Any]]:
         ),
         probe_target(report.probe),
     ]
+
+
+def envelope_target(env: dict[str, Any] | None, config: BenchConfig) -> dict[str, Any]:
+    """The envelope throughput target, judged on the worker's envelope row ``env``."""
+    judged = target(
+        "envelope_events_per_second",
+        f"envelopes of {ENVELOPE_TARGET_SIZE}: "
+        f">= {ENVELOPE_TARGET_EVENTS_PER_SECOND:,} events/s per worker",
+        env["events_per_second"] if env else None,
+        ENVELOPE_TARGET_EVENTS_PER_SECOND,
+        "events/s",
+        lambda v: v >= ENVELOPE_TARGET_EVENTS_PER_SECOND,
+        None
+        if config.envelope_size == ENVELOPE_TARGET_SIZE
+        else f"measured with envelopes of {config.envelope_size}",
+    )
+    judged["ratio_to_faust_noop"] = env.get("ratio_to_faust_noop") if env else None
+    return judged
+
+
+def latency_target(lat: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """The p99 latency target, judged against the bare aiokafka relay of the same run."""
+    relay = lat.get("bare_relay", {}) if lat.get("bare_relay", {}).get("commands") else {}
+    ceiling = LATENCY_TARGET_RATIO_TO_RELAY * relay["p99_ms"] if relay else math.inf
+    why_not = None
+    if config.latency_rate < LATENCY_TARGET_RATE:
+        why_not = f"measured at {config.latency_rate:,} events/s"
+    elif not relay:
+        why_not = "the bare aiokafka relay was not measured in this run"
+    judged = target(
+        "latency_p99_ms",
+        f"p99 event -> command latency <= {LATENCY_TARGET_RATIO_TO_RELAY:g}x the bare "
+        f"aiokafka relay's at {LATENCY_TARGET_RATE:,} events/s",
+        lat.get("p99_ms") if lat.get("commands") else None,
+        ceiling,
+        "ms",
+        lambda v: v <= ceiling,
+        why_not,
+    )
+    # the same p99 through relays that do nothing: the stack's own floor on this broker
+    judged["relay_p99_ms"] = {
+        kind: lat[kind]["p99_ms"] for kind in RELAYS if lat.get(kind, {}).get("commands")
+    }
+    return judged
 
 
 def probe_target(probe: dict[str, Any]) -> dict[str, Any]:

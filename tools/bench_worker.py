@@ -318,6 +318,25 @@ async def _latency(
     seconds: float,
     group_of: Callable[[float], str] | None = None,
 ) -> dict[str, Any]:
+    await _await_assignment(consumer)
+    trips = _Trips(consumer, producer, settings)
+    run = uuid.uuid4().hex[:6]
+    reader = asyncio.create_task(trips.read())
+    try:
+        first_ms = await _first_events(trips, reader, run)
+        ids = [f"lat-{run}-{i}" for i in range(int(rate * seconds))]
+        start, offered = await _offer(trips, ids, rate)
+        await trips.arrived(reader, ids, 60)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return _trip_figures(trips, ids, start, offered, first_ms, group_of)
+
+
+async def _await_assignment(consumer: AIOKafkaConsumer) -> None:
+    """Wait (30 s at most) until the reader holds its partitions, then resolve their ends
+    before the first event is sent."""
     deadline = time.monotonic() + 30
     while not consumer.assignment():
         if time.monotonic() > deadline:
@@ -327,39 +346,52 @@ async def _latency(
         await asyncio.sleep(0.05)
     await consumer.seek_to_end()
     for tp in consumer.assignment():
-        await consumer.position(tp)  # the end is resolved before the first event is sent
-    topic = settings.topic("usage")
-    sent: dict[str, float] = {}
-    got: dict[str, float] = {}
-    progress = asyncio.Event()
-    run = uuid.uuid4().hex[:6]
+        await consumer.position(tp)
 
-    async def read() -> None:
+
+class _Trips:
+    """The latency stage's events: when each was sent and when its answer came back."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: WarmcastSettings
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.topic = settings.topic("usage")
+        self.partitions = settings.partitions
+        self.sent: dict[str, float] = {}
+        self.got: dict[str, float] = {}
+        self.progress = asyncio.Event()
+
+    async def read(self) -> None:
+        """Stamp each answer with the return of the fetch that brought it, for ever."""
         while True:
-            batch = await consumer.getmany(timeout_ms=200)
+            batch = await self.consumer.getmany(timeout_ms=200)
             now = time.monotonic()
             for records in batch.values():
                 for r in records:
                     model_id = orjson.loads(r.value)["model_id"]
-                    if model_id in sent and model_id not in got:
-                        got[model_id] = now
-            progress.set()
+                    if model_id in self.sent and model_id not in self.got:
+                        self.got[model_id] = now
+            self.progress.set()
 
-    async def send(model_id: str) -> None:
-        sent[model_id] = time.monotonic()
-        await producer.send(
-            topic,
+    async def send(self, model_id: str) -> None:
+        """Hand a new-model event for ``model_id`` to the producer, stamped just before."""
+        self.sent[model_id] = time.monotonic()
+        await self.producer.send(
+            self.topic,
             orjson.dumps({"model_id": model_id, "ts": time.time()}),
             key=model_id.encode(),
-            partition=partition_for(model_id, settings.partitions),
+            partition=partition_for(model_id, self.partitions),
         )
 
-    async def arrived(ids: list[str], timeout: float) -> bool:
-        """Whether every one of ``ids`` came back within ``timeout``."""
+    async def arrived(self, reader: asyncio.Task[None], ids: list[str], timeout: float) -> bool:
+        """Whether every one of ``ids`` came back within ``timeout``; the reader's error if
+        it failed."""
         deadline = time.monotonic() + timeout
         while True:
-            progress.clear()
-            if all(m in got for m in ids):
+            self.progress.clear()
+            if all(m in self.got for m in ids):
                 return True
             if reader.done():
                 reader.result()  # the reader failed: its error, not a timeout
@@ -368,48 +400,59 @@ async def _latency(
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+                await asyncio.wait_for(self.progress.wait(), remaining)
 
-    reader = asyncio.create_task(read())
-    try:
-        # Untimed: one event per partition first, until their commands arrive. A worker
-        # that has just caught up with a backlog can answer its first events late, once (it
-        # has taken up to a second); that is reported apart (first_events_ms), not in the
-        # percentiles of the steady load.
-        warm: dict[int, str] = {}
-        k = 0
-        while len(warm) < settings.partitions:
-            model_id = f"lat-{run}-warm-{k}"
-            warm.setdefault(partition_for(model_id, settings.partitions), model_id)
-            k += 1
-        for model_id in warm.values():
-            await send(model_id)
-        if not await arrived(list(warm.values()), 60):
-            raise RuntimeError("nothing came back for the latency stage's first events in 60 s")
-        first_ms = max(got[m] - sent[m] for m in warm.values()) * 1000
+    def seconds(self, ids: list[str]) -> list[tuple[str, float]]:
+        """``(model_id, latency)`` of each of ``ids`` that came back, in order."""
+        return [(m, self.got[m] - self.sent[m]) for m in ids if m in self.got]
 
-        total = int(rate * seconds)
-        ids = [f"lat-{run}-{i}" for i in range(total)]
-        start = time.monotonic()
-        for i, model_id in enumerate(ids):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await send(model_id)
-        offered = total / (time.monotonic() - start)
-        await arrived(ids, 60)
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-    lat = sorted(got[m] - sent[m] for m in ids if m in got)
+
+async def _first_events(trips: _Trips, reader: asyncio.Task[None], run: str) -> float:
+    """Untimed: one event per partition first, until their commands arrive; the slowest
+    of their latencies in ms. A worker that has just caught up with a backlog can answer
+    its first events late, once (it has taken up to a second); that is reported apart
+    (first_events_ms), not in the percentiles of the steady load."""
+    warm: dict[int, str] = {}
+    k = 0
+    while len(warm) < trips.partitions:
+        model_id = f"lat-{run}-warm-{k}"
+        warm.setdefault(partition_for(model_id, trips.partitions), model_id)
+        k += 1
+    for model_id in warm.values():
+        await trips.send(model_id)
+    if not await trips.arrived(reader, list(warm.values()), 60):
+        raise RuntimeError("nothing came back for the latency stage's first events in 60 s")
+    return max(latency for _, latency in trips.seconds(list(warm.values()))) * 1000
+
+
+async def _offer(trips: _Trips, ids: list[str], rate: int) -> tuple[float, float]:
+    """Send ``ids`` at ``rate`` per second; the start and the rate achieved."""
+    start = time.monotonic()
+    for i, model_id in enumerate(ids):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await trips.send(model_id)
+    return start, len(ids) / (time.monotonic() - start)
+
+
+def _trip_figures(
+    trips: _Trips,
+    ids: list[str],
+    start: float,
+    offered: float,
+    first_ms: float,
+    group_of: Callable[[float], str] | None,
+) -> dict[str, Any]:
+    """The latency stage's figures: overall, by second of the run, and by group."""
+    back = trips.seconds(ids)
+    lat = sorted(latency for _, latency in back)
     by_second: dict[int, list[float]] = {}
-    for m in ids:
-        if m in got:
-            by_second.setdefault(int(sent[m] - start), []).append(got[m] - sent[m])
+    for m, latency in back:
+        by_second.setdefault(int(trips.sent[m] - start), []).append(latency)
     out: dict[str, Any] = {
         "offered_per_second": round(offered, 1),
-        "events": total,
+        "events": len(ids),
         "commands": len(lat),
         "first_events_ms": round(first_ms, 2),
     }
@@ -421,9 +464,8 @@ async def _latency(
         )
     if group_of is not None:
         groups: dict[str, list[float]] = {}
-        for m in ids:
-            if m in got:
-                groups.setdefault(group_of(sent[m]), []).append(got[m] - sent[m])
+        for m, latency in back:
+            groups.setdefault(group_of(trips.sent[m]), []).append(latency)
         out["groups"] = {g: latency_figures(sorted(v)) for g, v in sorted(groups.items())}
     return out
 

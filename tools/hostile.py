@@ -41,7 +41,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,11 +445,6 @@ class Runner:
                 self.process.wait(10)
                 return None
         return self.process.returncode
-
-
-def chunks(items: Sequence[Planned], n: int) -> Iterator[Sequence[Planned]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 async def run_hostile(config: HostileConfig, workdir: Path) -> dict[str, Any]:
