@@ -570,6 +570,7 @@ class Runtime:
             dead_letters_in_window=self.dead_letter_window.count(now),
             precision=probe.precision if accuracy_known else None,
             recall=probe.recall if accuracy_known else None,
+            discrimination=probe.discrimination if accuracy_known else None,
             decision_latency_p95=activity.decision_latency_p95,
             queue_depth=probe.queue_depth,
             queue_capacity=probe.queue_capacity,
