@@ -666,6 +666,7 @@ class Runtime:
             m.component_last_update.labels(component=c.name).set(c.last_update or 0)
         m.precision.set(_nan(probe.precision))
         m.recall.set(_nan(probe.recall))
+        m.discrimination.set(_nan(probe.discrimination))
         m.queue_depth.set(probe.queue_depth or 0)
         m.queue_capacity.set(probe.queue_capacity or 0)
         m.queue_overflows.inc(overflows)
