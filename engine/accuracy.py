@@ -101,3 +101,71 @@ def _loaded(lease: Lease, since: int, until: int) -> int:
     if lease.action != "warm":
         return 0
     return max(0, min(lease.end, until) - max(lease.start, since))
+
+
+#: Probability bins of :class:`Discrimination` (equal width over [0, 1]).
+RANK_BINS = 100
+
+
+class Discrimination:
+    """How well the learner's probabilities rank minutes that got a request above minutes
+    that did not: the area under the ROC curve of its resolved predictions.
+
+    1.0: every minute that came scored higher than every one that did not; 0.5: no better
+    than chance (a learner whose labels are shuffled, or that has learned nothing); below
+    0.5: worse than chance. It does not depend on the base rate of requests, so a fleet of
+    rarely used models, where most warm minutes are wasted by design, scores as high as a
+    busy one when the learner tells them apart. Probabilities are binned in
+    :data:`RANK_BINS` equal-width bins (ties within a bin count one half), so memory is
+    constant and counts from several partitions add up.
+
+    >>> d = Discrimination()
+    >>> for p, y in [(0.9, True), (0.8, True), (0.3, False), (0.1, False)]:
+    ...     d.add(p, y)
+    >>> d.auc(min_each=1)
+    1.0
+    >>> d.auc(min_each=3) is None  # too few of each outcome to judge
+    True
+    >>> chance = Discrimination()
+    >>> for p, y in [(0.5, True), (0.5, False)]:
+    ...     chance.add(p, y)
+    >>> chance.auc(min_each=1)
+    0.5
+    """
+
+    __slots__ = ("negatives", "positives")
+
+    def __init__(self) -> None:
+        self.positives = [0] * RANK_BINS
+        self.negatives = [0] * RANK_BINS
+
+    def add(self, p: float, y: bool) -> None:
+        """One prediction ``p`` of a request and whether the request came."""
+        b = min(RANK_BINS - 1, max(0, int(p * RANK_BINS)))
+        if y:
+            self.positives[b] += 1
+        else:
+            self.negatives[b] += 1
+
+    def merge(self, other: Discrimination) -> None:
+        """Add ``other``'s counts (another partition's learner)."""
+        for b in range(RANK_BINS):
+            self.positives[b] += other.positives[b]
+            self.negatives[b] += other.negatives[b]
+
+    @property
+    def samples(self) -> int:
+        return sum(self.positives) + sum(self.negatives)
+
+    def auc(self, min_each: int = 50) -> float | None:
+        """The area under the ROC curve, or ``None`` before ``min_each`` predictions of
+        each outcome were resolved (nothing to judge yet)."""
+        pos, neg = sum(self.positives), sum(self.negatives)
+        if pos < max(1, min_each) or neg < max(1, min_each):
+            return None
+        below = 0  # negatives in lower bins
+        wins = 0.0
+        for b in range(RANK_BINS):
+            wins += self.positives[b] * (below + 0.5 * self.negatives[b])
+            below += self.negatives[b]
+        return wins / (pos * neg)

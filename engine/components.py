@@ -21,6 +21,12 @@ from collections.abc import Sized
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from engine.accuracy import Discrimination
+
+#: Resolved predictions of each outcome (a request came / did not) before the learners'
+#: ranking is judged by the ``low_accuracy`` check.
+DISCRIMINATION_MIN_EACH = 50
+
 COMPONENTS = (
     "UsagePatternAnalyzer",
     "PredictionEngine",
@@ -149,6 +155,7 @@ class PolicyProbe:
     budget_use: float | None = None  # the fullest partition's
     models: dict[str, int] = field(default_factory=dict)  # served models known, by component
     drift_detection: bool = False
+    ranking: Discrimination = field(default_factory=Discrimination)  # the learners', merged
 
     def add(self, policy: object, minute: int | None) -> None:
         parts = parts_of(policy)
@@ -157,6 +164,9 @@ class PolicyProbe:
                 self.components.add(component)
         if parts.accuracy is not None and minute is not None:
             self._read_accuracy(parts.accuracy.counts(minute))
+        ranking = getattr(parts.prediction, "discrimination", None)
+        if isinstance(ranking, Discrimination):
+            self.ranking.merge(ranking)
         if parts.queue is not None:
             self._read_queue(parts.queue)
         if parts.resources is not None:
@@ -191,6 +201,15 @@ class PolicyProbe:
     @property
     def accuracy_samples(self) -> int:
         return self.loaded_minutes + self.invoked_minutes
+
+    @property
+    def discrimination(self) -> float | None:
+        """How well the learners rank minutes that got a request above those that did not
+        (:class:`engine.accuracy.Discrimination`); ``None`` before there is enough to judge
+        or when the policy has no learner."""
+        if "PredictionEngine" not in self.components:
+            return None
+        return self.ranking.auc(DISCRIMINATION_MIN_EACH)
 
     @property
     def precision(self) -> float | None:

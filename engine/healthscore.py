@@ -4,9 +4,18 @@ Each check compares one observation with its threshold and says ``ok``, ``failin
 ``not_applicable`` (the policy has no such component, or there is nothing to judge yet).
 The score is the product of ``1 - weight`` over the failing checks: 1.0 when all is well,
 below 0.8 as soon as one heavy check fails (stale data, low accuracy, slow decisions, a
-full queue, an exhausted budget) or two light ones do. Each check also says when a failing
-condition counts as *clear*: its value must be back past the threshold by the hysteresis
-margin, so that a value hovering at the threshold does not flap.
+full queue, an exhausted budget) or two light ones do.
+
+``low_accuracy`` judges the learner's *discrimination*: the area under the ROC curve of its
+probabilities that a minute gets a request (:class:`engine.accuracy.Discrimination`). It
+is 0.5 for a learner no better than chance (broken features, shuffled labels) and near 1
+for one that tells the minutes that will be used from those that will not. Precision and
+recall of warm decisions are reported alongside but not judged: a healthy keep-alive
+wastes most of its loaded minutes on rarely used models by design.
+
+Each check also says when a failing condition counts as *clear*: its value must be back
+past the threshold by the hysteresis margin, so that a value hovering at the threshold
+does not flap.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ class Observations:
     dead_letters_in_window: int
     precision: float | None = None
     recall: float | None = None
+    discrimination: float | None = None  # the learner's ranking (AUC); judged by low_accuracy
     decision_latency_p95: float | None = None
     queue_depth: int | None = None
     queue_capacity: int | None = None
@@ -117,7 +127,7 @@ def _na(name: str, why: str) -> CheckResult:
 def evaluate(obs: Observations, t: HealthThresholds = HealthThresholds()) -> list[CheckResult]:
     """Every check on one set of observations.
 
-    >>> results = evaluate(Observations(400.0, 50, 0, precision=0.9, recall=0.6))
+    >>> results = evaluate(Observations(400.0, 50, 0, discrimination=0.55))
     >>> [(r.name, r.status) for r in results if r.status != "ok"]  # doctest: +NORMALIZE_WHITESPACE
     [('stale_data', 'failing'), ('insufficient_volume', 'failing'), ('low_accuracy', 'failing'),
      ('high_decision_latency', 'not_applicable'), ('queue_overflow', 'not_applicable'),
@@ -142,17 +152,16 @@ def evaluate(obs: Observations, t: HealthThresholds = HealthThresholds()) -> lis
         if t.min_volume_events > 0
         else _na("insufficient_volume", "no minimum volume set"),
     ]
-    if obs.precision is None or obs.recall is None:
-        out.append(_na("low_accuracy", "the policy does not measure its accuracy"))
+    if obs.discrimination is None:
+        out.append(_na("low_accuracy", "no learner, or too few resolved predictions to judge"))
     else:
-        accuracy = min(obs.precision, obs.recall)
         out.append(
             _below(
                 "low_accuracy",
-                accuracy,
+                obs.discrimination,
                 t.accuracy_min,
                 h,
-                f"precision {obs.precision:.2f}, recall {obs.recall:.2f}",
+                f"learner ranking (AUC) {obs.discrimination:.2f}; 0.5 is chance",
             )
         )
     if obs.decision_latency_p95 is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from river import linear_model, metrics, optim
 
+from engine.accuracy import Discrimination
 from engine.analyzer import RATE_HALF_LIVES, Hazards, IdleBins, ModelUsage, _decay
 
 FEATURES = (
@@ -215,6 +216,7 @@ class PredictionEngine:
         self.positives = 0
         self.log_loss = metrics.LogLoss()
         self.brier = 0.0
+        self.discrimination = Discrimination()
         self.averaging = averaging
         self._weights: dict[str, float] = self.learner.weights
         self._intercept = float(self.learner.intercept)
@@ -271,6 +273,7 @@ class PredictionEngine:
             self.positives += y
             self.log_loss.update(y, item.p)
             self.brier += (float(y) - item.p) ** 2
+            self.discrimination.add(item.p, y)
             out.append(Resolved(item.model_id, item.p, y))
         if out:
             a = self.averaging

@@ -29,7 +29,7 @@ from typing import Any
 CLASSES: dict[str, frozenset[str]] = {
     name: frozenset(classes.split())
     for name, classes in {
-        "engine.accuracy": "AccuracyCounts WarmAccuracy",
+        "engine.accuracy": "AccuracyCounts Discrimination WarmAccuracy",
         "engine.alerting": "AlertTransition",
         "engine.analyzer": "CoOnsetTracker Hazards IdleBins ModelUsage UsagePatternAnalyzer",
         "engine.anomaly": "Anomaly MetricAnomalies RobustZScore",

@@ -283,6 +283,12 @@ class WorkerMetrics:
             "invoked model-minutes that found the model loaded (NaN: not measured)",
             registry=r,
         )
+        self.discrimination = Gauge(
+            "warmcast_prediction_discrimination_ratio",
+            "the learner's ranking (AUC) of minutes that get a request; 0.5 is chance "
+            "(NaN: not measured)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "warmcast_warmup_queue_depth", "warmups waiting in the policy's queue", registry=r
         )
@@ -375,4 +381,5 @@ class WorkerMetrics:
         self.health_score.set(1.0)
         self.precision.set(float("nan"))
         self.recall.set(float("nan"))
+        self.discrimination.set(float("nan"))
         self.budget_use.set(float("nan"))

@@ -570,6 +570,7 @@ class Runtime:
             dead_letters_in_window=self.dead_letter_window.count(now),
             precision=probe.precision if accuracy_known else None,
             recall=probe.recall if accuracy_known else None,
+            discrimination=probe.discrimination if accuracy_known else None,
             decision_latency_p95=activity.decision_latency_p95,
             queue_depth=probe.queue_depth,
             queue_capacity=probe.queue_capacity,
@@ -665,6 +666,7 @@ class Runtime:
             m.component_last_update.labels(component=c.name).set(c.last_update or 0)
         m.precision.set(_nan(probe.precision))
         m.recall.set(_nan(probe.recall))
+        m.discrimination.set(_nan(probe.discrimination))
         m.queue_depth.set(probe.queue_depth or 0)
         m.queue_capacity.set(probe.queue_capacity or 0)
         m.queue_overflows.inc(overflows)

@@ -197,7 +197,7 @@ class WarmcastSettings(BaseSettings):
         default=0.7,
         ge=0,
         le=1,
-        description="precision or recall of warm decisions below this raises low_accuracy",
+        description="learner ranking (AUC of its probabilities) below this raises low_accuracy",
     )
     accuracy_min_samples: int = Field(
         default=100, ge=0, description="model-minutes scored before accuracy is judged"

@@ -42,6 +42,8 @@ from tools.fleetsim import (
     load_time_model,
     run_local,
 )
+from tools.headline import Headline
+from tools.headline import compute as compute_headline
 from tools.replay import (
     add_trace_flags,
     iso,
@@ -240,6 +242,7 @@ class DemoResult:
     offline: FleetTotals
     partitions: int = 1
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    headline: Headline | None = None  # warmcast at equal memory, from the slice's backtest
 
     @property
     def cold_diff_pct(self) -> float:
@@ -351,6 +354,8 @@ def results_text(result: DemoResult) -> str:
             f"{result.policy} vs fixed keep-alive {report.keepalive} min: "
             f"{fewer:.1f} % fewer cold starts, {more:+.1f} % wasted model-minutes"
         )
+    if result.headline is not None:
+        lines.append(result.headline.text())
     lines.append(report.describe())
     return "\n".join(lines)
 
@@ -508,6 +513,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             offline=run_local(trace, policy, partitions=options.partitions, knobs=knobs),
             partitions=options.partitions,
             alerts=alerts,
+            headline=compute_headline(trace, knob),
         )
         png = outdir / "cold_starts.png"
         plot(result, png)
@@ -521,6 +527,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
                     "cold_diff_pct": result.cold_diff_pct,
                     "wasted_diff_pct": result.wasted_diff_pct,
                     "alerts": alerts,
+                    "headline": result.headline.to_dict() if result.headline else None,
                 },
                 option=orjson.OPT_INDENT_2,
             )

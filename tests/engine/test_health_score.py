@@ -24,6 +24,7 @@ HEALTHY = Observations(
     dead_letters_in_window=0,
     precision=0.9,
     recall=0.9,
+    discrimination=0.9,
     decision_latency_p95=0.01,
     queue_depth=0,
     queue_capacity=100,
@@ -48,8 +49,8 @@ def test_a_healthy_worker_scores_one() -> None:
     [
         ({"seconds_since_usage": 301.0}, "stale_data"),
         ({"usage_events_in_window": 999}, "insufficient_volume"),
-        ({"precision": 0.69}, "low_accuracy"),
-        ({"recall": 0.5}, "low_accuracy"),
+        ({"discrimination": 0.69}, "low_accuracy"),
+        ({"discrimination": 0.5}, "low_accuracy"),
         ({"decision_latency_p95": 0.51}, "high_decision_latency"),
         ({"queue_depth": 100}, "queue_overflow"),
         ({"queue_overflows": 1}, "queue_overflow"),
@@ -109,6 +110,6 @@ def test_hysteresis_a_failing_value_clears_only_past_the_margin() -> None:
     far = by_name(replace(HEALTHY, decision_latency_p95=0.44), t)["high_decision_latency"]
     assert (near.status, near.clear) == ("ok", False)
     assert (far.status, far.clear) == ("ok", True)
-    low = by_name(replace(HEALTHY, precision=0.74), t)["low_accuracy"]
+    low = by_name(replace(HEALTHY, discrimination=0.74), t)["low_accuracy"]
     assert (low.status, low.clear) == ("ok", False)
     assert degraded(0.85).clear is False and degraded(0.9).clear is True

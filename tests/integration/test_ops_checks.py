@@ -144,6 +144,7 @@ async def test_every_check_fires_and_resolves(ops_worker: Worker) -> None:
             controls = [
                 ("precision", 0.5),
                 ("recall", 0.9),
+                ("discrimination", 0.5),
                 ("queue_overflow", 3),
                 ("budget_use", 1.0),
                 ("drift", 1),
@@ -182,6 +183,7 @@ async def test_every_check_fires_and_resolves(ops_worker: Worker) -> None:
             recover = [
                 ("precision", 0.95),
                 ("recall", 0.95),
+                ("discrimination", 0.95),
                 ("queue_depth", 0),
                 ("budget_use", 0.5),
                 ("drift", 0),

@@ -6,6 +6,7 @@ The stand-in keeps a 10-minute keep-alive and has parts as the learning policy d
 figures are set by metric events named ``standin.<control>`` sent to its partition:
 
 - ``standin.precision`` / ``standin.recall``: the accuracy of its warm decisions;
+- ``standin.discrimination``: its learner's ranking (AUC) of minutes that get a request;
 - ``standin.queue_overflow``: that many warmups overflow a full queue;
   ``standin.queue_depth``: the queue's depth;
 - ``standin.budget_use``: the share of its memory budget in use;
@@ -26,6 +27,7 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from engine.accuracy import Discrimination
 from engine.components import PolicyParts
 from engine.lease import Lease
 from engine.policies import FixedKeepAlive
@@ -93,13 +95,20 @@ class StandInPolicy:
     queue: WarmupQueue = field(default_factory=WarmupQueue)
     resources: ResourceManager = field(default_factory=ResourceManager)
     drift: DriftMonitor = field(default_factory=DriftMonitor)
+    prediction: types.SimpleNamespace = field(
+        default_factory=lambda: types.SimpleNamespace(discrimination=Discrimination())
+    )
     delay: float = 0.0
     crashing: bool = False
     alerts: list[DriftAlert] = field(default_factory=list)
 
     def parts(self) -> PolicyParts:
         return PolicyParts(
-            accuracy=self.accuracy, queue=self.queue, resources=self.resources, drift=self.drift
+            prediction=self.prediction,
+            accuracy=self.accuracy,
+            queue=self.queue,
+            resources=self.resources,
+            drift=self.drift,
         )
 
     def on_request(self, model_id: str, minute: int) -> Lease | None:
@@ -129,6 +138,14 @@ class StandInPolicy:
             acc.loaded_minutes = 1000
             acc.hits = round(value * 1000)
             acc.invoked_minutes = acc.invoked_minutes or acc.hits
+        elif control == "discrimination":
+            # 100 minutes that got a request at p = 0.75; of 100 that did not, the share
+            # ``value`` scored below them (p = 0.25) and the rest above (p = 0.95).
+            ranking = self.prediction.discrimination = Discrimination()
+            below = round(value * 100)
+            for i in range(100):
+                ranking.add(0.75, True)
+                ranking.add(0.25 if i < below else 0.95, False)
         elif control == "recall":
             acc.invoked_minutes = max(1, round(acc.hits / value))
         elif control == "queue_overflow":
