@@ -258,6 +258,13 @@ class PredictionEngine:
         x = features_one(usage, hazards, target)
         self.pending.push(Pending(target, model_id, x, self.predict_one(x)))
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restored from a checkpoint; one written before the learner's ranking was kept
+        starts it empty."""
+        self.__dict__.update(state)
+        if "discrimination" not in state:
+            self.discrimination = Discrimination()
+
     def resolve(self, minute: int, counts: Mapping[str, int]) -> list[Resolved]:
         """Learn from every prediction whose target minute has closed.
 

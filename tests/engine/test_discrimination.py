@@ -109,3 +109,25 @@ def test_the_warmcast_policy_learner_ranks_a_structured_fleet_well() -> None:
     drive(policy, fleet(), END)
     auc = policy.predictor.discrimination.auc()
     assert auc is not None and auc > 0.85
+
+
+def test_a_learner_checkpointed_before_the_ranking_was_kept_learns_on() -> None:
+    import pickle
+    import zlib
+
+    from engine.checkpoint import PartitionState, pack, restore
+    from engine.core import WarmupEngine
+
+    policy = WarmcastPolicy(min_samples=10, sample_share=1.0)
+    drive(policy, {"m": list(range(0, 600, 7))}, 600)
+    # a checkpoint of the form before: the learner without its Discrimination
+    del policy.predictor.__dict__["discrimination"]
+    state = restore(zlib.compress(pack(PartitionState(WarmupEngine(policy), None, None))))
+    learner = state.engine.policy.predictor  # type: ignore[attr-defined]
+    assert isinstance(learner.discrimination, Discrimination)
+    samples = learner.samples
+    drive(state.engine.policy, {"m": list(range(600, 1200, 7))}, 1200)  # learns on
+    ranked = learner.discrimination
+    assert learner.samples > samples and sum(ranked.positives) + sum(ranked.negatives) > 0
+    again = pickle.loads(pickle.dumps(learner)).discrimination
+    assert again.negatives == ranked.negatives
