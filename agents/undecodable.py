@@ -36,7 +36,9 @@ from prometheus_client import Counter, Gauge
 from agents.control import Controls
 from engine.alerting import AlertTransition, fingerprint
 from schemas.control import ControlCommand
+from schemas.envelope import EventError
 from streams.app import WarmcastApp
+from streams.deadletters import error_headers
 from streams.sending import truncate_to_fit
 from streams.undecodable import UndecodableBatch, guard_consumer, summary
 from streams.workarounds import acknowledge_skipped, kafka_consumer
@@ -176,15 +178,11 @@ class Undecodable:
     async def _dead_letter(self, batch: UndecodableBatch, by: str) -> None:
         """The batch as it was fetched, on ``<topic>.dlq``, with headers that say what it
         is and why it was skipped; returns once the broker has it."""
-        headers = [
-            ("warmcast.original-topic", batch.topic.encode()),
-            ("warmcast.original-partition", str(batch.partition).encode()),
-            ("warmcast.original-offset", str(batch.first_offset).encode()),
+        error = EventError(REASON, batch.error_class, batch.error)
+        headers = error_headers(batch.topic, batch.partition, batch.first_offset, error)
+        headers += [
             ("warmcast.original-last-offset", str(batch.last_offset).encode()),
             ("warmcast.codec", batch.codec.encode()),
-            ("warmcast.error-class", batch.error_class.encode()),
-            ("warmcast.error-reason", REASON.encode()),
-            ("warmcast.error-message", batch.error[:2000].encode()),
             ("warmcast.skipped-by", by[:256].encode()),
         ]
         dlq = f"{batch.topic}.dlq"

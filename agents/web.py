@@ -33,6 +33,7 @@ from engine.healthscore import CheckResult
 from streams.app import WarmcastApp
 from streams.healthstore import RANKED
 from streams.partitioning import partition_for
+from streams.publishers import alert_record
 
 #: Prometheus text format 0.0.4 (aiohttp sets the charset itself).
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -44,17 +45,11 @@ LIST_STEP_MODELS = 20
 
 
 def alert_document(alert: AlertTransition) -> dict[str, Any]:
-    return {
-        "fingerprint": alert.fingerprint,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "state": alert.state,
-        "subject": alert.subject,
-        "summary": alert.summary,
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "since" if alert.state == "firing" else "ts": alert.ts,
-    }
+    """An alert as ``/health`` lists it: its record on the alerts topic, with the time it
+    fired as ``since`` while it fires."""
+    document = alert_record(alert)
+    document["since" if alert.state == "firing" else "ts"] = document.pop("ts")
+    return document
 
 
 def model_summary(health_doc: dict[str, Any]) -> dict[str, Any]:
