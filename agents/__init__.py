@@ -14,7 +14,7 @@ from agents import (
     control,
     delivery,
     health,
-    metrics,
+    metric_events,
     probes,
     recovery,
     undecodable,
@@ -63,7 +63,7 @@ def register(app: WarmcastApp) -> Parts:
     controls = control.register(app, feed, checkpoints)
     watch = delivery.register(app)
     keeper = health.register(app)
-    metrics.register(app)
+    metric_events.register(app)
     recovery.register(app, checkpoints)
     guard = undecodable.register(app, controls)
     usage_agent = usage.register(app, keeper)

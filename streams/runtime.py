@@ -39,8 +39,8 @@ from engine.shadow import ShadowPolicies, merged_score, parse_shadows
 from schemas.envelope import Decoded, E, decode, reject_skewed
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
-from streams.metrics import ALERT_KINDS, WorkerMetrics
 from streams.partitioning import partition_for
+from streams.prometheus import ALERT_KINDS, WorkerMetrics
 from streams.settings import WarmcastSettings
 
 __all__ = ["FORWARDED_MIN_EVENTS", "HealthLoader", "Origin", "Runtime"]

@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from engine.health import ModelHealth
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
-from streams.metrics import KNOWN_METRIC_NAMES
+from streams.prometheus import KNOWN_METRIC_NAMES
 from streams.runtime import Runtime
 from streams.settings import WarmcastSettings
 

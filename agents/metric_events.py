@@ -1,4 +1,4 @@
-"""Metrics agent: metric events in, to the policy (load times) and the anomaly learners.
+"""Metric events agent: metric events in, to the policy (load times) and the anomaly learners.
 
 A metric message is acknowledged once its dead letters, if any, are delivered
 (:mod:`streams.holding`); a message the worker itself fails on is dead-lettered as
@@ -18,14 +18,14 @@ from streams.app import WarmcastApp
 from streams.sending import Delivery
 
 log = logging.getLogger(__name__)
-AGENT = "agents.metrics.metrics_agent"  # the agent's name
+AGENT = "agents.metric_events.metric_events_agent"  # the agent's name
 
 
 def register(app: WarmcastApp) -> None:
-    """Register the metrics agent on ``app``."""
+    """Register the metric events agent on ``app``."""
 
     @app.agent(app.worker_topics.metrics, name=AGENT)
-    async def metrics_agent(stream: StreamT) -> None:
+    async def metric_events_agent(stream: StreamT) -> None:
         stream.enable_acks = False  # each message is acknowledged by the input gate
         async for event in stream.events():
             await process_metrics(app, event)
