@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from engine.budget import SIZE_METRICS, Budget
 from engine.capabilities import ForgetsMetrics, LearnsMetrics
 from engine.lease import Command, Lease, command_id
 from engine.policies import Policy
@@ -65,6 +66,7 @@ _ENGINE_STATE = (
     "newest",
     "_held",
     "_untracked",
+    "budget",
 )
 
 
@@ -132,6 +134,7 @@ class WarmupEngine:
         report_evictions: bool = False,
         tolerance_minutes: int = 5,
         max_untracked_metric_models: int = 1000,
+        budget: Budget | None = None,
     ) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
@@ -159,6 +162,8 @@ class WarmupEngine:
         self._held: tuple[str, int, float, int, int] | None = None
         #: models with metric state that usage has not shown yet, least recent first
         self._untracked: dict[str, None] = {}
+        #: a hard memory budget every lease passes through (:mod:`engine.budget`)
+        self.budget = budget
 
     def __reduce__(self) -> tuple[Any, ...]:
         # the compiled engine is built by its constructor, then given its state
@@ -175,6 +180,7 @@ class WarmupEngine:
         self.newest = 0.0
         self._held = None
         self._untracked = {}
+        self.budget = None
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -254,8 +260,11 @@ class WarmupEngine:
             if last_seen.pop(model_id, None) is None and len(last_seen) >= self.max_models:
                 self._evict_least_recent()
             last_seen[model_id] = minute  # insertion order is recency order
+            budget = self.budget
+            if budget is not None:
+                budget.touch(model_id, minute)
             lease = self.policy.on_request(model_id, minute)
-            if lease is not None:
+            if lease is not None or (budget is not None and budget.keep_idle):
                 self._apply(model_id, lease, minute, out)
         else:
             self._counts[model_id] = seen + count
@@ -290,6 +299,12 @@ class WarmupEngine:
         policy = self.policy
         if isinstance(policy, LearnsMetrics):
             policy.observe_metric(model_id, name, value)
+        budget = self.budget
+        if budget is not None:
+            if name in SIZE_METRICS:
+                budget.set_size(model_id, value * SIZE_METRICS[name])
+            elif name == "load_time_seconds":
+                budget.set_cost(model_id, value)
         return dropped
 
     def _note_untracked(self, model_id: str) -> str | None:
@@ -325,7 +340,9 @@ class WarmupEngine:
         minute = self._open
         for model_id, lease in list(self.leases.items()):
             if lease.action == "warm":
-                self._apply(model_id, Lease.release(minute, reason), minute, out)
+                self._set(model_id, Lease.release(minute, reason), minute, out)
+        if self.budget is not None:
+            self.budget.clear()
         return out
 
     def _close_until(self, minute: int, out: list[Command]) -> None:
@@ -334,7 +351,7 @@ class WarmupEngine:
         counts, self._counts = self._counts, {}
         self._emit(self.policy.on_minute_closed(closed, counts), closed, out)
         self.stats.minutes_closed += 1
-        while (due := self.policy.next_review()) is not None and due < minute:
+        while (due := self._next_review()) is not None and due < minute:
             closed = max(due, closed + 1)
             self._emit(self.policy.on_minute_closed(closed, {}), closed, out)
         self._open = minute
@@ -342,14 +359,42 @@ class WarmupEngine:
             self._evict_idle(minute)
             self._next_sweep = minute + 60
 
+    def _next_review(self) -> int | None:
+        due = self.policy.next_review()
+        budget = self.budget
+        if budget is not None:
+            held = budget.next_review()
+            if held is not None and (due is None or held < due):
+                return held
+        return due
+
     def _emit(self, decided: Iterable[tuple[str, Lease]], minute: int, out: list[Command]) -> None:
         for model_id, lease in decided:
             self._apply(model_id, lease, minute, out)
+        budget = self.budget
+        if budget is not None:
+            for model_id, lease in budget.settle(minute):
+                self._set(model_id, lease, minute, out)
 
-    def _apply(self, model_id: str, lease: Lease, minute: int, out: list[Command]) -> None:
-        if self.paused and lease.action == "warm":
-            self.stats.suppressed_warm += 1
+    def _apply(self, model_id: str, lease: Lease | None, minute: int, out: list[Command]) -> None:
+        """Issue ``lease`` (``None``: the model was just requested, its lease kept) through
+        the budget, if there is one."""
+        if self.paused and (lease is None or lease.action == "warm"):
+            if lease is not None:
+                self.stats.suppressed_warm += 1
             return
+        budget = self.budget
+        if budget is not None:
+            lease, evicted = budget.admit(model_id, lease, minute)
+            for victim, release in evicted:
+                self._set(victim, release, minute, out)
+            if lease is None:
+                return
+        elif lease is None:
+            return
+        self._set(model_id, lease, minute, out)
+
+    def _set(self, model_id: str, lease: Lease, minute: int, out: list[Command]) -> None:
         current = self.leases.get(model_id)
         if current == lease or (
             lease.action == "release" and (current is None or current.action == "release")
@@ -412,6 +457,8 @@ class WarmupEngine:
         self.leases.pop(model_id, None)
         self._counts.pop(model_id, None)
         self.policy.forget(model_id)
+        if self.budget is not None:
+            self.budget.forget(model_id)
         self.stats.capped_models += 1
 
     def _evict_idle(self, minute: int) -> None:
@@ -425,4 +472,6 @@ class WarmupEngine:
             del self.last_seen[model_id]
             self.leases.pop(model_id, None)
             self.policy.forget(model_id)
+            if self.budget is not None:
+                self.budget.forget(model_id)
         self.stats.evicted_models += len(stale)

@@ -27,6 +27,7 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Any, Protocol
 
+from engine.budget import FOREVER
 from engine.lease import Lease
 
 
@@ -62,6 +63,33 @@ class FixedKeepAlive:
 
     def on_request(self, model_id: str, minute: int) -> Lease | None:
         return Lease("warm", minute + 1, minute + 1 + self.keepalive, reason=self._reason)
+
+    def on_minute_closed(
+        self, minute: int, counts: Mapping[str, int]
+    ) -> Iterable[tuple[str, Lease]]:
+        return ()
+
+    def next_review(self) -> int | None:
+        return None
+
+    def forget(self, model_id: str) -> None:
+        return None
+
+
+class KeepLoaded:
+    """Keep a model loaded from its first request on, until a memory budget evicts it
+    (:mod:`engine.budget`; with ``lru`` or ``gdsf`` eviction, the caches of FaasCache).
+
+    >>> KeepLoaded("lru").on_request("m", 5)
+    Lease(warm 6..1099511627776)
+    """
+
+    def __init__(self, eviction: str = "lru") -> None:
+        self.name = eviction
+        self.version = f"{eviction}/1"
+
+    def on_request(self, model_id: str, minute: int) -> Lease | None:
+        return Lease("warm", minute + 1, FOREVER, reason="kept until evicted")
 
     def on_minute_closed(
         self, minute: int, counts: Mapping[str, int]

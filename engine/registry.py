@@ -1,4 +1,5 @@
-"""Policies by name: ``fixed:K``, ``hybrid`` and ``warmcast``.
+"""Policies by name: ``fixed:K``, ``hybrid``, ``warmcast``, and the cache baselines of a
+memory budget ``lru``, ``gdsf`` and ``hybrid+lru``.
 
 The one place that turns a policy spec from a command line or a setting into a policy
 object, so that the workers, the backtest and the replay tools accept the same names.
@@ -7,19 +8,36 @@ object, so that the workers, the backtest and the replay tools accept the same n
 'fixed:20'
 >>> make_policy("hybrid").version
 'hybrid/1'
->>> make_policy("fixed")
+>>> make_policy("fixed")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: unknown policy 'fixed': use fixed:K (K minutes), hybrid or warmcast
+ValueError: unknown policy 'fixed': use fixed:K (K minutes), hybrid, warmcast, ...
+
+Under a memory budget each policy is paired with the way it chooses what stays loaded
+(:func:`make_budget`): ``warmcast`` by value per byte, keeping what it once loaded while
+there is room; ``lru`` and ``gdsf`` are caches (kept until evicted, least recently used
+or lowest greedy-dual priority first); ``fixed:K``, ``hybrid`` and ``hybrid+lru`` keep
+their own leases and evict the least recently used when the budget binds.
+
+>>> b = make_budget("gdsf", 8 * 2**30)
+>>> b.rule, b.keep_idle, make_budget("hybrid+lru", 1.0).rule
+('gdsf', True, 'lru')
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.policies import FixedKeepAlive, HybridHistogram, Policy
+from engine.budget import Budget
+from engine.policies import FixedKeepAlive, HybridHistogram, KeepLoaded, Policy
 
-POLICY_NAMES = ("fixed:K", "hybrid", "warmcast")
+POLICY_NAMES = ("fixed:K", "hybrid", "warmcast", "lru", "gdsf", "hybrid+lru")
+#: How each policy chooses under a budget: (eviction rule, keep what is loaded while room)
+_BUDGET_RULES = {
+    "warmcast": ("value", True),
+    "lru": ("lru", True),
+    "gdsf": ("gdsf", True),
+}
 
 
 class PolicyUnavailable(RuntimeError):
@@ -42,9 +60,12 @@ def parse_policy(spec: str) -> str:
         if not (minutes.isascii() and minutes.isdigit()) or int(minutes) < 1:
             raise ValueError(f"bad policy {spec!r}: fixed:K needs K, whole minutes, of at least 1")
         return f"fixed:{int(minutes)}"
-    if name in ("hybrid", "warmcast"):
+    if name in ("hybrid", "warmcast", "lru", "gdsf", "hybrid+lru"):
         return name
-    raise ValueError(f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid or warmcast")
+    raise ValueError(
+        f"unknown policy {spec!r}: use fixed:K (K minutes), hybrid, warmcast, lru, gdsf "
+        "or hybrid+lru"
+    )
 
 
 def make_policy(spec: str, **knobs: Any) -> Policy:
@@ -68,6 +89,14 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
         return FixedKeepAlive(int(name.partition(":")[2]))
     if name == "hybrid":
         return HybridHistogram(**knobs)
+    if name == "hybrid+lru":
+        hybrid = HybridHistogram(**knobs)
+        hybrid.name, hybrid.version = name, "hybrid+lru/1"
+        return hybrid
+    if name in ("lru", "gdsf"):
+        if knobs:
+            raise TypeError(f"{name} takes no knobs, got {sorted(knobs)}")
+        return KeepLoaded(name)
     try:  # warmcast
         from engine.warmcast import WarmcastPolicy
     except ImportError as exc:
@@ -79,4 +108,11 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
     return policy
 
 
-__all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_policy", "parse_policy"]
+def make_budget(spec: str, capacity: float, default_size: float | None = None) -> Budget:
+    """The memory budget of ``capacity`` bytes for the policy ``spec``, with its way of
+    choosing what stays loaded (see the module docstring)."""
+    rule, keep_idle = _BUDGET_RULES.get(parse_policy(spec), ("lru", False))
+    return Budget(capacity, rule=rule, keep_idle=keep_idle, default_size=default_size)
+
+
+__all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_budget", "make_policy", "parse_policy"]

@@ -17,6 +17,14 @@ warmcast policy's own version, and when that version would not tell knob values 
 the version with ``+knob=<k>`` appended (set on the policy before the run, so that the
 ``command_id`` of each command is computed from the version written).
 
+Under a memory budget (``capacity``, a :class:`Capacity`) every run's engine holds a
+:class:`engine.budget.Budget` made for its policy (:func:`engine.registry.make_budget`),
+and each run also reports byte-minutes loaded and wasted, the peak bytes loaded by lease
+(never above the capacity) and its evictions. Sizes come from a sizes file
+(:func:`tools.traces.read_sizes`); a model without one counts as the median of the known
+sizes (1 GiB when none is known), and the trace's JSON says how many did.
+:mod:`tools.capacity` sweeps capacities.
+
 Python API: :func:`run_backtest`. The command line is :mod:`tools.backtest_cli`.
 """
 
@@ -34,14 +42,23 @@ from typing import Any
 
 import orjson
 
+from engine.budget import DEFAULT_SIZE_BYTES, Budget
 from engine.core import WarmupEngine
 from engine.lease import Command
 from engine.partition import PartitionStep
 from engine.policies import Policy
-from engine.registry import PolicyUnavailable, make_policy
+from engine.registry import PolicyUnavailable, make_budget, make_policy
 from engine.timebase import MinuteGrid
 from tools.progress import Progress
-from tools.scoring import Score, Usage, normalise, score
+from tools.scoring import (
+    MemoryFigures,
+    Score,
+    Usage,
+    command_tuples,
+    memory_figures,
+    normalise,
+    score,
+)
 from tools.traces import Trace, load_trace, parse_time
 
 DESCRIPTION = (
@@ -56,6 +73,57 @@ DEFAULT_POLICIES: tuple[str, ...] = ("fixed:10", "hybrid", "warmcast")
 DEFAULT_KNOBS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 _KNOBS_TEXT = " ".join(f"{k:g}" for k in DEFAULT_KNOBS)
 _CHUNK = 8192  # events between progress updates
+EVICTED = "evicted for "  # how the reason of a release forced by the budget begins
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """A hard memory budget for every run: ``limit`` bytes loaded by lease at any minute,
+    the served models ``sizes`` bytes each (``unit``: every model is 1 and ``limit`` counts
+    models). A model without a size counts as ``default_size``.
+
+    >>> c = Capacity.of_models(3)
+    >>> c.limit, c.size_of("any"), c.describe()
+    (3.0, 1.0, '3 models')
+    """
+
+    limit: float
+    sizes: Mapping[str, float] = field(default_factory=dict)
+    default_size: float = DEFAULT_SIZE_BYTES
+    unit: bool = False
+
+    @classmethod
+    def of_models(cls, n: int) -> Capacity:
+        if n < 1:
+            raise ValueError("--capacity-models needs at least 1")
+        return cls(float(n), {}, 1.0, unit=True)
+
+    def size_of(self, model_id: str) -> float:
+        size = self.sizes.get(model_id)
+        return size if size is not None else self.default_size
+
+    def budget(self, spec: str) -> Budget:
+        """The budget of a run of ``spec``, every size known to it."""
+        budget = make_budget(spec, self.limit, default_size=self.default_size)
+        for model_id, size in self.sizes.items():
+            budget.set_size(model_id, size)
+        return budget
+
+    def describe(self) -> str:
+        if self.unit:
+            return f"{self.limit:g} models"
+        return f"{self.limit / 2**20:,.0f} MiB"
+
+
+def default_size(sizes: Mapping[str, float], models: Iterable[str]) -> float:
+    """The size a model without one counts as: the median of the known sizes of
+    ``models`` (1 GiB when none is known).
+
+    >>> default_size({"a": 1.0, "b": 5.0, "c": 9.0, "x": 100.0}, ["a", "b", "c", "d"])
+    5.0
+    """
+    known = sorted(sizes[m] for m in models if m in sizes)
+    return known[len(known) // 2] if known else DEFAULT_SIZE_BYTES
 
 
 @dataclass(slots=True)
@@ -68,6 +136,8 @@ class PolicyRun:
     score: Score
     commands: int
     runtime_seconds: float
+    memory: MemoryFigures | None = None
+    evictions: int = 0
 
     @property
     def label(self) -> str:
@@ -100,6 +170,11 @@ class PolicyRun:
             "recall": s.recall,
             "commands": self.commands,
             "runtime_seconds": self.runtime_seconds,
+            **(
+                {**self.memory.to_dict(), "evictions": self.evictions}
+                if self.memory is not None
+                else {}
+            ),
         }
 
 
@@ -138,12 +213,17 @@ class BacktestResult:
 
 
 def simulate(
-    policy: Policy, trace: Trace, *, progress: Progress | None = None
+    policy: Policy,
+    trace: Trace,
+    *,
+    progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> tuple[list[Command], WarmupEngine]:
     """Drive a fresh partition step with every event of ``trace`` (its metric events
     before the usage events of the same time, as they were measured then); the commands it
-    emitted, and its engine."""
-    step = PartitionStep(WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0)))
+    emitted, and its engine (holding ``budget``, if given)."""
+    engine = WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0), budget=budget)
+    step = PartitionStep(engine)
     observe = step.observe
     metrics = trace.metrics
     m, n_metrics = 0, len(metrics)
@@ -225,6 +305,8 @@ def run_backtest(
     commands_path: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     warmcast_config: Mapping[str, Any] | None = None,
+    capacity: Capacity | None = None,
+    sizes: Mapping[str, float] | None = None,
 ) -> BacktestResult:
     """Run and score policies over a trace.
 
@@ -236,7 +318,9 @@ def run_backtest(
     per ``knobs`` value. ``commands_path`` writes every command as JSONL (see the module
     docstring). ``progress``: draw a bar on stderr (default: when stderr is a terminal).
     ``warmcast_config``: settings of the warmcast policy (``engine.warmcast.WarmcastConfig``
-    names) for every knob value.
+    names) for every knob value. ``capacity``: a memory budget for every run (see the
+    module docstring); ``sizes`` (bytes per model) without a capacity adds the byte-weighted
+    memory figures to every run.
     """
     if isinstance(trace, str | os.PathLike):
         trace = load_trace(
@@ -259,6 +343,11 @@ def run_backtest(
         reference_asked = True
         plan.sort(key=lambda run: run[0] != REFERENCE_POLICY)  # reference first, stable
     usage = Usage.from_events(trace.events, t0=trace.t0)
+    if capacity is None and sizes is not None:
+        sizes = dict(sizes)
+        weigh: Capacity | None = Capacity(0.0, sizes, default_size(sizes, usage.minutes))
+    else:
+        weigh = capacity
 
     sink = open(commands_path, "wb") if commands_path is not None else None  # noqa: SIM115
     runs: list[PolicyRun] = []
@@ -267,20 +356,27 @@ def run_backtest(
             label = spec if knob is None else f"{spec}@{knob:g}"
             bar = Progress(len(trace.events), label, enabled=progress)
             started = time.perf_counter()
+            budget = capacity.budget(spec) if capacity is not None else None
             with bar:
-                commands, _ = simulate(policy, trace, progress=bar)
-            result = score(
-                usage,
-                commands,
-                t0=trace.t0,
-                end_minute=trace.end_minute,
-                train_minutes=train_minutes,
-            )
+                commands, _ = simulate(policy, trace, progress=bar, budget=budget)
+            tuples = command_tuples(commands)
+            window = {"t0": trace.t0, "end_minute": trace.end_minute}
+            result = score(usage, tuples, **window, train_minutes=train_minutes)
+            memory = None
+            if weigh is not None:
+                memory = memory_figures(
+                    usage, tuples, weigh.size_of, **window, train_minutes=train_minutes
+                )
+            evictions = sum(1 for c in commands if c.reason.startswith(EVICTED))
             elapsed = time.perf_counter() - started
             if sink is not None:
                 _write_commands(sink, commands)
-            runs.append(PolicyRun(spec, knob, policy.version, result, len(commands), elapsed))
-            del commands
+            runs.append(
+                PolicyRun(
+                    spec, knob, policy.version, result, len(commands), elapsed, memory, evictions
+                )
+            )
+            del commands, tuples
     finally:
         if sink is not None:
             sink.close()
@@ -293,14 +389,19 @@ def run_backtest(
             normalise(r.score, reference.score),
             r.commands,
             r.runtime_seconds,
+            r.memory,
+            r.evictions,
         )
         for r in runs
     ]
     reference = runs[0]
     if not reference_asked:
         runs = runs[1:]
+    info = trace_info(trace, train_minutes, reference.score)
+    if weigh is not None:
+        info.update(sizes_info(weigh, usage.minutes, capacity is not None))
     return BacktestResult(
-        trace=trace_info(trace, train_minutes, reference.score),
+        trace=info,
         reference=reference,
         runs=runs,
         skipped_policies=skipped,
@@ -337,6 +438,22 @@ def trace_info(trace: Trace, train_minutes: int, reference: Score) -> dict[str, 
     return info
 
 
+def sizes_info(weigh: Capacity, models: Iterable[str], budget: bool) -> dict[str, Any]:
+    """What the JSON says about the models' sizes and the budget."""
+    models = list(models)
+    unsized = sum(1 for m in models if m not in weigh.sizes)
+    info: dict[str, Any] = {
+        "unit_sizes": weigh.unit,
+        "sized_models": 0 if weigh.unit else len(models) - unsized,
+        "default_sized_models": 0 if weigh.unit else unsized,
+        "default_size_bytes": weigh.default_size,
+        "fleet_bytes": sum(weigh.size_of(m) for m in models),
+    }
+    if budget:
+        info["capacity_bytes"] = weigh.limit
+    return info
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -359,6 +476,9 @@ def format_table(runs: Sequence[PolicyRun]) -> str:
         "commands",
         "runtime_s",
     )
+    weighed = any(r.memory is not None for r in runs)
+    if weighed:
+        header = (*header, "wasted_GiB_min", "peak_GiB", "evictions")
     rows = [header]
     for r in runs:
         s = r.score
@@ -378,6 +498,14 @@ def format_table(runs: Sequence[PolicyRun]) -> str:
                 f"{r.runtime_seconds:.2f}",
             )
         )
+        if weighed:
+            m = r.memory
+            rows[-1] = (
+                *rows[-1],
+                "-" if m is None else f"{m.wasted_byte_minutes / 2**30:,.1f}",
+                "-" if m is None else f"{m.peak_loaded_bytes / 2**30:,.2f}",
+                str(r.evictions),
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):

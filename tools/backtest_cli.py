@@ -16,12 +16,16 @@ from tools.backtest import (
     _KNOBS_TEXT,
     DEFAULT_KNOBS,
     DESCRIPTION,
+    Capacity,
     _t0_arg,
+    default_size,
     key_value_arg,
     plot,
     run_backtest,
 )
+from tools.capacity import SWEEP_POLICIES, plot_sweep, run_sweep, share_arg, sweep_table
 from tools.suite import load_suite, print_report, run_suite
+from tools.traces import Trace, load_trace, read_sizes
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -96,6 +100,36 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="a setting of the warmcast policy for every knob value (JSON value), e.g. "
         "--warmcast-param min_periods=4",
     )
+    memory = p.add_argument_group("memory budget")
+    memory.add_argument(
+        "--sizes",
+        metavar="CSV",
+        help="model sizes: model_id,bytes (or memory_mb, or the Azure 2019 memory file's "
+        "HashApp,AverageAllocatedMb); adds byte-minutes and peak bytes to every run",
+    )
+    memory.add_argument(
+        "--capacity-mb",
+        type=float,
+        metavar="X",
+        help="a hard budget: at most X MiB loaded by lease at any minute (with --sizes; "
+        "a model without a size counts as the median of the known sizes)",
+    )
+    memory.add_argument(
+        "--capacity-models",
+        type=int,
+        metavar="N",
+        help="a hard budget of N models, every model of size 1",
+    )
+    memory.add_argument(
+        "--capacities",
+        nargs="+",
+        type=share_arg,
+        metavar="SHARE",
+        help="a capacity sweep: each SHARE of the fleet's total size (e.g. 10%% 25%% 50%% "
+        f"100%%), policies {' '.join(SWEEP_POLICIES)} unless --policy, warmcast at knob 1 (or "
+        "the first --knobs value); without --sizes, or with --capacity-models, the shares "
+        "count models",
+    )
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--commands", metavar="OUT.jsonl", help="write every command (JSONL)")
     p.add_argument("--plot", metavar="OUT.png", help="plot cold starts vs wasted memory")
@@ -111,21 +145,32 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return 2
     if args.suite is not None:
         return _suite_command(args, out)
+    if args.capacity_mb is not None and args.capacity_models is not None:
+        print("warmcast backtest: --capacity-mb or --capacity-models, not both", file=sys.stderr)
+        return 2
     try:
-        result = run_backtest(
+        trace = load_trace(
             args.path,
-            args.policy,
-            knobs=args.knobs,
-            train_minutes=args.train_minutes,
-            fmt=args.fmt,
+            args.fmt,
             time_col=args.time_col,
             model_col=args.model_col,
             time_format=args.time_format,
             count_col=args.count_col,
             t0=args.t0,
             missing_model=args.missing_model,
+        )
+        sizes = read_sizes(args.sizes) if args.sizes else None
+        if args.capacities:
+            return _sweep_command(args, trace, sizes, out)
+        result = run_backtest(
+            trace,
+            args.policy,
+            knobs=args.knobs,
+            train_minutes=args.train_minutes,
             commands_path=args.commands,
             warmcast_config=dict(args.warmcast_param),
+            capacity=_capacity(args, trace, sizes),
+            sizes=sizes,
         )
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)
@@ -153,6 +198,53 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
     if args.plot:
         plot(result, args.plot)
+    return 0
+
+
+def _capacity(
+    args: argparse.Namespace, trace: Trace, sizes: dict[str, float] | None
+) -> Capacity | None:
+    if args.capacity_models is not None:
+        return Capacity.of_models(args.capacity_models)
+    if args.capacity_mb is None:
+        return None
+    if not args.capacity_mb > 0:
+        raise ValueError("--capacity-mb must be positive")
+    known = sizes or {}
+    models = {model_id for _, model_id, _ in trace.events}
+    return Capacity(args.capacity_mb * 2**20, known, default_size(known, models))
+
+
+def _sweep_command(
+    args: argparse.Namespace, trace: Trace, sizes: dict[str, float] | None, out: TextIO
+) -> int:
+    result = run_sweep(
+        trace,
+        args.capacities,
+        policies=args.policy or SWEEP_POLICIES,
+        sizes=sizes,
+        unit=args.capacity_models is not None or sizes is None,
+        knob=args.knobs[0] if args.knobs != list(DEFAULT_KNOBS) else 1.0,
+        train_minutes=args.train_minutes,
+        warmcast_config=dict(args.warmcast_param),
+    )
+    info = result.trace
+    unit = "models" if info.get("unit_sizes") else "bytes"
+    print(
+        f"{info['path']}: {info['models']} models, fleet size {result.fleet_bytes:,.0f} {unit}"
+        + (
+            f", {info['default_sized_models']} of them without a size (counted as "
+            f"{info['default_size_bytes'] / 2**20:,.0f} MiB)"
+            if info.get("default_sized_models")
+            else ""
+        ),
+        file=out,
+    )
+    print(sweep_table(result), file=out)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
+    if args.plot:
+        plot_sweep(result, args.plot)
     return 0
 
 

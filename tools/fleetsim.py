@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import math
 import os
 import random
@@ -80,7 +79,7 @@ from tools.replay import (
     topic_routes,
     trace_mapping,
 )
-from tools.traces import Event, Trace, load_trace, open_text
+from tools.traces import Event, Trace, load_trace, read_sizes
 
 #: Lognormal load time fitted to the measured base-model switch latencies of the Alibaba
 #: GenAI 2024 trace (7,531 switches): median 22.7 s (``exp(mu)``) and 99th percentile
@@ -576,32 +575,6 @@ def by_minute(events: Iterable[Event]) -> dict[int, list[Event]]:
     for event in events:
         out.setdefault(_minute(event[0]), []).append(event)
     return out
-
-
-def read_memory(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Memory per served model in bytes, from a CSV: a model column (``model_id``,
-    ``HashApp``, ``HashFunction`` or ``model``) and ``memory_bytes``, ``memory_mb`` or
-    Azure's ``AverageAllocatedMb``."""
-    with open_text(path) as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        key = next(
-            (c for c in ("model_id", "HashApp", "HashFunction", "model") if c in header), None
-        )
-        if key is None:
-            raise ValueError(f"{path}: no model column (model_id, HashApp, HashFunction, model)")
-        units = (("memory_bytes", 1.0), ("memory_mb", float(MIB)), ("AverageAllocatedMb", MIB))
-        column = next(((c, scale) for c, scale in units if c in header), None)
-        if column is None:
-            raise ValueError(f"{path}: no memory column (memory_bytes, memory_mb, ...)")
-        name, scale = column
-        out: dict[str, float] = {}
-        for row in reader:
-            try:
-                out[row[key]] = float(row[name]) * scale
-            except (TypeError, ValueError):
-                continue
-        return out
 
 
 # ------------------------------------------------------------------------------ barriers
@@ -1202,7 +1175,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             trace,
             load_times=load_time_model(args.load_time, args.seed),
             baseline_load_times=load_time_model(args.load_time, args.seed),
-            memory=read_memory(args.memory) if args.memory else None,
+            memory=read_sizes(args.memory) if args.memory else None,
             worker_urls=args.worker_url,
             group_id=args.group,
             speed=None if args.max_speed else args.speed,

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -314,6 +314,61 @@ def score(
         precision=warm_total / loaded_total if loaded_total else 0.0,
         recall=warm_total / requested_total if requested_total else 0.0,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFigures:
+    """A run's memory in bytes: byte-minutes loaded and wasted in the scored window, and
+    the most bytes loaded by lease at any minute of the trace (with the first minute it
+    was reached)."""
+
+    loaded_byte_minutes: float
+    wasted_byte_minutes: float
+    peak_loaded_bytes: float
+    peak_minute: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def memory_figures(
+    usage: Usage,
+    commands: Iterable[CommandTuple],
+    size_of: Callable[[str], float],
+    *,
+    t0: float,
+    end_minute: int,
+    train_minutes: int = 0,
+) -> MemoryFigures:
+    """Byte-weighted memory of a decision log, ``size_of(model_id)`` bytes a model.
+
+    >>> usage = Usage.from_events([(0.0, "a", 1), (120.0, "a", 1)], t0=0.0)
+    >>> log = [(0.0, "a", "warm", 60.0, 300.0), (0.0, "b", "warm", 120.0, 240.0)]
+    >>> m = memory_figures(usage, log, {"a": 3.0, "b": 5.0}.get, t0=0.0, end_minute=9)
+    >>> m.loaded_byte_minutes, m.wasted_byte_minutes, m.peak_loaded_bytes, m.peak_minute
+    (22.0, 19.0, 8.0, 2)
+    """
+    loaded = loaded_intervals(commands, t0=t0, end_minute=end_minute)
+    lo, hi = train_minutes, end_minute + 1
+    loaded_total = wasted_total = 0.0
+    changes: dict[int, float] = {}
+    for model_id, intervals in loaded.items():
+        size = size_of(model_id)
+        minutes = usage.minutes.get(model_id, [])
+        for a, b in intervals:
+            changes[a] = changes.get(a, 0.0) + size
+            changes[b] = changes.get(b, 0.0) - size
+            a, b = max(a, lo), min(b, hi)
+            if a < b:
+                used = bisect_left(minutes, b) - bisect_left(minutes, a)
+                loaded_total += (b - a) * size
+                wasted_total += (b - a - used) * size
+    peak, peak_minute, level = 0.0, None, 0.0
+    for minute in sorted(changes):
+        level += changes[minute]
+        if level > peak + 1e-9:
+            peak, peak_minute = level, minute
+    return MemoryFigures(loaded_total, wasted_total, peak, peak_minute)
 
 
 def normalise(result: Score, reference: Score) -> Score:

@@ -538,3 +538,35 @@ def load_trace(
             missing_model=missing_model,
         )
     raise ValueError(f"unknown trace format {fmt!r} (auto, azure, csv, jsonl)")
+
+
+def read_sizes(path: str | os.PathLike[str]) -> dict[str, float]:
+    """The size of each served model in bytes, from a CSV (plain or gzip): a model column
+    (``model_id``, ``HashApp``, ``HashFunction`` or ``model``) and a size column
+    (``bytes``, ``memory_bytes``, ``memory_mb`` or the Azure 2019 memory file's
+    ``AverageAllocatedMb``). Rows without a number are skipped."""
+    with open_text(path) as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        key = next(
+            (c for c in ("model_id", "HashApp", "HashFunction", "model") if c in header), None
+        )
+        if key is None:
+            raise ValueError(f"{path}: no model column (model_id, HashApp, HashFunction, model)")
+        units = (
+            ("bytes", 1.0),
+            ("memory_bytes", 1.0),
+            ("memory_mb", float(2**20)),
+            ("AverageAllocatedMb", float(2**20)),
+        )
+        column = next(((c, scale) for c, scale in units if c in header), None)
+        if column is None:
+            raise ValueError(f"{path}: no memory column (memory_bytes, memory_mb, ...)")
+        name, scale = column
+        out: dict[str, float] = {}
+        for row in reader:
+            try:
+                out[row[key]] = float(row[name]) * scale
+            except (TypeError, ValueError):
+                continue
+        return out

@@ -11,7 +11,7 @@ import pytest
 
 from streams.broker import free_port
 from tools.demo import SAMPLE, SAMPLE_MEMORY, DemoOptions, default_policy, run_demo
-from tools.fleetsim import read_memory
+from tools.traces import read_sizes
 from tools.traces import load_trace
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ def test_shipped_sample_is_small_attributed_and_complete() -> None:
     assert SAMPLE.stat().st_size < 1 << 20
     trace = load_trace(SAMPLE)
     assert trace.models == 150 and trace.end_minute == 239
-    assert set(read_memory(SAMPLE_MEMORY)) == {model for _, model, _ in trace.events}
+    assert set(read_sizes(SAMPLE_MEMORY)) == {model for _, model, _ in trace.events}
     readme = (SAMPLE.parent / "README.md").read_text()
     assert "CC BY 4.0" in readme and "Shahrad" in readme
 

@@ -156,7 +156,7 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert args.func(args) == 2
     assert "warmcast backtest:" in capsys.readouterr().err
     trace_path = excerpt(tmp_path / "e.csv.gz", rows=5, minutes=30)
-    args = parse(["backtest", str(trace_path), "--policy", "lru"])
+    args = parse(["backtest", str(trace_path), "--policy", "mru"])
     assert args.func(args) == 2
 
 
