@@ -131,6 +131,7 @@ class Budget:
         rule: str = "value",
         keep_idle: bool = True,
         default_size: float | None = None,
+        counts_models: bool = False,
     ) -> None:
         if not capacity > 0:
             raise ValueError("capacity must be positive")
@@ -139,7 +140,8 @@ class Budget:
         self.capacity = float(capacity)
         self.rule = rule
         self.keep_idle = keep_idle
-        self.default_size = default_size
+        self.counts_models = counts_models  # every model is size 1: sizes are not taken
+        self.default_size = 1.0 if counts_models else default_size
         self.stats = BudgetStats()
         self.used_bytes = 0.0  # held leases active at the minute being decided
         self._sizes: dict[str, float] = {}
@@ -156,8 +158,9 @@ class Budget:
     # -- sizes and costs -----------------------------------------------------------------
 
     def set_size(self, model_id: str, size: float) -> None:
-        """The bytes ``model_id`` takes when loaded (a non-positive size is ignored)."""
-        if not size > 0:
+        """The bytes ``model_id`` takes when loaded (a non-positive size is ignored, and
+        every size when the budget counts models)."""
+        if not size > 0 or self.counts_models:
             return
         self._sizes[model_id] = float(size)
         self._median = None
@@ -317,6 +320,8 @@ class Budget:
                 del self._held[model_id]
                 self.stats.refused += 1
                 out.append((model_id, Lease.release(now, "no room in the memory budget")))
+        if self.used_bytes > self.capacity + 1e-9:  # sizes grew, or the capacity shrank
+            self._make_room("", 0.0, minute, None, out, True)
         if self.used_bytes > self.stats.peak_bytes:
             self.stats.peak_bytes = self.used_bytes
         return out
@@ -422,7 +427,8 @@ class Budget:
                 self._clock = worth
             self.stats.evictions += 1
             used = _bytes(self.used_bytes + size)
-            reason = f"evicted for {model_id}: {used} of {capacity} held ({self.rule})"
+            whom = model_id or "a smaller budget"  # "": sizes grew or the capacity shrank
+            reason = f"evicted for {whom}: {used} of {capacity} held ({self.rule})"
             evicted.append((victim, Lease.release(now, reason)))
         return True
 

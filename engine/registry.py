@@ -108,11 +108,20 @@ def make_policy(spec: str, **knobs: Any) -> Policy:
     return policy
 
 
-def make_budget(spec: str, capacity: float, default_size: float | None = None) -> Budget:
-    """The memory budget of ``capacity`` bytes for the policy ``spec``, with its way of
-    choosing what stays loaded (see the module docstring)."""
+def make_budget(
+    spec: str, capacity: float, default_size: float | None = None, counts_models: bool = False
+) -> Budget:
+    """The memory budget of ``capacity`` bytes (``counts_models``: models, each of size 1)
+    for the policy ``spec``, with its way of choosing what stays loaded (see the module
+    docstring)."""
     rule, keep_idle = _BUDGET_RULES.get(parse_policy(spec), ("lru", False))
-    return Budget(capacity, rule=rule, keep_idle=keep_idle, default_size=default_size)
+    return Budget(
+        capacity,
+        rule=rule,
+        keep_idle=keep_idle,
+        default_size=1.0 if counts_models else default_size,
+        counts_models=counts_models,
+    )
 
 
 __all__ = ["POLICY_NAMES", "PolicyUnavailable", "make_budget", "make_policy", "parse_policy"]

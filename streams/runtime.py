@@ -157,6 +157,7 @@ class Runtime:
                 max_models=self.settings.max_models_per_partition,
                 report_evictions=True,
                 tolerance_minutes=self.tolerance_minutes,
+                budget=self.settings.partition_budget(),
             )
             step = self.steps[partition] = self._new_step(engine)
             self._under_controls(partition, engine)
@@ -239,6 +240,13 @@ class Runtime:
         engine.paused = self.paused
         engine.max_models = self.settings.max_models_per_partition
         engine.tolerance_minutes = self.tolerance_minutes
+        wanted = self.settings.partition_budget()
+        if wanted is None:
+            engine.budget = None
+        elif engine.budget is None or engine.budget.counts_models != wanted.counts_models:
+            engine.budget = wanted
+        else:  # restored: its leases and sizes stay, under today's capacity
+            engine.budget.capacity = wanted.capacity
         if self.safe_mode and partition not in self.learned_policies:
             self.learned_policies[partition] = engine.policy
             engine.policy = make_policy(self.settings.safe_policy)

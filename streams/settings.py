@@ -19,7 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.registry import parse_policy
+from engine.budget import Budget
+from engine.registry import make_budget, parse_policy
 
 
 class WarmcastSettings(BaseSettings):
@@ -50,7 +51,9 @@ class WarmcastSettings(BaseSettings):
     web_host: str = Field(default="127.0.0.1", description="address of /health and /metrics")
     web_port: int = Field(default=6066, ge=0, le=65535, description="port of the web server")
     data_dir: str = Field(default=".warmcast", description="worker's local state directory")
-    policy: str = Field(default="hybrid", description="warmcast | hybrid | fixed:K")
+    policy: str = Field(
+        default="hybrid", description="warmcast | hybrid | fixed:K | lru | gdsf | hybrid+lru"
+    )
     knob: float = Field(
         default=1.0, gt=0, description="warmcast policy: memory-time vs cold-start trade-off"
     )
@@ -247,6 +250,21 @@ class WarmcastSettings(BaseSettings):
         default=16 * 1024 * 1024,
         ge=64 * 1024,
         description="largest checkpoint written or read, compressed",
+    )
+    capacity_bytes: float | None = Field(
+        default=None,
+        gt=0,
+        description="a hard memory budget of the pool: at most this many bytes loaded by "
+        "lease at any minute (sizes from memory_bytes/memory_mb metric events; a model "
+        "without one counts as the median of the known). Each partition of the usage topic "
+        "holds an equal share (this over WARMCAST_PARTITIONS), so the pool never exceeds it "
+        "wherever its partitions run; unset: no budget",
+    )
+    capacity_models: int | None = Field(
+        default=None,
+        ge=1,
+        description="a hard budget counted in models (every model of size 1), shared by "
+        "the partitions as WARMCAST_CAPACITY_BYTES is; at most one of the two",
     )
     max_models_per_partition: int = Field(
         default=100_000,
@@ -480,10 +498,32 @@ class WarmcastSettings(BaseSettings):
     def _policy_is_known(cls, value: str) -> str:
         return parse_policy(value)
 
+    def partition_budget(self) -> Budget | None:
+        """A fresh memory budget of one partition: its share of the pool's capacity.
+
+        >>> WarmcastSettings(capacity_bytes=8e9, partitions=4).partition_budget().capacity
+        2000000000.0
+        >>> WarmcastSettings(capacity_models=10, partitions=4).partition_budget().capacity
+        2.5
+        >>> WarmcastSettings().partition_budget() is None
+        True
+        """
+        if self.capacity_models is not None:
+            share = self.capacity_models / self.partitions
+            return make_budget(self.policy, share, default_size=1.0, counts_models=True)
+        if self.capacity_bytes is not None:
+            return make_budget(self.policy, self.capacity_bytes / self.partitions)
+        return None
+
     @model_validator(mode="after")
     def _settings_agree(self) -> WarmcastSettings:
         """Rules between settings; each message names the variables involved."""
         env = self.env_name
+        if self.capacity_bytes is not None and self.capacity_models is not None:
+            raise ValueError(
+                f"{env('capacity_bytes')} and {env('capacity_models')} are both set: "
+                "give the budget one way"
+            )
         protocol = self.kafka_security_protocol
         if protocol.startswith("SASL_") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
@@ -545,7 +585,7 @@ def load_settings(**values: Any) -> WarmcastSettings:
     ...
     streams.settings.SettingsError: invalid settings:
       WARMCAST_PARTITIONS (--partitions): Input should be greater than or equal to 1
-      WARMCAST_POLICY (--policy): unknown policy 'nonsense': use fixed:K (K minutes), hybrid ...
+      WARMCAST_POLICY (--policy): unknown policy 'nonsense': use fixed:K (K minutes), hybrid, ...
     """
     try:
         return WarmcastSettings(**values)

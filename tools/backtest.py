@@ -360,12 +360,12 @@ def run_backtest(
             with bar:
                 commands, _ = simulate(policy, trace, progress=bar, budget=budget)
             tuples = command_tuples(commands)
-            window = {"t0": trace.t0, "end_minute": trace.end_minute}
-            result = score(usage, tuples, **window, train_minutes=train_minutes)
+            t0, end = trace.t0, trace.end_minute
+            result = score(usage, tuples, t0=t0, end_minute=end, train_minutes=train_minutes)
             memory = None
             if weigh is not None:
                 memory = memory_figures(
-                    usage, tuples, weigh.size_of, **window, train_minutes=train_minutes
+                    usage, tuples, weigh.size_of, t0=t0, end_minute=end, train_minutes=train_minutes
                 )
             evictions = sum(1 for c in commands if c.reason.startswith(EVICTED))
             elapsed = time.perf_counter() - started
@@ -463,7 +463,7 @@ def _iso(ts: float) -> str:
 
 def format_table(runs: Sequence[PolicyRun]) -> str:
     """The runs as a plain-text table (the numbers as docs/evaluation.md shows them)."""
-    header = (
+    header: tuple[str, ...] = (
         "policy",
         "p75_cold_pct",
         "cold_pct_overall",
@@ -479,7 +479,7 @@ def format_table(runs: Sequence[PolicyRun]) -> str:
     weighed = any(r.memory is not None for r in runs)
     if weighed:
         header = (*header, "wasted_GiB_min", "peak_GiB", "evictions")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in runs:
         s = r.score
         norm = s.wasted_norm_pct

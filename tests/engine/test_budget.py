@@ -57,9 +57,7 @@ def naive_cache(
     return cold, evictions
 
 
-def run_engine(
-    events: list[Event], spec: str, budget: Budget
-) -> tuple[list, WarmupEngine]:  # type: ignore[type-arg]
+def run_engine(events: list[Event], spec: str, budget: Budget) -> tuple[list, WarmupEngine]:  # type: ignore[type-arg]
     policy = KeepLoaded(spec) if spec in ("lru", "gdsf") else make_policy(spec)
     engine = WarmupEngine(policy, budget=budget)
     out = []
@@ -186,7 +184,7 @@ def test_a_checkpointed_budget_restores() -> None:
 
     budget = make_budget("gdsf", 10.0)
     budget.set_size("a", 3.0)
-    commands, engine = run_engine([(0.0, "a", 1), (61.0, "b", 2)], "gdsf", budget)
+    _, engine = run_engine([(0.0, "a", 1), (61.0, "b", 2)], "gdsf", budget)
     restored = pickle.loads(pickle.dumps(engine))
     assert restored.budget is not None
     assert restored.budget.used_bytes == budget.used_bytes

@@ -11,8 +11,7 @@ import pytest
 
 from streams.broker import free_port
 from tools.demo import SAMPLE, SAMPLE_MEMORY, DemoOptions, default_policy, run_demo
-from tools.traces import read_sizes
-from tools.traces import load_trace
+from tools.traces import load_trace, read_sizes
 
 pytestmark = pytest.mark.integration
 
