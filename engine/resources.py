@@ -43,6 +43,10 @@ class ResourceManager:
     (2.0, 1)
     """
 
+    #: the median of the known memories, while no memory changes (checkpoints made
+    #: without it restore with none)
+    _median: float | None = None
+
     def __init__(
         self,
         max_memory: float | None = None,
@@ -58,6 +62,7 @@ class ResourceManager:
         self.default_memory = default_memory
         self.stats = ResourceStats()
         self._memory: dict[str, float] = {}
+        self._median = None
         self._held: dict[str, tuple[int, float]] = {}  # model -> (end, memory)
         self._ends: list[tuple[int, str]] = []
         self._used = 0.0
@@ -72,9 +77,29 @@ class ResourceManager:
         """The memory a served model takes when loaded (from metric events)."""
         if memory > 0:
             self._memory[model_id] = memory
+            self._median = None
 
     def memory_of(self, model_id: str) -> float:
         return self._memory.get(model_id, self.default_memory)
+
+    def relative_memory(self, model_id: str) -> float:
+        """A model's memory over the median of the known ones (1 when its own is unknown):
+        what memory-weighted planning scales the cost of keeping it loaded by, so that a
+        typical model is planned as without sizes.
+
+        >>> rm = ResourceManager()
+        >>> for m, mb in (("a", 100.0), ("b", 400.0), ("c", 1600.0)):
+        ...     rm.set_memory(m, mb)
+        >>> rm.relative_memory("a"), rm.relative_memory("b"), rm.relative_memory("zzz")
+        (0.25, 1.0, 1.0)
+        """
+        memory = self._memory.get(model_id)
+        if memory is None:
+            return 1.0
+        if self._median is None:
+            ordered = sorted(self._memory.values())
+            self._median = ordered[len(ordered) // 2]
+        return memory / self._median
 
     def in_use(self, minute: int) -> float:
         """Memory held at ``minute`` (leases ending at or before it are let go)."""
@@ -129,7 +154,8 @@ class ResourceManager:
 
     def forget(self, model_id: str) -> None:
         self.release(model_id, 0)
-        self._memory.pop(model_id, None)
+        if self._memory.pop(model_id, None) is not None:
+            self._median = None
 
     def known_models(self) -> int:
         """Served models whose memory is known (from metric events)."""

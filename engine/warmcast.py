@@ -391,7 +391,7 @@ class WarmcastPolicy:
 
     def _threshold(self, model_id: str) -> tuple[float, int]:
         load = self.performance.predict_one(model_id)
-        memory = self.resources.memory_of(model_id) / self.resources.default_memory
+        memory = self.resources.relative_memory(model_id)
         return self.scheduler.threshold(load, memory), self.scheduler.lead_minutes(load)
 
     def _still_good(self, plan: _Plan, model_id: str, idle: int | None, minute: int) -> bool:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from engine.budget import DEFAULT_SIZE_BYTES, Budget
+from engine.capabilities import LearnsMetrics
 from engine.core import WarmupEngine
 from engine.lease import Command
 from engine.partition import PartitionStep
@@ -218,10 +219,16 @@ def simulate(
     *,
     progress: Progress | None = None,
     budget: Budget | None = None,
+    sizes: Mapping[str, float] | None = None,
 ) -> tuple[list[Command], WarmupEngine]:
     """Drive a fresh partition step with every event of ``trace`` (its metric events
     before the usage events of the same time, as they were measured then); the commands it
-    emitted, and its engine (holding ``budget``, if given)."""
+    emitted, and its engine (holding ``budget``, if given). ``sizes`` (bytes) reach a
+    policy that learns from metric events as ``memory_bytes`` measurements before the
+    first event, as a fleet that reports its models' sizes would have them."""
+    if sizes and isinstance(policy, LearnsMetrics):
+        for model_id, size in sizes.items():
+            policy.observe_metric(model_id, "memory_bytes", size)
     engine = WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0), budget=budget)
     step = PartitionStep(engine)
     observe = step.observe
@@ -307,6 +314,7 @@ def run_backtest(
     warmcast_config: Mapping[str, Any] | None = None,
     capacity: Capacity | None = None,
     sizes: Mapping[str, float] | None = None,
+    plan_with_sizes: bool = True,
 ) -> BacktestResult:
     """Run and score policies over a trace.
 
@@ -320,7 +328,8 @@ def run_backtest(
     ``warmcast_config``: settings of the warmcast policy (``engine.warmcast.WarmcastConfig``
     names) for every knob value. ``capacity``: a memory budget for every run (see the
     module docstring); ``sizes`` (bytes per model) without a capacity adds the byte-weighted
-    memory figures to every run.
+    memory figures to every run. The sizes known (of ``capacity`` or ``sizes``) reach the
+    policies that learn from metric events unless ``plan_with_sizes`` is false.
     """
     if isinstance(trace, str | os.PathLike):
         trace = load_trace(
@@ -358,7 +367,8 @@ def run_backtest(
             started = time.perf_counter()
             budget = capacity.budget(spec) if capacity is not None else None
             with bar:
-                commands, _ = simulate(policy, trace, progress=bar, budget=budget)
+                known = weigh.sizes if weigh is not None and plan_with_sizes else None
+                commands, _ = simulate(policy, trace, progress=bar, budget=budget, sizes=known)
             tuples = command_tuples(commands)
             t0, end = trace.t0, trace.end_minute
             result = score(usage, tuples, t0=t0, end_minute=end, train_minutes=train_minutes)

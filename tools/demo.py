@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,7 +53,7 @@ from tools.replay import (
     time_arg,
     trace_mapping,
 )
-from tools.traces import Trace, parse_time
+from tools.traces import Trace, parse_time, read_sizes
 from tools.workerproc import cli_command
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -257,11 +257,14 @@ class DemoResult:
         return abs(self.cold_diff_pct) <= AGREEMENT_PCT
 
 
-def backtest_totals(trace: Trace, policy: str, knob: float) -> tuple[FleetTotals, FleetTotals, int]:
-    """``warmcast backtest`` of the slice: the policy's and fixed:10's scores, as totals."""
+def backtest_totals(
+    trace: Trace, policy: str, knob: float, sizes: Mapping[str, float] | None = None
+) -> tuple[FleetTotals, FleetTotals, int]:
+    """``warmcast backtest`` of the slice (with the models' ``sizes``, as the worker learns
+    them from the fleet's memory events): the policy's and fixed:10's scores, as totals."""
     from tools.backtest import run_backtest
 
-    result = run_backtest(trace, [policy], knobs=[knob], progress=False)
+    result = run_backtest(trace, [policy], knobs=[knob], progress=False, sizes=sizes)
     label = f"warmcast@{knob:g}" if policy == "warmcast" else policy
     run = result.run(label)
 
@@ -403,6 +406,7 @@ class DemoOptions:
     mapping: dict[str, Any] = field(default_factory=dict)
     namespace: str | None = None  # topics' namespace (default: a fresh demo-<hex>)
     executor: str | None = None  # "mlserver": warmup commands carried out on a real MLServer
+    memory: str | None = None  # model sizes CSV (default: the sample's, for the sample)
 
 
 def say(out: TextIO, text: str = "") -> None:
@@ -477,9 +481,10 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             f"{time.monotonic() - started:.1f}s on {worker.url}"
             f"\n           topics {namespace}.*.v1, {scope}",
         )
-        # No memory metric events: the backtest beside it has no model sizes, and sizes change
-        # the warmcast policy's memory cost, so the two would no longer be comparable.
-        memory = None
+        # the fleet reports each model's size with its loads (memory_bytes metric events);
+        # the backtest beside it plans with the same sizes
+        memory_file = options.memory or (str(SAMPLE_MEMORY) if sample else None)
+        memory = read_sizes(memory_file) if memory_file else None
         sim = FleetSim(
             settings,
             trace,
@@ -502,7 +507,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             return report, alerts
 
         report, alerts = asyncio.run(stream())
-        ours, reference, commands = backtest_totals(trace, policy, knob)
+        ours, reference, commands = backtest_totals(trace, policy, knob, memory)
         knobs = {"knob": knob} if policy == "warmcast" else {}
         result = DemoResult(
             report=report,
@@ -510,10 +515,12 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             backtest=ours,
             backtest_reference=reference,
             backtest_commands=commands,
-            offline=run_local(trace, policy, partitions=options.partitions, knobs=knobs),
+            offline=run_local(
+                trace, policy, partitions=options.partitions, knobs=knobs, sizes=memory
+            ),
             partitions=options.partitions,
             alerts=alerts,
-            headline=compute_headline(trace, knob),
+            headline=compute_headline(trace, knob, sizes=memory),
         )
         png = outdir / "cold_starts.png"
         plot(result, png)
@@ -608,6 +615,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--minutes", type=positive_int, default=240, help="minutes of the trace (default 240)"
     )
     p.add_argument("--start", type=time_arg, help="start time of the slice")
+    p.add_argument(
+        "--memory",
+        metavar="CSV",
+        help="model sizes the fleet reports with each load (model_id,bytes; memory_mb; or "
+        "the Azure 2019 memory file), which the worker and the backtest plan with "
+        "(default: the sample's, for the sample)",
+    )
     p.add_argument("--out", type=Path, default=Path("warmcast-demo"), help="output directory")
     p.add_argument("--web-port", type=int, help="worker web port (default 6066, or a free one)")
     p.add_argument(
@@ -704,6 +718,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         fmt=args.fmt,
         mapping=trace_mapping(args),
         executor=args.executor,
+        memory=args.memory,
     )
     try:
         result = run_selected(options, out)

@@ -57,6 +57,7 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 
+from engine.capabilities import LearnsMetrics
 from engine.core import WarmupEngine
 from engine.policies import Policy
 from engine.registry import make_policy
@@ -522,10 +523,16 @@ def run_local(
     partitions: int = 1,
     load_times: LoadTimeModel | None = None,
     knobs: Mapping[str, Any] | None = None,
+    sizes: Mapping[str, float] | None = None,
 ) -> FleetTotals:
     """``policy`` (with its ``knobs``) over the trace (a :func:`slice_trace`) offline, with
-    ``partitions`` partition-scoped engines; the totals (``cold_by_minute`` included)."""
+    ``partitions`` partition-scoped engines; the totals (``cold_by_minute`` included).
+    ``sizes`` (bytes) reach a policy that learns from metric events before the first event."""
     policies = [make_policy(policy, **(knobs or {})) for _ in range(partitions)]
+    for p in policies:
+        if sizes and isinstance(p, LearnsMetrics):
+            for model_id, size in sizes.items():
+                p.observe_metric(model_id, "memory_bytes", size)
     fleet = LocalFleet(policies, load_times)
     events = by_minute(trace.events)
     first = _minute(trace.t0)

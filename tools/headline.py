@@ -14,7 +14,7 @@ compares at equal wasted memory time (model-minutes loaded without requests):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -117,12 +117,14 @@ def compute(
     knob: float,
     knobs: Sequence[float] = DEFAULT_KNOBS,
     fixed_minutes: Sequence[int] = FIXED_MINUTES,
+    sizes: Mapping[str, float] | None = None,
 ) -> Headline:
     """Backtest ``trace`` with hybrid, warmcast along ``knobs`` (and ``knob``) and the fixed
-    keep-alives of ``fixed_minutes``, and compare them at equal memory."""
+    keep-alives of ``fixed_minutes``, and compare them at equal memory (warmcast planning
+    with the models' ``sizes`` when given)."""
     curve_knobs = sorted({*knobs, knob})
     policies = ["hybrid", "warmcast", *(f"fixed:{k}" for k in fixed_minutes)]
-    result = run_backtest(trace, policies, knobs=curve_knobs, progress=False)
+    result = run_backtest(trace, policies, knobs=curve_knobs, progress=False, sizes=sizes)
     hybrid = result.run("hybrid").score
     runs = {r.knob: r.score for r in result.runs if r.policy == "warmcast"}
     ours = runs[knob]
