@@ -192,3 +192,69 @@ def test_a_checkpointed_budget_restores() -> None:
     assert [c.model_id for c in restored.observe("c", 125.0)] == [
         c.model_id for c in engine.observe("c", 125.0)
     ]
+
+
+def naive_hybrid_lru(events: list[Event], sizes: dict[str, float], capacity: float) -> int:
+    """Cold starts of the hybrid policy's leases under a budget that evicts the least
+    recently used, as a per-minute loop over every model's lease: a lease starting next
+    minute is admitted at once, a later one (a pre-warm) when its start comes; a model too
+    large for the capacity is never loaded."""
+    from engine.policies import HybridHistogram
+
+    hybrid = HybridHistogram()
+    lease: dict[str, tuple[int, int]] = {}  # the lease issued, while not evicted
+    active: set[str] = set()  # counted in the budget
+    last: dict[str, int] = {}
+    by_minute: dict[int, list[str]] = {}
+    for ts, model, _ in events:
+        firsts = by_minute.setdefault(math.floor(ts / 60.0), [])
+        if model not in firsts:
+            firsts.append(model)
+    cold = 0
+
+    def admit(model: str, now: int) -> bool:
+        if sizes[model] > capacity:
+            return False
+        while sum(sizes[m] for m in active) + sizes[model] > capacity:
+            victim = min((last[m], m) for m in active if m != model)[1]
+            active.discard(victim)
+            del lease[victim]
+        active.add(model)
+        return True
+
+    for minute in range(0, max(by_minute) + 2):
+        now = minute + 1
+        loaded_now = {m for m, (s, e) in lease.items() if s <= minute < e}
+        for model in by_minute.get(minute, []):
+            if model not in loaded_now:
+                cold += 1
+            last[model] = minute
+            new = hybrid.on_request(model, minute)
+            if new is None:
+                continue
+            active.discard(model)
+            lease.pop(model, None)
+            start = max(new.start, now)
+            if start > now or admit(model, minute):
+                lease[model] = (start, new.end)
+        for model in [m for m, (s, e) in lease.items() if e <= now]:
+            active.discard(model)
+            del lease[model]
+        for model in sorted(m for m, (s, _) in lease.items() if s == now and m not in active):
+            if not admit(model, minute):
+                del lease[model]
+    return cold
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=traces, sizes=sizes_st, capacity=st.integers(1, 30).map(float))
+def test_hybrid_lru_equals_a_naive_loop(
+    events: list[Event], sizes: dict[str, float], capacity: float
+) -> None:
+    budget = make_budget("hybrid+lru", capacity)
+    for model, size in sizes.items():
+        budget.set_size(model, size)
+    commands, _ = run_engine(events, "hybrid+lru", budget)
+    end = math.floor(events[-1][0] / 60.0)
+    got = score(Usage.from_events(events, t0=0.0), commands, t0=0.0, end_minute=end)
+    assert got.cold_starts == naive_hybrid_lru(events, sizes, capacity)
