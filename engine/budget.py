@@ -18,9 +18,9 @@ What a model is worth, per byte, is the rule's (``rule``):
 - ``value``: expected cold-start cost avoided per byte and minute held,
   ``cost / (size * r)``, where ``r``, the minutes to its next request it is expected to
   wait, is the larger of its mean gap between requested minutes (the partition's mean gap
-  until it has one) and the minutes it has been idle; a lease that says how likely a
-  request is per minute (``probability``, the warmcast policy's) shortens ``r`` to
-  ``1 / probability``.
+  until it has one) and the minutes it has been idle. (A policy's own per-minute request
+  probabilities rank worse than this on the development traces: they say when to keep a
+  model, not which of two to keep.)
 
 With ``lru`` and ``gdsf`` a model just requested is always admitted (the others make
 room), as in a cache; with ``value`` only models worth less make room for it.
@@ -81,21 +81,20 @@ class BudgetStats:
 class _Held:
     """A warm lease the budget let through: ``[start, end)``, ``size`` bytes."""
 
-    __slots__ = ("active", "end", "probability", "size", "start")
+    __slots__ = ("active", "end", "size", "start")
 
-    def __init__(self, start: int, end: int, size: float, probability: float | None) -> None:
+    def __init__(self, start: int, end: int, size: float) -> None:
         self.start = start
         self.end = end
         self.size = size
-        self.probability = probability
         self.active = False  # counted in the used bytes
 
     def __reduce__(self) -> tuple[object, ...]:
-        return _held, (self.start, self.end, self.size, self.probability, self.active)
+        return _held, (self.start, self.end, self.size, self.active)
 
 
-def _held(start: int, end: int, size: float, probability: float | None, active: bool) -> _Held:
-    h = _Held(start, end, size, probability)
+def _held(start: int, end: int, size: float, active: bool) -> _Held:
+    h = _Held(start, end, size)
     h.active = active
     return h
 
@@ -215,7 +214,7 @@ class Budget:
     def _cost(self, model_id: str) -> float:
         return self._costs.get(model_id, 1.0)
 
-    def value(self, model_id: str, minute: int, probability: float | None = None) -> float:
+    def value(self, model_id: str, minute: int) -> float:
         """What keeping ``model_id`` loaded at ``minute`` is worth under the rule (higher
         stays)."""
         usage = self._usage.get(model_id)
@@ -229,8 +228,6 @@ class Budget:
         idle = float(minute - usage.last) if usage is not None else 0.0
         gap = usage.gap if usage is not None and usage.gap >= 0 else pooled
         wait = max(gap, idle, 1.0)
-        if probability is not None and probability > 0:
-            wait = min(wait, 1.0 / probability)
         return self._cost(model_id) / (self.size_of(model_id) * wait)
 
     # -- leases --------------------------------------------------------------------------
@@ -269,14 +266,12 @@ class Budget:
         if held is not None:
             self._drop(model_id, held)
         size = self.size_of(model_id)
-        entry = _Held(start, end, size, lease.probability)
+        entry = _Held(start, end, size)
         evicted: list[tuple[str, Lease]] = []
         if start > now:  # a pre-warm: checked when its start comes
             self._held[model_id] = entry
             heapq.heappush(self._starts, (start, model_id))
-        elif not self._make_room(
-            model_id, size, minute, lease.probability, evicted, self.rule != "value"
-        ):
+        elif not self._make_room(model_id, size, minute, evicted, self.rule != "value"):
             self.stats.refused += 1
             return (Lease.release(now, "no room in the memory budget") if held else None), evicted
         else:
@@ -312,16 +307,14 @@ class Budget:
             if entry.end <= now:
                 del self._held[model_id]
                 continue
-            if self._make_room(
-                model_id, entry.size, minute, entry.probability, out, self.rule != "value"
-            ):
+            if self._make_room(model_id, entry.size, minute, out, self.rule != "value"):
                 self._activate(model_id, entry)
             else:
                 del self._held[model_id]
                 self.stats.refused += 1
                 out.append((model_id, Lease.release(now, "no room in the memory budget")))
         if self.used_bytes > self.capacity + 1e-9:  # sizes grew, or the capacity shrank
-            self._make_room("", 0.0, minute, None, out, True)
+            self._make_room("", 0.0, minute, out, True)
         if self.used_bytes > self.stats.peak_bytes:
             self.stats.peak_bytes = self.used_bytes
         return out
@@ -386,7 +379,6 @@ class Budget:
         model_id: str,
         size: float,
         minute: int,
-        probability: float | None,
         evicted: list[tuple[str, Lease]],
         always: bool,
     ) -> bool:
@@ -400,11 +392,9 @@ class Budget:
         now = minute + 1
         value = self.value
         ranked = sorted(
-            (value(m, now, h.probability), m)
-            for m, h in self._held.items()
-            if h.active and m != model_id
+            (value(m, now), m) for m, h in self._held.items() if h.active and m != model_id
         )
-        limit = None if always else value(model_id, now, probability)
+        limit = None if always else value(model_id, now)
         need = self.used_bytes + size - self.capacity - 1e-9
         chosen: list[tuple[float, str]] = []
         freed = 0.0
