@@ -89,15 +89,6 @@ class _Held:
         self.size = size
         self.active = False  # counted in the used bytes
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return _held, (self.start, self.end, self.size, self.active)
-
-
-def _held(start: int, end: int, size: float, active: bool) -> _Held:
-    h = _Held(start, end, size)
-    h.active = active
-    return h
-
 
 class _Usage:
     """What the rules know of one model's requests."""
@@ -109,15 +100,6 @@ class _Usage:
         self.gap = -1.0  # mean minutes between requested minutes; < 0: none yet
         self.frequency = 0  # requested minutes since it was last loaded (gdsf)
         self.priority = 0.0  # gdsf
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return _usage, (self.last, self.gap, self.frequency, self.priority)
-
-
-def _usage(last: int, gap: float, frequency: int, priority: float) -> _Usage:
-    u = _Usage(last)
-    u.gap, u.frequency, u.priority = gap, frequency, priority
-    return u
 
 
 class Budget:

@@ -28,7 +28,7 @@ from engine.checkpoint import (
 )
 from engine.core import WarmupEngine
 from engine.lease import Command
-from engine.registry import make_policy
+from engine.registry import make_budget, make_policy
 from engine.restorable import CLASSES, RECONSTRUCTORS, Unrestorable, resolve
 from engine.timebase import MinuteGrid
 from tests.engine.gadgets import dotted_call, system_gadget
@@ -88,6 +88,26 @@ def test_a_restored_engine_decides_like_one_that_never_stopped(spec: str, trace:
     assert len(expected) > 100
     assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
     assert isinstance(state.anomalies, MetricAnomalies)
+
+
+@pytest.mark.parametrize("spec", ["lru", "gdsf", "hybrid+lru", "warmcast"])
+def test_a_restored_budget_decides_like_one_that_never_stopped(spec: str, trace: Trace) -> None:
+    def budgeted() -> WarmupEngine:
+        engine = engine_for(spec, trace)
+        engine.budget = make_budget(spec, 12.0, counts_models=True)  # 12 of 150 models
+        return engine
+
+    events = trace.events
+    half = len(events) // 2
+    uninterrupted = budgeted()
+    feed(uninterrupted, events[:half])
+    expected = feed(uninterrupted, events[half:]) + uninterrupted.advance(trace.end_ts)
+    first = budgeted()
+    feed(first, events[:half])
+    state = restore(unseal(seal(pack(PartitionState(first)), HEADER, KEY), KEY)[1])
+    got = feed(state.engine, events[half:]) + state.engine.advance(trace.end_ts)
+    assert sum(1 for c in expected if c.reason.startswith("evicted for ")) > 100
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
 
 
 def test_a_record_without_the_right_tag_is_refused_before_it_is_read() -> None:
