@@ -22,8 +22,8 @@ MODULES = [
             "healthstore",
             "kafka",
             "loop",
-            "metrics",
             "partitioning",
+            "prometheus",
             "publishers",
             "security",
             "sending",
@@ -35,6 +35,7 @@ MODULES = [
         f"tools.{name}"
         for name in (
             "backtest",
+            "capacity",
             "bench",
             "bench_worker",
             "bench_engine",
