@@ -182,6 +182,8 @@ class Recovery:
                 namespace=self.settings.topic_namespace,
                 name=name,
                 writer=self.writer,
+                policy_version=self.runtime.lineup.version,
+                generation=self.runtime.lineup.generation,
             )
             due.append((partition, header, pack(state)))  # here, where nothing else runs
             if not name:

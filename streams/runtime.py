@@ -417,7 +417,21 @@ class Runtime:
         step = self.steps.get(partition)
         if step is None:
             return None
-        return PartitionState(step.engine, step.anomalies, self.learned_policies.get(partition))
+        lineup = self.lineup
+        return PartitionState(
+            step.engine,
+            step.anomalies,
+            self.learned_policies.get(partition),
+            step.shadows,
+            step.active,
+            Lineup(
+                step.active_label,
+                list(step.shadows.engines) if step.shadows is not None else [],
+                lineup.previous,
+                lineup.generation,
+                lineup.changed_minute,
+            ),
+        )
 
     def install_state(self, partition: int, state: PartitionState) -> WarmupEngine:
         """Take over a partition's restored state, under the current controls."""
@@ -431,7 +445,41 @@ class Runtime:
         step = self.steps[partition] = self._new_step(state.engine, anomalies)
         if previous is not None:  # what is decoded stays decoded
             step.health = previous.health
+        self._take_lineup(step, state)
         return self._under_controls(partition, state.engine)
+
+    def _take_lineup(self, step: PartitionStep, state: PartitionState) -> None:
+        """Restore a partition's candidates with their learners, and the lineup of a
+        later generation than this worker's (a promotion before a restart): the engine
+        runs the active policy of the lineup, the others run as candidates. Policies the
+        settings no longer name are left out; those they name anew start fresh."""
+        saved = state.lineup
+        if saved is None or state.shadows is None or state.scored is None:
+            return
+        known = {saved.active, *saved.candidates}
+        if not known <= set(self.specs) or step.shadows is None:
+            return
+        lineup = self.lineup
+        if saved.generation > lineup.generation and known == {lineup.active, *lineup.candidates}:
+            self.lineup = Lineup(
+                saved.active,
+                list(saved.candidates),
+                saved.previous,
+                saved.generation,
+                saved.changed_minute,
+            )
+            lineup = self.lineup
+        fresh = step.shadows
+        shadows = state.shadows
+        for label in [k for k in shadows.engines if k not in [*lineup.candidates, lineup.active]]:
+            del shadows.engines[label], shadows.scored[label]
+        for label in lineup.candidates:
+            if label not in shadows.engines and label != saved.active:
+                shadows.engines[label] = fresh.engines[label]
+                shadows.scored[label] = fresh.scored[label]
+        step.shadows, step.active, step.active_label = shadows, state.scored, saved.active
+        if saved.active != lineup.active and lineup.active in shadows.engines:
+            step.swap_active(lineup.active)
 
     def _new_anomalies(self) -> MetricAnomalies:
         s = self.settings
