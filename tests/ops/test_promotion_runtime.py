@@ -50,7 +50,9 @@ def feed(rt: Runtime, events: list[tuple[float, str]], partitions: int = 2) -> l
 
 
 def settings(**overrides: Any) -> WarmcastSettings:
-    base: dict[str, Any] = dict(partitions=2, promotion_min_requests=200)
+    base: dict[str, Any] = dict(
+        partitions=2, promotion_min_requests=200, promotion_waste_tolerance=2.0
+    )
     return WarmcastSettings(**{**base, **overrides})
 
 
