@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from agents.control import Controls
-from engine.promotion import Decision
+from engine.promotion import POLICY_CHANGE_KINDS, Decision
 from schemas.control import ControlCommand
 from streams.app import WarmcastApp
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 def register(app: WarmcastApp, controls: Controls) -> None:
     """The judging timer and the ``promote`` / ``rollback`` controls, on ``app``."""
     runtime = app.runtime
+    for kind in POLICY_CHANGE_KINDS.values():  # counted from zero, in warmcast_alerts_total
+        runtime.metrics.alerts.labels(kind=kind, state="resolved")
 
     async def announce(decision: Decision) -> None:
         log.warning(

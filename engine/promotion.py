@@ -208,6 +208,11 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _threshold(decision: Decision) -> float | None:
+    found = decision.extra.get("alpha", decision.extra.get("rollback_after_minutes"))
+    return None if found is None else float(found)
+
+
 def t_upper_tail(t: float, df: int) -> float:
     """P(T >= t) under Student's t with ``df`` degrees of freedom (Abramowitz & Stegun
     26.7.3-4, exact for whole ``df``).
@@ -335,7 +340,11 @@ def judge_promotion(
             best = found
     if best is None:
         return None
-    return replace(best, reason=f"automatic (p < {rule.alpha:g}): {best.reason}")
+    return replace(
+        best,
+        reason=f"automatic (p < {rule.alpha:g}): {best.reason}",
+        extra={**best.extra, "alpha": rule.alpha},
+    )
 
 
 def evidence(
@@ -381,7 +390,10 @@ def evidence(
 def policy_alert(decision: Decision, app_id: str, ts: float) -> AlertTransition:
     """A change of the active policy as an alert and audit record: kind
     ``policy_promoted`` or ``policy_rolled_back``, one fingerprint per change, ``resolved``
-    (a change done, as a control acknowledgement), the figures in its details.
+    (a change done, as a control acknowledgement), the figures in its details. Its value
+    is the p-value of an automatic promotion (threshold: alpha) or the regressed minutes
+    of an automatic rollback (threshold: the minutes a rollback waits for); an operator's
+    change has the p-value as it stands and no threshold.
 
     >>> d = evidence({}, Lineup("fixed:1", ["hybrid"]), PromotionRule(), 60, "hybrid",
     ...              "rollback")
@@ -398,8 +410,8 @@ def policy_alert(decision: Decision, app_id: str, ts: float) -> AlertTransition:
         "resolved",
         subject,
         f"{decision.policy} made active in place of {decision.replaced}, {decision.reason}",
-        decision.statistic if math.isfinite(decision.statistic) else None,
-        decision.p_value,
+        decision.p_value if decision.action == "promote" else _finite(decision.statistic),
+        _threshold(decision),
         ts,
         decision.last_minute,
         tuple(decision.details().items()),
@@ -456,6 +468,7 @@ def judge_rollback(
         run[0] * rule.bucket_minutes,
         (run[-1] + 1) * rule.bucket_minutes - 1,
         lineup.generation + 1,
+        {"rollback_after_minutes": rule.rollback_after_minutes},
     )
 
 

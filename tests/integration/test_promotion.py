@@ -124,6 +124,7 @@ async def test_a_clearly_better_candidate_is_promoted_and_a_broken_policy_rolled
         assert float(d["policy_cold_pct"]) + 50 < float(d["replaced_cold_pct"])  # type: ignore[arg-type]
         assert float(d["window_last_minute"]) > float(d["window_first_minute"])  # type: ignore[arg-type]
         assert "automatic" in promoted.summary
+        assert promoted.value == d["p_value"] and promoted.threshold == 0.01
         policies = orjson.loads(better.get("/policies"))
         assert policies["active"]["policy"] == "warmcast" and policies["version"] == "warmcast#1"
         assert [c["policy"] for c in policies["candidates"]] == ["fixed:1"]
@@ -139,6 +140,7 @@ async def test_a_clearly_better_candidate_is_promoted_and_a_broken_policy_rolled
         assert (r["policy"], r["replaced"]) == ("hybrid", "fixed:1")
         assert r["replaced_cold_pct"] == 100.0  # never warm
         assert float(r["statistic"]) >= 15  # type: ignore[arg-type]  # regressed minutes
+        assert rolled.value == r["statistic"] and rolled.threshold == 15
         assert orjson.loads(broken.get("/policies"))["active"]["policy"] == "hybrid"
 
         # an operator puts the broken one back: refused without the token, done with it
