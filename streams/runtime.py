@@ -468,18 +468,25 @@ class Runtime:
                 saved.generation,
                 saved.changed_minute,
             )
-            lineup = self.lineup
-        fresh = step.shadows
-        shadows = state.shadows
-        for label in [k for k in shadows.engines if k not in [*lineup.candidates, lineup.active]]:
+            for other in self.steps.values():  # the partitions already here follow it
+                if other is not step:
+                    self._follow_lineup(other)
+        fresh, shadows = step.shadows, state.shadows
+        names = {self.lineup.active, *self.lineup.candidates}
+        for label in [k for k in shadows.engines if k not in names]:
             del shadows.engines[label], shadows.scored[label]
-        for label in lineup.candidates:
+        for label in self.lineup.candidates:
             if label not in shadows.engines and label != saved.active:
                 shadows.engines[label] = fresh.engines[label]
                 shadows.scored[label] = fresh.scored[label]
         step.shadows, step.active, step.active_label = shadows, state.scored, saved.active
-        if saved.active != lineup.active and lineup.active in shadows.engines:
-            step.swap_active(lineup.active)
+        self._follow_lineup(step)
+
+    def _follow_lineup(self, step: PartitionStep) -> None:
+        """Run the lineup's active policy in the step's engine, if it runs another."""
+        active, shadows = self.lineup.active, step.shadows
+        if shadows is not None and step.active_label != active and active in shadows.engines:
+            step.swap_active(active)
 
     def _new_anomalies(self) -> MetricAnomalies:
         s = self.settings

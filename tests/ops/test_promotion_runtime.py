@@ -131,8 +131,13 @@ def test_checkpoints_carry_every_policys_learners_and_the_lineup() -> None:
     assert rt.lineup.version == "warmcast#1"
     states = {p: restore(zlib.compress(pack(rt.partition_state(p)))) for p in rt.steps}
     again = Runtime(settings(policy="fixed:1", shadow_policies="warmcast"))
-    for p, state in states.items():
-        again.install_state(p, state)
+    again.apply_usage(1, [UsageEvent(model_id="model-1", ts=60.0)], lambda m: None, 0.0)
+    assert isinstance(again.steps[1].engine.policy, FixedKeepAlive)
+    again.install_state(0, states[0])
+    # partition 1 had started here before: it follows the lineup restored
+    assert type(again.steps[1].engine.policy).__name__ == "WarmcastPolicy"
+    assert again.steps[1].active_label == "warmcast"
+    again.install_state(1, states[1])
     assert again.lineup.version == "warmcast#1" and again.lineup.previous == "fixed:1"
     assert again.new_policy().__class__.__name__ == "WarmcastPolicy"
     later = [(ts + 4 * 3600, model) for ts, model in periodic(hours=0.5, seed=2)]
