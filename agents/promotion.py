@@ -35,7 +35,9 @@ def register(app: WarmcastApp, controls: Controls) -> None:
             decision.replaced,
             decision.reason,
         )
-        await app.publish.alert(runtime.policy_alert(decision, time.time()))
+        alert = runtime.policy_alert(decision, time.time())
+        runtime.alerts.recent.append(alert)  # among /health's recent alerts, never firing
+        await app.publish.alert(alert)
 
     async def change(command: ControlCommand, result: dict[str, Any], by: str) -> None:
         try:

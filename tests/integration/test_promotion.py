@@ -129,6 +129,10 @@ async def test_a_clearly_better_candidate_is_promoted_and_a_broken_policy_rolled
         assert policies["active"]["policy"] == "warmcast" and policies["version"] == "warmcast#1"
         assert [c["policy"] for c in policies["candidates"]] == ["fixed:1"]
         assert policies["buckets"] and policies["changes"][0]["policy"] == "warmcast"
+        recent = better.health()["recent_alerts"]
+        assert [a["details"]["policy"] for a in recent if a["kind"] == "policy_promoted"] == [
+            "warmcast"
+        ]
 
         seen = await consume(
             kafka_bootstrap, [topic(rolling, "alerts")], lambda rs: bool(changes(rs)), 120
