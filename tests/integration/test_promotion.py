@@ -18,13 +18,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.alert import Alert
-from tests.integration.harness import Worker, consume, namespace, topic, usage
+from tests.integration.harness import Worker, consume, namespace, topic, usage, wait_for
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_040.0
 TOKEN = "a control token for the promotion tests"
 CONTROL_KEY = "a control key for the promotion tests, 32 bytes or more"
+CHECKPOINT_KEY = "a checkpoint key for the promotion tests, 32 bytes"
 
 
 def periodic(models: int, hours: float, seed: int = 1) -> list[tuple[float, str]]:
@@ -100,6 +101,7 @@ async def test_a_clearly_better_candidate_is_promoted_and_a_broken_policy_rolled
         shadow_policies="warmcast",
         promotion_auto="true",
         promotion_waste_tolerance=2.0,  # it keeps models about twice as long as fixed:1
+        checkpoint_key=CHECKPOINT_KEY,
     )
     broken = start(
         kafka_bootstrap, tmp_path / "broken", rolling, policy="fixed:1", shadow_policies="hybrid"
@@ -160,6 +162,18 @@ async def test_a_clearly_better_candidate_is_promoted_and_a_broken_policy_rolled
         assert manual.kind == "policy_promoted" and "by an operator" in manual.summary
         assert manual.details is not None and manual.details["policy"] == "fixed:1"
         assert orjson.loads(broken.get("/policies"))["previous"] == "hybrid"
+
+        # restarted, the promoted worker comes back with warmcast active and fixed:1 beside it
+        assert better.stop() == 0
+        better = Worker(kafka_bootstrap, better.workdir, promoting, **better.settings).start()
+        wait_for(
+            lambda: orjson.loads(better.get("/policies")).get("version") == "warmcast#1",
+            60,
+            "the restarted worker to restore the promoted lineup",
+        )
+        policies = orjson.loads(better.get("/policies"))
+        assert policies["active"]["policy"] == "warmcast" and policies["previous"] == "fixed:1"
+        assert [c["policy"] for c in policies["candidates"]] == ["fixed:1"]
     finally:
         better.stop()
         broken.stop()
