@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.checkpoint import PartitionState, pack, restore
+from engine.checkpoint import CheckpointHeader, PartitionState, pack, restore
 from engine.core import WarmupEngine
 from engine.policies import FixedKeepAlive
 from engine.registry import make_policy
@@ -178,3 +178,17 @@ def test_a_checkpoint_written_before_the_shadows_still_restores(
     rt = Runtime(settings(policy="fixed:10", shadow_policies="hybrid"))
     rt.install_state(0, state)
     assert rt.steps[0].shadows is not None and rt.lineup.generation == 0
+
+
+def test_a_checkpoint_header_says_the_policy_version() -> None:
+    header = CheckpointHeader(
+        partition=1,
+        offsets={"usage": 5},
+        policy="fixed:1",
+        policy_version="warmcast#1",
+        generation=1,
+    )
+    again = CheckpointHeader.from_json(header.to_json())
+    assert (again.policy_version, again.generation) == ("warmcast#1", 1)
+    old = CheckpointHeader.from_json(b'{"partition": 1, "offsets": {}, "policy": "hybrid"}')
+    assert (old.policy_version, old.generation) == ("", 0)
