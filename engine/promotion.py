@@ -15,7 +15,8 @@ policy and its cool-down (``WARMCAST_PROMOTION_COOLDOWN_SECONDS``) are judged. A
 2. a one-sided paired t-test over the buckets rejects "C is no better": with
    ``d_b = 100 * (cold_A - cold_C) / minutes with requests`` of bucket ``b`` (percentage
    points of cold minutes), ``t = mean(d) / (sd(d) / sqrt(n))`` and its p-value under
-   Student's t with ``n - 1`` degrees of freedom is below ``alpha`` (0.01);
+   Student's t with ``n - 1`` degrees of freedom is below ``alpha`` (0.01) (every
+   difference equal: p is 0 when they are positive, 1 otherwise);
 3. the gain is worth having: ``mean(d) >= min_gain_pct`` (1 point);
 4. memory is not given away: over the window, ``(wasted_C - wasted_A) / minutes with
    requests <= waste_tolerance`` (extra wasted model-minutes per minute served).
@@ -29,7 +30,11 @@ reference's by more than ``rollback_margin_pct`` points, or its wasted minutes e
 reference's by more than ``waste_tolerance`` per minute with requests while it saves fewer
 than ``min_gain_pct`` points of cold minutes against it (waste for nothing). Buckets without a
 request are skipped; any other bucket ends a run. Once a run of regressed buckets covers
-``rollback_after_minutes``, the active policy is rolled back to the reference.
+``rollback_after_minutes``, the active policy is rolled back to the reference (no
+cool-down: a bad promotion is undone as soon as it has shown itself bad for that long).
+
+A worker sums the buckets of the partitions it owns (:func:`merge`) and judges over them;
+only buckets closed before the newest event's bucket count.
 
 Nothing here reads a clock: buckets and minutes are event time.
 
