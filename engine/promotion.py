@@ -30,7 +30,8 @@ reference's by more than ``rollback_margin_pct`` points, or its wasted minutes e
 reference's by more than ``waste_tolerance`` per minute with requests while it saves fewer
 than ``min_gain_pct`` points of cold minutes against it (waste for nothing). Buckets without a
 request are skipped; any other bucket ends a run. Once a run of regressed buckets covers
-``rollback_after_minutes``, the active policy is rolled back to the reference (no
+``rollback_after_minutes`` and holds ``min_requests`` requests, the active policy is
+rolled back to the reference (no
 cool-down: a bad promotion is undone as soon as it has shown itself bad for that long).
 
 A worker sums the buckets of the partitions it owns (:func:`merge`) and judges over them;
@@ -429,7 +430,7 @@ def judge_rollback(
     """The rollback due at event-time ``minute``, if the active policy has regressed past
     its reference for ``rollback_after_minutes`` (module docstring); ``None`` otherwise.
 
-    >>> rule = PromotionRule(bucket_minutes=5, rollback_after_minutes=15)
+    >>> rule = PromotionRule(bucket_minutes=5, rollback_after_minutes=15, min_requests=30)
     >>> lineup = Lineup("fixed:1", ["hybrid"])
     >>> broken = {b: {"fixed:1": Figures(10, 10, 10, 0), "hybrid": Figures(1, 10, 10, 2)}
     ...           for b in range(3)}
@@ -456,6 +457,8 @@ def judge_rollback(
     if len(run) * rule.bucket_minutes < rule.rollback_after_minutes:
         return None
     a_sum = sum((history[b][active] for b in run), Figures())
+    if a_sum.requests < rule.min_requests:
+        return None
     r_sum = sum((history[b][reference] for b in run), Figures())
     minutes = len(run) * rule.bucket_minutes
     return Decision(

@@ -358,7 +358,8 @@ class WarmcastSettings(BaseSettings):
     rollback_auto: bool = Field(
         default=True,
         description="roll the active policy back to the previous one (or the rollback policy, "
-        "when it runs as a candidate) once it has regressed past it for rollback_after_seconds",
+        "when it runs as a candidate) once it has regressed past it for rollback_after_seconds "
+        "and promotion_min_requests requests",
     )
     rollback_after_seconds: float = Field(
         default=900.0, ge=60, description="event time a regression lasts before a rollback"

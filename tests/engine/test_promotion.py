@@ -114,8 +114,8 @@ def test_the_best_of_several_candidates_is_promoted() -> None:
 def broken(buckets: int, regressed_from: int = 0) -> dict:
     return {
         b: {
-            "a": Figures(45 if b >= regressed_from else 5, 50, 50, 0),
-            "ref": Figures(5, 50, 50, 20),
+            "a": Figures(45 if b >= regressed_from else 5, 100, 50, 0),
+            "ref": Figures(5, 100, 50, 20),
         }
         for b in range(buckets)
     }
@@ -130,9 +130,16 @@ def test_a_regression_held_for_the_set_time_rolls_back_to_the_previous_policy() 
     assert judge_rollback(broken(3), lineup, RULE, minute=14, fallback="hybrid") is None
 
 
+def test_a_regression_on_too_few_requests_does_not_roll_back() -> None:
+    lineup = Lineup("a", ["ref"], previous="ref")
+    strict = PromotionRule(bucket_minutes=5, min_requests=301)
+    assert judge_rollback(broken(3), lineup, strict, minute=15, fallback="x") is None
+    assert judge_rollback(broken(4), lineup, strict, minute=20, fallback="x") is not None
+
+
 def test_a_regression_that_stops_does_not_roll_back() -> None:
     history = broken(4)
-    history[1]["a"] = Figures(5, 50, 50, 0)  # one good bucket ends the run
+    history[1]["a"] = Figures(5, 100, 50, 0)  # one good bucket ends the run
     lineup = Lineup("a", ["ref"], previous="ref")
     assert judge_rollback(history, lineup, RULE, minute=20, fallback="hybrid") is None
 
@@ -145,9 +152,9 @@ def test_rollback_falls_back_when_there_was_no_promotion_and_needs_a_reference()
 
 def test_waste_for_nothing_regresses_waste_that_buys_cold_starts_does_not() -> None:
     lineup = Lineup("a", ["ref"], previous="ref")
-    wasteful = {b: {"a": Figures(5, 50, 50, 200), "ref": Figures(5, 50, 50, 20)} for b in range(3)}
+    wasteful = {b: {"a": Figures(5, 90, 50, 200), "ref": Figures(5, 90, 50, 20)} for b in range(3)}
     assert judge_rollback(wasteful, lineup, RULE, minute=15, fallback="x") is not None
-    buying = {b: {"a": Figures(0, 50, 50, 200), "ref": Figures(25, 50, 50, 20)} for b in range(3)}
+    buying = {b: {"a": Figures(0, 90, 50, 200), "ref": Figures(25, 90, 50, 20)} for b in range(3)}
     assert judge_rollback(buying, lineup, RULE, minute=15, fallback="x") is None
 
 
