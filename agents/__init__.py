@@ -16,6 +16,7 @@ from agents import (
     health,
     metric_events,
     probes,
+    promotion,
     recovery,
     undecodable,
     usage,
@@ -66,6 +67,7 @@ def register(app: WarmcastApp) -> Parts:
     metric_events.register(app)
     recovery.register(app, checkpoints)
     guard = undecodable.register(app, controls)
+    promotion.register(app, controls)
     usage_agent = usage.register(app, keeper)
     probing = probes.register(app)  # after every agent: it watches their crashes
     documents = web.register(app, keeper, probing)

@@ -18,6 +18,8 @@ The same commands as HTTP endpoints, with ``Authorization: Bearer $WARMCAST_CONT
     POST /control/snapshot         {"name": "before-upgrade"}
     POST /control/restore          {"name": "before-upgrade"}
     POST /control/skip-batch       {"topic": "warmcast.usage.v1", "partition": 0, "offset": 12}
+    POST /control/promote          {"policy": "warmcast"}
+    POST /control/rollback
     GET  /control                  mode, checkpoints and snapshots of this worker
 
 A POST publishes the command, signed, on the control topic and answers once this worker
@@ -81,6 +83,8 @@ ACTIONS = {
     "snapshot": "snapshot",
     "restore": "restore",
     "skip-batch": "skip_batch",
+    "promote": "promote",
+    "rollback": "rollback",
 }
 APPLY_TIMEOUT = 15.0
 

@@ -172,7 +172,7 @@ class Recovery:
             stats = state.engine.stats
             signature: tuple[Any, ...] = (sorted(offsets.items()), stats.events)
             signature += (stats.metric_events, stats.minutes_closed, stats.commands)
-            signature += (self.runtime.safe_mode,)
+            signature += (self.runtime.safe_mode, self.runtime.lineup.generation)
             if trigger == "periodic" and self.written.get(partition) == signature:
                 continue
             header = CheckpointHeader(
@@ -182,6 +182,8 @@ class Recovery:
                 namespace=self.settings.topic_namespace,
                 name=name,
                 writer=self.writer,
+                policy_version=self.runtime.lineup.version,
+                generation=self.runtime.lineup.generation,
             )
             due.append((partition, header, pack(state)))  # here, where nothing else runs
             if not name:

@@ -2,8 +2,10 @@
 
 It reads ``/health`` and ``/health/components`` every few seconds and shows the health
 score, the checks, the seven components, the served models with the most cold starts
-and the recent alerts. When the worker asks for its control token, the page asks for it
-once and keeps it for the browser tab (``sessionStorage``).
+and the recent alerts; with shadow policies, ``/policies`` too, drawn as a small chart of
+each policy's cold minutes per bucket of event time (inline SVG), the active one bold.
+When the worker asks for its control token, the page asks for it once and keeps it for
+the browser tab (``sessionStorage``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ STATUS_PAGE = (
   .ok { color: #1a7f37; } .failing, .firing, .critical { color: #c62828; }
   .warning { color: #b26a00; } .na, .resolved, .info { color: #8a93a3; }
   #updated { color: #aab2c0; font-size: 12px; }
+  #policy-chart svg { width: 100%; height: 180px; }
+  #policy-chart .axis { stroke: #c4cad4; stroke-width: 1; }
+  #policy-chart text { font-size: 11px; fill: #5b6475; }
+  #policy-legend span { margin-right: 16px; white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -67,6 +73,11 @@ STATUS_PAGE = (
     <table id="models"><thead><tr><th>model</th><th>requests</th><th>cold starts</th>
       <th>cold rate (5 min)</th><th>p95 latency (5 min)</th><th>warmups used / wasted</th>
       <th>last seen</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section class="wide" id="policies" hidden>
+    <h2>Policies: cold minutes per bucket (%)</h2>
+    <div id="policy-legend"></div>
+    <div id="policy-chart"></div>
   </section>
   <section class="wide">
     <h2>Recent alerts</h2>
@@ -137,6 +148,53 @@ function showComponents(doc) {
     '</td><td>' + figures(c) + '</td><td>' + when(c.last_update) + '</td></tr>');
 }
 
+const COLOURS = ["#1d5fbf", "#c62828", "#1a7f37", "#b26a00", "#6a3fb5", "#00838f"];
+
+function chart(doc) {
+  const buckets = doc.buckets || [];
+  const names = [doc.active.policy, ...doc.candidates.map((c) => c.policy)];
+  const w = 1000, h = 180, left = 36, bottom = 20;
+  const first = buckets.length ? buckets[0].minute : 0;
+  const span = Math.max((buckets.length ? buckets[buckets.length - 1].minute : 0) - first, 1);
+  const x = (minute) => left + (w - left - 8) * (minute - first) / span;
+  const y = (pct) => 6 + (h - bottom - 6) * (1 - Math.min(Math.max(pct, 0), 100) / 100);
+  let svg = '<svg viewBox="0 0 ' + w + ' ' + h + '" preserveAspectRatio="none" role="img">';
+  for (const pct of [0, 50, 100]) {
+    svg += '<line class="axis" x1="' + left + '" x2="' + w + '" y1="' + y(pct) + '" y2="' +
+      y(pct) + '"/><text x="2" y="' + (y(pct) + 4) + '">' + pct + '</text>';
+  }
+  names.forEach((name, i) => {
+    const points = buckets.filter((b) => name in b.cold_pct)
+      .map((b) => x(b.minute).toFixed(1) + "," + y(b.cold_pct[name]).toFixed(1));
+    if (!points.length) return;
+    svg += '<polyline fill="none" stroke="' + COLOURS[i % COLOURS.length] + '" stroke-width="' +
+      (i === 0 ? 3 : 1.5) + '" points="' + points.join(" ") + '"><title>' + esc(name) +
+      '</title></polyline>';
+  });
+  for (const change of doc.changes || []) {
+    const at = x(Number(change.window_last_minute) + 1);
+    svg += '<line stroke="#8a93a3" stroke-dasharray="4 3" x1="' + at + '" x2="' + at +
+      '" y1="0" y2="' + (h - bottom) + '"><title>' + esc(change.action + " " + change.policy) +
+      '</title></line>';
+  }
+  svg += '<text x="' + left + '" y="' + (h - 4) + '">minute ' + first + '</text></svg>';
+  document.getElementById("policy-chart").innerHTML = svg;
+  document.getElementById("policy-legend").innerHTML = names.map((name, i) =>
+    '<span style="color:' + COLOURS[i % COLOURS.length] + '">&#9632; ' + esc(name) +
+    (i === 0 ? " (active, " + esc(doc.version) + ")" : " (candidate)") + '</span>').join("");
+}
+
+async function refreshPolicies() {
+  try {
+    const doc = await getJson("/policies");
+    const section = document.getElementById("policies");
+    section.hidden = !doc.active;
+    if (doc.active) chart(doc);
+  } catch (err) {
+    document.getElementById("policies").hidden = true;
+  }
+}
+
 const TOKEN_KEY = "warmcast-control-token";
 const tokenForm = document.getElementById("token-form");
 tokenForm.addEventListener("submit", (event) => {
@@ -164,6 +222,7 @@ async function refresh() {
     ]);
     showHealth(health);
     showComponents(components);
+    await refreshPolicies();
     document.getElementById("updated").textContent = "updated " + when(Date.now() / 1000);
   } catch (err) {
     document.getElementById("status").textContent = "unreachable: " + err;

@@ -48,6 +48,8 @@ class AlertTransition:
     threshold: float | None
     ts: float
     minute: int | None = None
+    #: figures that justify it, as (name, value) pairs (the record's ``details``)
+    details: tuple[tuple[str, float | str | None], ...] = ()
 
     @classmethod
     def raised(
@@ -111,6 +113,8 @@ class AlertTransition:
                     )
                 )
             )
+        if len(values) < len(_FIELDS):  # written before the later fields were added
+            values += [f.default for f in fields(AlertTransition)[len(values) :]]
         for name, value in zip(_FIELDS, values, strict=True):
             object.__setattr__(self, name, value)
 

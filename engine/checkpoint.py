@@ -35,14 +35,16 @@ import io
 import pickle
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
 
 from engine.core import WarmupEngine
 from engine.policies import Policy
+from engine.promotion import Lineup
 from engine.restorable import Unrestorable, resolve
+from engine.shadow import OnlineScore, ShadowPolicies
 
 MAGIC = b"WCK1"
 #: 2: leases, histograms and engines pickled by their fields, which the pure-Python and the
@@ -80,6 +82,10 @@ class CheckpointHeader:
     writer: str = ""
     created: float = field(default_factory=time.time)
     version: int = FORMAT_VERSION
+    #: the policy active when it was written and the lineup's generation (promotions and
+    #: rollbacks since the worker started from its settings), e.g. ``warmcast#1``
+    policy_version: str = ""
+    generation: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
@@ -104,6 +110,8 @@ class CheckpointHeader:
                 writer=str(doc.get("writer", "")),
                 created=float(doc.get("created", 0.0)),
                 version=int(doc.get("version", FORMAT_VERSION)),
+                policy_version=str(doc.get("policy_version", "")),
+                generation=int(doc.get("generation", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointRejected("malformed", f"bad header: {exc}") from None
@@ -114,12 +122,29 @@ class PartitionState:
     """Everything a partition has learned.
 
     ``learned_policy`` is the learning policy set aside while an operator runs the
-    partition on the safe fixed keep-alive; it comes back on resume.
+    partition on the safe fixed keep-alive; it comes back on resume. ``shadows`` are the
+    candidate policies with their own learners (the policy active before a promotion
+    among them), ``scored`` the active policy's online score and ``lineup`` which policy
+    is active, which run beside it and the generation (engine/promotion.py). A
+    checkpoint written before these existed restores with none of them.
     """
 
     engine: WarmupEngine
     anomalies: Any = None
     learned_policy: Policy | None = None
+    shadows: ShadowPolicies | None = None
+    scored: OnlineScore | None = None
+    lineup: Lineup | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickled: the slots of the state, those it predates left at their defaults."""
+        if isinstance(state, tuple):  # (instance dict, slots), as pickle keeps slots
+            values = {**(state[0] or {}), **(state[1] or {})}
+        else:
+            values = dict(state)
+        for f in fields(PartitionState):
+            default = None if f.default is MISSING else f.default
+            object.__setattr__(self, f.name, values.get(f.name, default))
 
 
 def pack(state: PartitionState) -> bytes:

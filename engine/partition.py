@@ -32,7 +32,8 @@ from engine.core import WarmupEngine
 from engine.feed import Usage, UsageTally, feed_usage
 from engine.health import ModelHealth
 from engine.lease import Command
-from engine.shadow import OnlineScore, ShadowPolicies
+from engine.promotion import BucketRecorder, Figures
+from engine.shadow import OnlineScore, ShadowPolicies, to_minute
 
 #: Reads a served model's stored health (``None``: not known yet).
 HealthLoader = Callable[[str], ModelHealth | None]
@@ -90,6 +91,8 @@ class PartitionStep:
         windows: tuple[float, ...] = (),
         health_cache_models: int = 10_000,
         shadows: ShadowPolicies | None = None,
+        active_label: str = "",
+        bucket_minutes: int = 5,
     ) -> None:
         self.engine = engine
         #: candidate policies run beside the engine's, issuing nothing, and the active
@@ -97,6 +100,12 @@ class PartitionStep:
         self.shadows = shadows
         self.active: OnlineScore | None = (
             OnlineScore(engine.grid.origin) if shadows is not None else None
+        )
+        #: the active policy's name among the candidates' (engine/promotion.py)
+        self.active_label = active_label
+        #: every policy's figures per bucket of event time (``None`` without candidates)
+        self.buckets: BucketRecorder | None = (
+            BucketRecorder(bucket_minutes) if shadows is not None else None
         )
         self.anomalies = anomalies if anomalies is not None else MetricAnomalies(())
         self.window = window
@@ -169,13 +178,36 @@ class PartitionStep:
         """The active policy scored on its commands, the candidates fed the same events.
         (A command issued at an event's minute rules from the next, so judging the
         requests after all of a batch's commands are known judges each as it was.)"""
-        active, shadows = self.active, self.shadows
-        assert active is not None and shadows is not None
+        active, shadows, buckets = self.active, self.shadows, self.buckets
+        assert active is not None and shadows is not None and buckets is not None
         for c in commands:
             active.command(c)
+        origin = active.origin
         for ev in events:
+            buckets.roll(to_minute(ev.ts, origin), self.totals)
             active.request(ev.model_id, ev.ts, ev.count)
             shadows.observe(ev.model_id, ev.ts, ev.count)
+
+    def totals(self, end_minute: int) -> dict[str, Figures]:
+        """Every policy's running figures up to ``end_minute``, by name."""
+        assert self.active is not None and self.shadows is not None
+        out = {self.active_label: self.active.totals(end_minute)}
+        for label, score in self.shadows.scored.items():
+            out[label] = score.totals(end_minute)
+        return out
+
+    def swap_active(self, label: str) -> None:
+        """Candidate ``label``'s policy, with its learners, becomes the engine's; the
+        engine's policy runs on, with its own learners, as the candidate in its place.
+        The engine keeps its leases (those the fleet has), each shadow its own."""
+        shadows, buckets = self.shadows, self.buckets
+        assert shadows is not None and buckets is not None
+        engine, score = shadows.engines.pop(label), shadows.scored.pop(label)
+        replaced = self.active_label
+        self.engine.policy, engine.policy = engine.policy, self.engine.policy
+        shadows.engines[replaced], shadows.scored[replaced] = engine, score
+        buckets.relabel(replaced, label)
+        self.active_label = label
 
     def advance(self, ts: float) -> list[Command]:
         """Close the minutes before event time ``ts`` (a quiet partition, on the wall

@@ -30,6 +30,7 @@ from typing import Any
 from engine.core import WarmupEngine
 from engine.lease import Command
 from engine.policies import Policy
+from engine.promotion import Figures
 from engine.timebase import MinuteGrid
 
 EPSILON = 1e-6  # minutes: absorbs float error on minute boundaries (as the offline scorer)
@@ -61,6 +62,8 @@ class OnlineScore:
     def __init__(self, origin: float = 0.0) -> None:
         self.origin = origin
         self.models: dict[str, _ModelScore] = {}
+        #: the figures of the models forgotten (evicted), kept for :meth:`totals`
+        self.retired = Figures()
 
     def _model(self, model_id: str) -> _ModelScore:
         found = self.models.get(model_id)
@@ -159,8 +162,23 @@ class OnlineScore:
             "recall": warm / requested if requested else 0.0,
         }
 
+    def totals(self, end_minute: int) -> Figures:
+        """The running figures up to and including ``end_minute``, the models forgotten
+        included (they only grow, so that buckets are differences of them)."""
+        cold = requests = requested = wasted = 0
+        for m in self.models.values():
+            cold += m.cold
+            requests += m.requests
+            requested += m.cold + m.warm
+            wasted += self._loaded_minutes(m, end_minute) - m.warm
+        return self.retired + Figures(cold, requests, requested, wasted)
+
     def forget(self, model_id: str) -> None:
-        self.models.pop(model_id, None)
+        m = self.models.pop(model_id, None)
+        if m is not None:
+            ends = [end for _, _, end in m.leases]
+            loaded = self._loaded_minutes(m, max([m.folded, *ends]))
+            self.retired += Figures(m.cold, m.requests, m.cold + m.warm, loaded - m.warm)
 
 
 def parse_shadows(text: str) -> dict[str, tuple[str, dict[str, float]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,3 +27,8 @@ class Alert(BaseModel):
     value: float | None = Field(default=None, allow_inf_nan=False)
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     ts: EpochSeconds
+    details: dict[str, Annotated[float, Field(allow_inf_nan=False)] | str | None] | None = Field(
+        default=None,
+        description="figures that justify it (policy_promoted, policy_rolled_back: both "
+        "policies' scores, the test statistic, the window)",
+    )

@@ -20,7 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas._types import EpochSeconds, Label
 
-Action = Literal["emergency_stop", "resume", "reset_to_safe", "snapshot", "restore", "skip_batch"]
+Action = Literal[
+    "emergency_stop",
+    "resume",
+    "reset_to_safe",
+    "snapshot",
+    "restore",
+    "skip_batch",
+    "promote",
+    "rollback",
+]
 #: A snapshot's name: letters, digits, dot, dash, underscore.
 SnapshotName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
@@ -35,7 +44,11 @@ class ControlCommand(BaseModel):
     - ``snapshot``: checkpoint every partition's learned state under ``name``;
     - ``restore``: take the learned state of snapshot ``name`` back;
     - ``skip_batch``: go on after the record batch of ``topic`` / ``partition`` that
-      starts at ``offset`` and cannot be decoded (it is dead-lettered).
+      starts at ``offset`` and cannot be decoded (it is dead-lettered);
+    - ``promote``: make shadow candidate ``policy`` the active policy (the active one runs
+      on as a candidate, with its learners);
+    - ``rollback``: make the policy active before the latest promotion (or the rollback
+      policy) active again.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +63,10 @@ class ControlCommand(BaseModel):
     topic: Label | None = None
     partition: Annotated[int, Field(ge=0)] | None = None
     offset: Annotated[int, Field(ge=0)] | None = None
+    policy: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None,
+        description="promote: the shadow candidate, as WARMCAST_SHADOW_POLICIES names it",
+    )
     ts: EpochSeconds = Field(default_factory=time.time)
 
     @model_validator(mode="after")
@@ -58,4 +75,6 @@ class ControlCommand(BaseModel):
             raise ValueError(f"{self.command} needs a name")
         if self.command == "skip_batch" and None in (self.topic, self.partition, self.offset):
             raise ValueError("skip_batch needs a topic, a partition and an offset")
+        if self.command == "promote" and self.policy is None:
+            raise ValueError("promote needs a policy (one of the shadow candidates)")
         return self

@@ -49,6 +49,7 @@ def alert_record(alert: AlertTransition) -> dict[str, Any]:
         "value": finite(alert.value),
         "threshold": finite(alert.threshold),
         "ts": alert.ts,
+        **({"details": dict(alert.details)} if alert.details else {}),
     }
 
 

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from engine.alerting import AlertTracker, AlertTransition, RateWindow, as_transition
 from engine.anomaly import MetricAnomalies
@@ -33,6 +33,17 @@ from engine.healthscore import score as health_score
 from engine.lease import Command
 from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
 from engine.policies import Policy
+from engine.promotion import (
+    Decision,
+    Figures,
+    Lineup,
+    PromotionRule,
+    evidence,
+    judge_promotion,
+    judge_rollback,
+    merge,
+    policy_alert,
+)
 from engine.registry import make_policy
 from engine.rolling import RollingWindow
 from engine.shadow import ShadowPolicies, merged_score, parse_shadows
@@ -43,11 +54,16 @@ from streams.partitioning import partition_for
 from streams.prometheus import ALERT_KINDS, WorkerMetrics
 from streams.settings import WarmcastSettings
 
-__all__ = ["FORWARDED_MIN_EVENTS", "HealthLoader", "Origin", "Runtime"]
+__all__ = ["FORWARDED_MIN_EVENTS", "HealthLoader", "Origin", "Runtime", "promotion_rule"]
 
 WARMUP_OUTCOMES = ("issued", "used", "wasted")
 #: Forwarded events in the window below which ``forwarded_events`` does not judge a share.
 FORWARDED_MIN_EVENTS = 20
+
+#: Buckets of the policies' scores kept for the status page's chart.
+CHART_BUCKETS = 48
+#: Changes of the active policy kept for GET /policies.
+CHANGES_KEPT = 20
 
 #: Where the message being processed comes from: (input, partition, offset), input being
 #: ``"usage"`` or ``"metrics"``; ``None`` outside of a message.
@@ -96,6 +112,15 @@ class Runtime:
     position_source: PositionSource | None = None
     #: Crashes of the worker's agents (agents/probes.py counts them; readiness reads them).
     agent_crashes: CrashLoops = field(init=False)
+    #: The active policy, the shadow candidates and what the active one replaced.
+    lineup: Lineup = field(init=False)
+    #: policy name -> (spec, knobs) of every policy the lineup may hold
+    specs: dict[str, tuple[str, dict[str, float]]] = field(init=False)
+    rule: PromotionRule = field(init=False)
+    #: bucket -> policy name -> figures, over this worker's partitions (event time)
+    history: dict[int, dict[str, Figures]] = field(default_factory=dict)
+    #: the latest changes of the active policy, oldest first
+    policy_changes: list[Decision] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -116,6 +141,10 @@ class Runtime:
         self.usage_partitions = s.partitions
         self.warmup_partitions = s.partitions
         self.windows = s.health_window_lengths
+        active = s.policy
+        self.specs = {active: (s.policy, dict(s.policy_knobs)), **parse_shadows(s.shadow_policies)}
+        self.lineup = Lineup(active, [label for label in self.specs if label != active])
+        self.rule = promotion_rule(s)
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -189,15 +218,17 @@ class Runtime:
             windows=self.windows,
             health_cache_models=s.health_cache_models,
             shadows=self._new_shadows(engine),
+            active_label=self.lineup.active,
+            bucket_minutes=self.rule.bucket_minutes,
         )
 
     def _new_shadows(self, engine: WarmupEngine) -> ShadowPolicies | None:
         """The candidate policies of a partition (``None``: none are configured)."""
-        specs = parse_shadows(self.settings.shadow_policies)
-        if not specs:
+        labels = self.lineup.candidates
+        if not labels:
             return None
         return ShadowPolicies(
-            {label: make_policy(spec, **knobs) for label, (spec, knobs) in specs.items()},
+            {label: self.make(label) for label in labels},
             grid=engine.grid,
             max_models=self.settings.max_models_per_partition,
             tolerance_minutes=self.tolerance_minutes,
@@ -210,10 +241,11 @@ class Runtime:
         steps = [step for step in self.steps.values() if step.shadows is not None]
         newest = self.newest_event_time
         end = int(newest // 60) if newest is not None else 0
-        labels = list(parse_shadows(self.settings.shadow_policies))
+        labels = self.lineup.candidates
         active = [step.active for step in steps if step.active is not None]
+        lineup = self.lineup
         return {
-            "active": {"policy": self.settings.policy, **merged_score(active, end)},
+            "active": {"policy": lineup.active, **merged_score(active, end)},
             "candidates": [
                 {
                     "policy": label,
@@ -225,7 +257,104 @@ class Runtime:
             ],
             "through_minute": end,
             "partitions": sorted(p for p, step in self.steps.items() if step.shadows is not None),
+            "version": lineup.version,
+            "generation": lineup.generation,
+            "previous": lineup.previous,
+            "promotion": "auto" if self.settings.promotion_auto else "manual",
+            "rollback": "auto" if self.settings.rollback_auto else "off",
+            "buckets": self.bucket_scores(),
+            "changes": [d.details() for d in self.policy_changes],
         }
+
+    def bucket_scores(self) -> list[dict[str, Any]]:
+        """Each closed bucket kept: its first minute and every policy's cold minutes (%)
+        and wasted minutes there (the status page's chart)."""
+        width = self.rule.bucket_minutes
+        return [
+            {
+                "minute": b * width,
+                "cold_pct": {k: round(f.cold_pct, 3) for k, f in row.items()},
+                "wasted_minutes": {k: f.wasted_minutes for k, f in row.items()},
+            }
+            for b, row in sorted(self.history.items())
+        ]
+
+    # -- promotion and rollback (engine/promotion.py) ---------------------------------
+
+    def make(self, label: str) -> Policy:
+        """A fresh policy of one of the lineup's names."""
+        spec, knobs = self.specs[label]
+        return make_policy(spec, **knobs)
+
+    def _collect_buckets(self) -> int:
+        """Take the buckets the partitions closed into :attr:`history`; the event-time
+        minute judged at (the newest event's)."""
+        newest = self.newest_event_time
+        minute = int(newest // 60) if newest is not None else 0
+        keep = minute // self.rule.bucket_minutes - max(self.rule.window_buckets, CHART_BUCKETS)
+        for step in self.steps.values():
+            if step.buckets is not None:
+                merge(self.history, step.buckets.take(), keep)
+        merge(self.history, {}, keep)
+        return minute
+
+    def judge_policies(self) -> list[Decision]:
+        """Roll the active policy back, or promote a candidate, when the rules of
+        engine/promotion.py say so (not while stopped or in safe mode); the changes made."""
+        s = self.settings
+        if not self.lineup.candidates:
+            return []
+        minute = self._collect_buckets()
+        if self.paused or self.safe_mode:
+            return []
+        decision: Decision | None = None
+        if s.rollback_auto:
+            decision = judge_rollback(
+                self.history, self.lineup, self.rule, minute, s.rollback_policy
+            )
+        if decision is None and s.promotion_auto:
+            decision = judge_promotion(self.history, self.lineup, self.rule, minute)
+        if decision is None:
+            return []
+        return [self.change_policy(decision, minute)]
+
+    def change_policy(self, decision: Decision, minute: int) -> Decision:
+        """Make ``decision.policy`` the active policy of every partition (the one it
+        replaces runs on as a candidate, with its learners)."""
+        for step in self.steps.values():
+            if step.shadows is not None and decision.policy in step.shadows.engines:
+                step.swap_active(decision.policy)
+        self.lineup.change(decision.policy, minute, rollback=decision.action == "rollback")
+        self.policy_changes = [*self.policy_changes[-(CHANGES_KEPT - 1) :], decision]
+        return decision
+
+    def promote(self, label: str, by: str = "") -> Decision:
+        """An operator's promotion of candidate ``label`` (``ValueError``: not possible)."""
+        return self._manual("promote", label, by)
+
+    def rollback(self, by: str = "") -> Decision:
+        """An operator's rollback to the previous policy (or the rollback policy)."""
+        target = self.lineup.rollback_target(self.settings.rollback_policy)
+        if target is None:
+            raise ValueError(
+                "nothing to roll back to: no promotion came before and the rollback policy "
+                f"{self.settings.rollback_policy!r} does not run as a candidate"
+            )
+        return self._manual("rollback", target, by)
+
+    def _manual(self, action: Literal["promote", "rollback"], label: str, by: str) -> Decision:
+        if self.safe_mode:
+            raise ValueError("safe mode is in force: resume first")
+        if label not in self.lineup.candidates:
+            shown = ", ".join(self.lineup.candidates) or "none"
+            raise ValueError(f"{label!r} is no shadow candidate (candidates: {shown})")
+        minute = self._collect_buckets()
+        found = evidence(self.history, self.lineup, self.rule, minute, label, action, by)
+        return self.change_policy(found, minute)
+
+    def policy_alert(self, decision: Decision, now: float) -> AlertTransition:
+        """The alert (and audit record) of a change."""
+        return policy_alert(decision, self.settings.app_id, now)
 
     @property
     def tolerance_minutes(self) -> int:
@@ -233,7 +362,8 @@ class Runtime:
         return math.ceil(self.settings.watermark_tolerance_seconds / 60.0)
 
     def new_policy(self) -> Policy:
-        return make_policy(self.settings.policy, **self.settings.policy_knobs)
+        """A fresh policy of the active policy's name."""
+        return self.make(self.lineup.active)
 
     def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
         """Apply the operator's current controls to an engine joining this worker."""
@@ -287,7 +417,21 @@ class Runtime:
         step = self.steps.get(partition)
         if step is None:
             return None
-        return PartitionState(step.engine, step.anomalies, self.learned_policies.get(partition))
+        lineup = self.lineup
+        return PartitionState(
+            step.engine,
+            step.anomalies,
+            self.learned_policies.get(partition),
+            step.shadows,
+            step.active,
+            Lineup(
+                step.active_label,
+                list(step.shadows.engines) if step.shadows is not None else [],
+                lineup.previous,
+                lineup.generation,
+                lineup.changed_minute,
+            ),
+        )
 
     def install_state(self, partition: int, state: PartitionState) -> WarmupEngine:
         """Take over a partition's restored state, under the current controls."""
@@ -301,7 +445,48 @@ class Runtime:
         step = self.steps[partition] = self._new_step(state.engine, anomalies)
         if previous is not None:  # what is decoded stays decoded
             step.health = previous.health
+        self._take_lineup(step, state)
         return self._under_controls(partition, state.engine)
+
+    def _take_lineup(self, step: PartitionStep, state: PartitionState) -> None:
+        """Restore a partition's candidates with their learners, and the lineup of a
+        later generation than this worker's (a promotion before a restart): the engine
+        runs the active policy of the lineup, the others run as candidates. Policies the
+        settings no longer name are left out; those they name anew start fresh."""
+        saved = state.lineup
+        if saved is None or state.shadows is None or state.scored is None:
+            return
+        known = {saved.active, *saved.candidates}
+        if not known <= set(self.specs) or step.shadows is None:
+            return
+        lineup = self.lineup
+        if saved.generation > lineup.generation and known == {lineup.active, *lineup.candidates}:
+            self.lineup = Lineup(
+                saved.active,
+                list(saved.candidates),
+                saved.previous,
+                saved.generation,
+                saved.changed_minute,
+            )
+            for other in self.steps.values():  # the partitions already here follow it
+                if other is not step:
+                    self._follow_lineup(other)
+        fresh, shadows = step.shadows, state.shadows
+        names = {self.lineup.active, *self.lineup.candidates}
+        for label in [k for k in shadows.engines if k not in names]:
+            del shadows.engines[label], shadows.scored[label]
+        for label in self.lineup.candidates:
+            if label not in shadows.engines and label != saved.active:
+                shadows.engines[label] = fresh.engines[label]
+                shadows.scored[label] = fresh.scored[label]
+        step.shadows, step.active, step.active_label = shadows, state.scored, saved.active
+        self._follow_lineup(step)
+
+    def _follow_lineup(self, step: PartitionStep) -> None:
+        """Run the lineup's active policy in the step's engine, if it runs another."""
+        active, shadows = self.lineup.active, step.shadows
+        if shadows is not None and step.active_label != active and active in shadows.engines:
+            step.swap_active(active)
 
     def _new_anomalies(self) -> MetricAnomalies:
         s = self.settings
@@ -686,6 +871,23 @@ class Runtime:
             m.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
         m.tracked_models.set(self.tracked_models())
         m.metric_state.set(self.metric_state_size())
+
+
+def promotion_rule(s: WarmcastSettings) -> PromotionRule:
+    """The promotion and rollback rule of the settings, in whole minutes."""
+    bucket = max(1, round(s.promotion_bucket_seconds / 60))
+    return PromotionRule(
+        bucket_minutes=bucket,
+        window_buckets=max(1, round(s.promotion_window_seconds / 60 / bucket)),
+        min_buckets=s.promotion_min_buckets,
+        min_requests=s.promotion_min_requests,
+        alpha=s.promotion_alpha,
+        min_gain_pct=s.promotion_min_gain_pct,
+        waste_tolerance=s.promotion_waste_tolerance,
+        cooldown_minutes=math.ceil(s.promotion_cooldown_seconds / 60),
+        rollback_after_minutes=math.ceil(s.rollback_after_seconds / 60),
+        rollback_margin_pct=s.rollback_margin_pct,
+    )
 
 
 def _nan(value: float | None) -> float:

@@ -319,6 +319,62 @@ class WarmcastSettings(BaseSettings):
         "no commands, scored as the backtest scores (GET /policies), comma-separated specs "
         "with knobs after colons: hybrid,warmcast:knob=2",
     )
+    promotion_auto: bool = Field(
+        default=False,
+        description="promote a shadow candidate on its own when it dominates the active policy "
+        "(engine/promotion.py says how that is judged); off: only by a promote command",
+    )
+    promotion_bucket_seconds: float = Field(
+        default=300.0, ge=60, description="event-time bucket the policies' scores are paired in"
+    )
+    promotion_window_seconds: float = Field(
+        default=3600.0, ge=60, description="rolling window of buckets a promotion judges"
+    )
+    promotion_min_buckets: int = Field(
+        default=6, ge=2, description="buckets with requests needed before a promotion is judged"
+    )
+    promotion_min_requests: int = Field(
+        default=500, ge=0, description="requests in the window needed before a promotion is judged"
+    )
+    promotion_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description="a candidate is promoted when the one-sided paired t-test of its cold "
+        "minutes against the active policy's has a p-value below this",
+    )
+    promotion_min_gain_pct: float = Field(
+        default=1.0, ge=0, description="fewest points of cold minutes a promotion must gain"
+    )
+    promotion_waste_tolerance: float = Field(
+        default=1.0,
+        ge=0,
+        description="extra wasted model-minutes per minute with requests a promoted candidate "
+        "may cost; also the waste past which the active policy has regressed",
+    )
+    promotion_cooldown_seconds: float = Field(
+        default=1800.0, ge=0, description="event time after a change before another promotion"
+    )
+    rollback_auto: bool = Field(
+        default=True,
+        description="roll the active policy back to the previous one (or the rollback policy, "
+        "when it runs as a candidate) once it has regressed past it for rollback_after_seconds "
+        "and promotion_min_requests requests",
+    )
+    rollback_after_seconds: float = Field(
+        default=900.0, ge=60, description="event time a regression lasts before a rollback"
+    )
+    rollback_margin_pct: float = Field(
+        default=5.0,
+        ge=0,
+        description="points of cold minutes by which the active policy is worse than its "
+        "reference in a bucket that regresses",
+    )
+    rollback_policy: str = Field(
+        default="hybrid",
+        description="what the active policy is rolled back to when no promotion came before "
+        "(only when it runs as a shadow candidate)",
+    )
     broker_stall_seconds: float = Field(
         default=15.0,
         gt=0,

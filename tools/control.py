@@ -10,6 +10,8 @@ it on the alerts topic (kind ``control``). The command is printed as published.
     warmcast control reset-to-safe
     warmcast control snapshot before-upgrade
     warmcast control restore before-upgrade
+    warmcast control promote warmcast
+    warmcast control rollback
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ ACTIONS = {
     "reset-to-safe": "reset_to_safe",
     "snapshot": "snapshot",
     "restore": "restore",
+    "promote": "promote",
+    "rollback": "rollback",
 }
 
 
@@ -88,7 +92,7 @@ def command(args: argparse.Namespace) -> int:
     if args.release:
         doc["release"] = True
     if args.name is not None:
-        doc["name"] = args.name
+        doc["policy" if args.action == "promote" else "name"] = args.name
     if args.id is not None:
         doc["id"] = args.id
     try:
@@ -122,7 +126,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "comes from the environment or a file, never from a flag.",
     )
     p.add_argument("action", choices=list(ACTIONS))
-    p.add_argument("name", nargs="?", help="snapshot name (snapshot, restore)")
+    p.add_argument(
+        "name", nargs="?", help="snapshot name (snapshot, restore); shadow candidate (promote)"
+    )
     p.add_argument("--release", action="store_true", help="emergency-stop: release every model")
     p.add_argument("--id", help="command id (default: a new one); an id is carried out once")
     p.add_argument(
