@@ -142,7 +142,8 @@ def sweep_table(result: SweepResult) -> str:
                 "-" if ratio is None else f"{ratio:.2f}x",
             )
         )
-    lines = [_grid(rows), "", "wasted GiB-minutes / peak loaded share of capacity / evictions"]
+    unit = "model" if result.points[0].capacity.unit else "GiB"
+    lines = [_grid(rows), "", f"wasted {unit}-minutes / peak loaded share of capacity / evictions"]
     rows = [("capacity", *labels)]
     for p in result.points:
         cells = []
