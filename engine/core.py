@@ -18,8 +18,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.budget import SIZE_METRICS, Budget
-from engine.capabilities import ForgetsMetrics, LearnsMetrics
+from engine.capabilities import ForgetsMetrics, LearnsMetrics, PredictsLoadTime
 from engine.lease import Command, Lease, command_id
+from engine.maintenance import MaintenanceGate
 from engine.policies import Policy
 from engine.timebase import MinuteGrid
 
@@ -41,6 +42,8 @@ class EngineStats:
     suppressed_warm: int = 0  # warm leases not issued while the engine is paused
     future_events: int = 0  # held events the next event contradicted: counted in the open minute
     untracked_metric_models: int = 0  # metric state let go of models never seen in usage
+    maintenance_held: int = 0  # warm leases held back by a maintenance window
+    maintenance_started: int = 0  # held warm leases started later (ahead of a window's end)
 
     def __reduce__(self) -> tuple[type[EngineStats], tuple[int, ...]]:
         # by its fields: the same in the pure-Python and the compiled engine (checkpoints)
@@ -149,6 +152,9 @@ class WarmupEngine:
         if report_evictions:
             self._evicted = deque(maxlen=100_000)
         self.paused = False  # an emergency stop: warm leases are withheld
+        #: maintenance windows: warm leases held back or capped (not checkpointed: the
+        #: worker gives every engine its schedule)
+        self.maintenance: MaintenanceGate | None = None
         self.stats = EngineStats()
         self.leases: dict[str, Lease] = {}
         self.last_seen: dict[str, int] = {}
@@ -181,6 +187,7 @@ class WarmupEngine:
         self._held = None
         self._untracked = {}
         self.budget = None
+        self.maintenance = None
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -343,6 +350,8 @@ class WarmupEngine:
                 self._set(model_id, Lease.release(minute, reason), minute, out)
         if self.budget is not None:
             self.budget.clear()
+        if self.maintenance is not None:
+            self.maintenance.held.clear()
         return out
 
     def _close_until(self, minute: int, out: list[Command]) -> None:
@@ -355,6 +364,8 @@ class WarmupEngine:
             closed = max(due, closed + 1)
             self._emit(self.policy.on_minute_closed(closed, {}), closed, out)
         self._open = minute
+        if self.maintenance is not None and self.maintenance.held:
+            self._start_held(minute, out)
         if minute >= self._next_sweep:
             self._evict_idle(minute)
             self._next_sweep = minute + 60
@@ -378,11 +389,26 @@ class WarmupEngine:
 
     def _apply(self, model_id: str, lease: Lease | None, minute: int, out: list[Command]) -> None:
         """Issue ``lease`` (``None``: the model was just requested, its lease kept) through
-        the budget, if there is one."""
+        the maintenance windows and the budget, if there are any."""
         if self.paused and (lease is None or lease.action == "warm"):
             if lease is not None:
                 self.stats.suppressed_warm += 1
             return
+        gate = self.maintenance
+        if gate is not None and lease is not None:
+            if lease.action != "warm":
+                gate.drop(model_id)
+            elif self.leases.get(model_id) != lease and not gate.admit(
+                model_id, lease, minute, self._load_seconds(model_id)
+            ):
+                self.stats.maintenance_held += 1
+                return
+        self._budgeted(model_id, lease, minute, out)
+
+    def _budgeted(
+        self, model_id: str, lease: Lease | None, minute: int, out: list[Command]
+    ) -> None:
+        """Issue ``lease`` through the budget, if there is one."""
         budget = self.budget
         if budget is not None:
             lease, evicted = budget.admit(model_id, lease, minute)
@@ -402,6 +428,24 @@ class WarmupEngine:
             return
         self.leases[model_id] = lease
         out.append(self._command(model_id, lease, minute))
+
+    def _load_seconds(self, model_id: str) -> float | None:
+        """The policy's predicted load time of a model, if it predicts one."""
+        policy = self.policy
+        if isinstance(policy, PredictsLoadTime):
+            return policy.predicted_load_seconds(model_id)
+        return None
+
+    def _start_held(self, minute: int, out: list[Command]) -> None:
+        """Start the warm leases a maintenance window held that may start at ``minute``."""
+        gate = self.maintenance
+        assert gate is not None
+        if self.paused:
+            return
+        for model_id, lease in gate.due(minute, self._load_seconds):
+            if model_id in self.last_seen:
+                self.stats.maintenance_started += 1
+                self._budgeted(model_id, lease, minute, out)
 
     def _command(self, model_id: str, lease: Lease, minute: int) -> Command:
         start_of = self.grid.start_of
@@ -455,6 +499,8 @@ class WarmupEngine:
             self._evicted.append(model_id)
         del self.last_seen[model_id]
         self.leases.pop(model_id, None)
+        if self.maintenance is not None:
+            self.maintenance.drop(model_id)
         self._counts.pop(model_id, None)
         self.policy.forget(model_id)
         if self.budget is not None:
@@ -471,6 +517,8 @@ class WarmupEngine:
         for model_id in stale:
             del self.last_seen[model_id]
             self.leases.pop(model_id, None)
+            if self.maintenance is not None:
+                self.maintenance.drop(model_id)
             self.policy.forget(model_id)
             if self.budget is not None:
                 self.budget.forget(model_id)
