@@ -364,8 +364,13 @@ class WarmupEngine:
             closed = max(due, closed + 1)
             self._emit(self.policy.on_minute_closed(closed, {}), closed, out)
         self._open = minute
-        if self.maintenance is not None and self.maintenance.held:
-            self._start_held(minute, out)
+        gate = self.maintenance
+        if gate is not None and gate.held:
+            while (due := gate.next_due(closed, self._load_seconds)) is not None:
+                if due > minute:
+                    break
+                self._start_held(due, out)
+                closed = due
         if minute >= self._next_sweep:
             self._evict_idle(minute)
             self._next_sweep = minute + 60

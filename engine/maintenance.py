@@ -59,7 +59,13 @@ DEFAULT_LEAD_SECONDS = 120.0
 #: Alert kinds a window marks as in maintenance: those a model being maintained raises
 #: (of a model in its pool), and those of the whole worker the held warm-ups cause (by a
 #: window of every model only).
-AFFECTED_KINDS = ("metric_anomaly", "learner_drift", "drift", "low_accuracy", "health_degraded")
+AFFECTED_KINDS: tuple[str, ...] = (
+    "metric_anomaly",
+    "learner_drift",
+    "drift",
+    "low_accuracy",
+    "health_degraded",
+)
 #: The longest a window may last.
 MAX_DURATION_SECONDS = 31 * 86400.0
 _DAY = 86400
@@ -83,10 +89,10 @@ class Cron:
     >>> c = Cron.parse("*/15 8-18 * * MON-FRI")
     >>> sorted(c.minutes), min(c.hours), max(c.hours), sorted(c.weekdays)
     ([0, 15, 30, 45], 8, 18, [1, 2, 3, 4, 5])
-    >>> Cron.parse("0 2 * *")
+    >>> Cron.parse("0 2 * *")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    engine.maintenance.WindowSpecError: cron: 5 fields (minute hour day-of-month month day-of-week), not 4: '0 2 * *'
+    engine.maintenance.WindowSpecError: cron: 5 fields (minute hour ...), not 4: '0 2 * *'
     """
 
     minutes: frozenset[int]
@@ -449,6 +455,19 @@ class MaintenanceSchedule:
         return None
 
 
+def lead_seconds(window: Window, load_seconds: float | None) -> float:
+    """How long before a window's end a model expected after it starts warming: the
+    window's ``lead``, else the model's predicted load time, else the default; in whole
+    minutes, one at least.
+
+    >>> w = parse_window("from=0,until=3600")
+    >>> lead_seconds(w, None), lead_seconds(w, 0.5), lead_seconds(w, 150.0)
+    (120.0, 60.0, 180.0)
+    """
+    lead = window.lead if window.lead is not None else load_seconds
+    return 60.0 * max(math.ceil((lead or DEFAULT_LEAD_SECONDS) / 60.0), 1)
+
+
 #: A model's predicted load time in seconds (``None``: not known).
 LoadTimes = Callable[[str], float | None]
 
@@ -512,6 +531,27 @@ class MaintenanceGate:
                 out.append((model_id, lease if lease.start >= minute else lease.with_start(minute)))
         return out
 
+    def next_due(self, after: int, load_seconds: LoadTimes) -> int | None:
+        """The first minute after ``after`` at which a held lease may start or be dropped
+        (``None``: none is held); the engine visits it even when no event falls in it."""
+        first = after + 1
+        best: int | None = None
+        origin = self.grid.origin
+        for model_id, lease in self.held.items():
+            windows = self.schedule.in_force(model_id, self.grid.start_of(max(lease.start, first)))
+            when = lease.end if windows else first  # no window any more: it starts now
+            for window, _, end in windows:
+                if window.cap is not None:
+                    when = first
+                    break
+                when = min(when, math.ceil((end - origin) / 60.0))
+                if self.grid.start_of(lease.end) > end:
+                    lead = lead_seconds(window, load_seconds(model_id))
+                    when = min(when, math.ceil((end - lead - origin) / 60.0))
+            when = max(when, first)
+            best = when if best is None else min(best, when)
+        return best
+
     def _may_start(
         self, model_id: str, lease: Lease, minute: int, load_seconds: float | None
     ) -> bool:
@@ -523,9 +563,7 @@ class MaintenanceGate:
         ends = self.grid.start_of(lease.end)
         capped: list[str] = []
         for window, _, end in windows:
-            lead = window.lead if window.lead is not None else load_seconds
-            lead = 60.0 * max(math.ceil((lead or DEFAULT_LEAD_SECONDS) / 60.0), 1)
-            ahead_of_end = ends > end and at >= end - lead
+            ahead_of_end = ends > end and at >= end - lead_seconds(window, load_seconds)
             if window.cap is None:
                 if not ahead_of_end:
                     return False
