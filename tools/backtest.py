@@ -46,6 +46,7 @@ from engine.budget import DEFAULT_SIZE_BYTES, Budget
 from engine.capabilities import LearnsMetrics
 from engine.core import WarmupEngine
 from engine.lease import Command
+from engine.maintenance import MaintenanceGate, MaintenanceSchedule
 from engine.partition import PartitionStep
 from engine.policies import Policy
 from engine.registry import PolicyUnavailable, make_budget, make_policy
@@ -220,16 +221,20 @@ def simulate(
     progress: Progress | None = None,
     budget: Budget | None = None,
     sizes: Mapping[str, float] | None = None,
+    maintenance: MaintenanceSchedule | None = None,
 ) -> tuple[list[Command], WarmupEngine]:
     """Drive a fresh partition step with every event of ``trace`` (its metric events
     before the usage events of the same time, as they were measured then); the commands it
-    emitted, and its engine (holding ``budget``, if given). ``sizes`` (bytes) reach a
-    policy that learns from metric events as ``memory_bytes`` measurements before the
-    first event, as a fleet that reports its models' sizes would have them."""
+    emitted, and its engine (holding ``budget``, and under the ``maintenance`` windows, if
+    given). ``sizes`` (bytes) reach a policy that learns from metric events as
+    ``memory_bytes`` measurements before the first event, as a fleet that reports its
+    models' sizes would have them."""
     if sizes and isinstance(policy, LearnsMetrics):
         for model_id, size in sizes.items():
             policy.observe_metric(model_id, "memory_bytes", size)
     engine = WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0), budget=budget)
+    if maintenance is not None:
+        engine.maintenance = MaintenanceGate(maintenance, engine.grid)
     step = PartitionStep(engine)
     observe = step.observe
     metrics = trace.metrics

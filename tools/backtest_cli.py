@@ -24,6 +24,7 @@ from tools.backtest import (
     run_backtest,
 )
 from tools.capacity import SWEEP_POLICIES, plot_sweep, run_sweep, share_arg, sweep_table
+from tools.maintenance_impact import assess, windows_of
 from tools.suite import load_suite, print_report, run_suite
 from tools.traces import Trace, load_trace, read_sizes
 
@@ -130,6 +131,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "the first --knobs value); without --sizes, or with --capacity-models, the shares "
         "count models",
     )
+    p.add_argument(
+        "--maintenance",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also run each policy under this maintenance window (repeatable; the spec of "
+        "WARMCAST_MAINTENANCE, e.g. 'cron=0 2 * * SUN,duration=90m,models=llama-*') and "
+        "report the cold starts it causes and the memory time it saves",
+    )
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--commands", metavar="OUT.jsonl", help="write every command (JSONL)")
     p.add_argument("--plot", metavar="OUT.png", help="plot cold starts vs wasted memory")
@@ -149,6 +159,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         print("warmcast backtest: --capacity-mb or --capacity-models, not both", file=sys.stderr)
         return 2
     try:
+        schedule = windows_of(args.maintenance) if args.maintenance else None
         trace = load_trace(
             args.path,
             args.fmt,
@@ -172,6 +183,16 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             capacity=_capacity(args, trace, sizes),
             sizes=sizes,
         )
+        impact = None
+        if schedule is not None:
+            impact = assess(
+                trace,
+                schedule,
+                args.policy,
+                knobs=args.knobs,
+                train_minutes=args.train_minutes,
+                warmcast_config=dict(args.warmcast_param),
+            )
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)
         return 2
@@ -194,8 +215,12 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             file=out,
         )
     print(result.table(), file=out)
+    doc = result.to_dict()
+    if impact is not None:
+        print(impact.table(), file=out)
+        doc["maintenance"] = impact.to_dict()
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     if args.plot:
         plot(result, args.plot)
     return 0
