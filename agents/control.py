@@ -20,6 +20,8 @@ The same commands as HTTP endpoints, with ``Authorization: Bearer $WARMCAST_CONT
     POST /control/skip-batch       {"topic": "warmcast.usage.v1", "partition": 0, "offset": 12}
     POST /control/promote          {"policy": "warmcast"}
     POST /control/rollback
+    POST /control/maintenance-add  {"spec": "from=2026-12-03T02:00Z,until=...,models=llama-*"}
+    POST /control/maintenance-cancel {"window": "the window's id"}
     GET  /control                  mode, checkpoints and snapshots of this worker
 
 A POST publishes the command, signed, on the control topic and answers once this worker
@@ -57,6 +59,7 @@ from pydantic import ValidationError
 
 from agents.recovery import Recovery
 from engine.alerting import AlertTransition, RateWindow, fingerprint
+from engine.maintenance import WindowSpecError, parse_window
 from schemas.control import ControlCommand
 from schemas.envelope import EventError
 from streams.app import WarmcastApp
@@ -71,6 +74,7 @@ from streams.control_auth import (
     verify,
 )
 from streams.kafka import client_kwargs, last_answer, topic_partitions
+from streams.runtime import Runtime
 from streams.security import token_matches
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ ACTIONS = {
     "skip-batch": "skip_batch",
     "promote": "promote",
     "rollback": "rollback",
+    "maintenance-add": "maintenance_add",
+    "maintenance-cancel": "maintenance_cancel",
 }
 APPLY_TIMEOUT = 15.0
 
@@ -250,6 +256,7 @@ class ControlFeed:
         paused = safe = False
         refused = 0
         now = time.time()
+        windows: list[ControlCommand] = []
         for record in sorted(records, key=lambda r: (r.partition, r.offset)):
             command = self.admit(record, now, history=True)
             if isinstance(command, EventError):
@@ -263,6 +270,10 @@ class ControlFeed:
                 safe = True
             elif command.command == "resume":
                 paused = safe = False
+            elif command.command in ("maintenance_add", "maintenance_cancel"):
+                windows.append(command)
+        for command in windows:  # in force as the history leaves them
+            maintain(self.runtime, command, {})
         if paused:
             self.runtime.pause()
             await self.acknowledge("emergency_stop", "firing", "emergency stop in force (history)")
@@ -457,6 +468,8 @@ class Controls:
             "reset_to_safe": self._reset_to_safe,
             "snapshot": self._snapshot,
             "restore": self._restore,
+            "maintenance_add": self._maintenance,
+            "maintenance_cancel": self._maintenance,
         }
         feed.execute = self.execute
 
@@ -501,6 +514,17 @@ class Controls:
         await self.feed.acknowledge(
             "safe_mode", "firing", f"safe mode: every engine runs {safe}{by}"
         )
+
+    async def _maintenance(self, command: ControlCommand, result: dict[str, Any], by: str) -> None:
+        maintain(self.runtime, command, result)
+        if "error" in result:
+            return
+        window = result["window"]
+        if command.command == "maintenance_add":
+            note = f"maintenance window {window} added: {result['spec']}{by}"
+        else:
+            note = f"maintenance window {window} cancelled{by}"
+        await self.feed.acknowledge(f"maintenance/{window}", "resolved", note)
 
     def _checkpoints_off(self, result: dict[str, Any]) -> bool:
         if not self.recovery.enabled:
@@ -573,6 +597,10 @@ class Controls:
             "safe_mode": self.runtime.safe_mode,
             "policy": settings.policy,
             "safe_policy": settings.safe_policy,
+            "maintenance": [
+                {"id": w.id, "spec": w.spec, "mode": w.mode, "models": w.models}
+                for w in self.runtime.maintenance.windows.values()
+            ],
             "partitions": sorted(recovery.owned),
             "commands_applied": self.feed.applied,
             "control_key": key_id(key) if key else None,  # a name of the key, not the key
@@ -686,10 +714,36 @@ def command_of(body: bytes, name: str, issued_by: str) -> ControlCommand | tuple
     doc["command"] = name
     doc["issued_by"] = issued_by
     try:
-        return ControlCommand.model_validate(doc)
+        command = ControlCommand.model_validate(doc)
     except ValidationError as exc:
         errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return "; ".join(errors), 422
+    if command.spec is not None and command.command == "maintenance_add":
+        try:
+            parse_window(command.spec)
+        except WindowSpecError as exc:
+            return f"spec: {exc}", 422
+    return command
+
+
+def maintain(runtime: Runtime, command: ControlCommand, result: dict[str, Any]) -> None:
+    """Add or cancel a maintenance window on this worker (``result`` says what was done,
+    or ``error``)."""
+    if command.command == "maintenance_add":
+        assert command.spec is not None
+        try:
+            window = parse_window(command.spec)
+        except WindowSpecError as exc:
+            result.update(error=f"spec: {exc}", error_status=422)
+            return
+        runtime.add_window(window)
+        result.update(window=window.id, spec=window.spec, mode=window.mode)
+        return
+    assert command.window is not None
+    if not runtime.cancel_window(command.window):
+        result.update(error=f"there is no maintenance window {command.window!r}", error_status=404)
+        return
+    result.update(window=command.window, cancelled=True)
 
 
 def register(app: WarmcastApp, feed: ControlFeed, recovery: Recovery) -> Controls:

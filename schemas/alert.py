@@ -32,3 +32,10 @@ class Alert(BaseModel):
         description="figures that justify it (policy_promoted, policy_rolled_back: both "
         "policies' scores, the test statistic, the window)",
     )
+    maintenance: bool = Field(
+        default=False,
+        description="raised during a maintenance window that covers it: not to page on",
+    )
+    maintenance_window: Identifier | None = Field(
+        default=None, description="the id of that maintenance window"
+    )

@@ -29,6 +29,8 @@ Action = Literal[
     "skip_batch",
     "promote",
     "rollback",
+    "maintenance_add",
+    "maintenance_cancel",
 ]
 #: A snapshot's name: letters, digits, dot, dash, underscore.
 SnapshotName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -49,6 +51,9 @@ class ControlCommand(BaseModel):
       on as a candidate, with its learners);
     - ``rollback``: make the policy active before the latest promotion (or the rollback
       policy) active again.
+    - ``maintenance_add``: add the maintenance window ``spec`` (as ``WARMCAST_MAINTENANCE``
+      writes one; its id is the spec's ``id=``, else derived from the spec);
+    - ``maintenance_cancel``: remove the maintenance window of id ``window``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,6 +72,8 @@ class ControlCommand(BaseModel):
         default=None,
         description="promote: the shadow candidate, as WARMCAST_SHADOW_POLICIES names it",
     )
+    spec: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    window: SnapshotName | None = None
     ts: EpochSeconds = Field(default_factory=time.time)
 
     @model_validator(mode="after")
@@ -77,4 +84,8 @@ class ControlCommand(BaseModel):
             raise ValueError("skip_batch needs a topic, a partition and an offset")
         if self.command == "promote" and self.policy is None:
             raise ValueError("promote needs a policy (one of the shadow candidates)")
+        if self.command == "maintenance_add" and self.spec is None:
+            raise ValueError("maintenance_add needs a spec")
+        if self.command == "maintenance_cancel" and self.window is None:
+            raise ValueError("maintenance_cancel needs the window's id")
         return self

@@ -95,7 +95,22 @@ class WorkerMetrics:
             "warmcast_alerts_total", "alert transitions published", ["kind", "state"], registry=r
         )
         self.alerts_firing = Gauge(
-            "warmcast_alerts_firing", "alerts firing now", ["kind"], registry=r
+            "warmcast_alerts_firing",
+            "alerts firing now, those raised in a maintenance window aside",
+            ["kind"],
+            registry=r,
+        )
+        self.alerts_in_maintenance = Gauge(
+            "warmcast_alerts_in_maintenance",
+            "alerts firing now that were raised in a maintenance window (they do not page)",
+            ["kind"],
+            registry=r,
+        )
+        self.maintenance_active = Gauge(
+            "warmcast_maintenance_windows_active",
+            "maintenance windows in force now, of every model (scope all) or of a pool",
+            ["scope"],
+            registry=r,
         )
         self.tracked_models = Gauge(
             "warmcast_tracked_models", "served models with state in this worker", registry=r
@@ -326,6 +341,11 @@ class WorkerMetrics:
             "load-time and latency series whose latest value is anomalous",
             registry=r,
         )
+        self.anomalies_in_maintenance = Gauge(
+            "warmcast_metric_anomalies_in_maintenance",
+            "of the anomalous series, those of models in a maintenance window now",
+            registry=r,
+        )
         self.health_snapshots = Counter(
             "warmcast_health_snapshots_total",
             "health snapshots published to the health topic",
@@ -362,8 +382,11 @@ class WorkerMetrics:
         """Known label values start at zero, so every series exists from the start."""
         for kind in ALERT_KINDS:
             self.alerts_firing.labels(kind=kind).set(0)
+            self.alerts_in_maintenance.labels(kind=kind).set(0)
             for state in ("firing", "resolved"):
                 self.alerts.labels(kind=kind, state=state)
+        for scope in ("all", "pool"):
+            self.maintenance_active.labels(scope=scope).set(0)
         for check in CHECKS:
             self.check_failing.labels(check=check).set(0)
         for component in COMPONENTS:

@@ -37,8 +37,9 @@ def finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def alert_record(alert: AlertTransition) -> dict[str, Any]:
-    """An alert transition as the alerts topic carries it (:class:`schemas.alert.Alert`)."""
+def alert_record(alert: AlertTransition, maintenance: str | None = None) -> dict[str, Any]:
+    """An alert transition as the alerts topic carries it (:class:`schemas.alert.Alert`),
+    marked as raised in the maintenance window of id ``maintenance`` if one is given."""
     return {
         "fingerprint": alert.fingerprint,
         "kind": alert.kind,
@@ -50,6 +51,8 @@ def alert_record(alert: AlertTransition) -> dict[str, Any]:
         "threshold": finite(alert.threshold),
         "ts": alert.ts,
         **({"details": dict(alert.details)} if alert.details else {}),
+        "maintenance": maintenance is not None,
+        "maintenance_window": maintenance,
     }
 
 
@@ -102,8 +105,9 @@ class Publishers:
     async def alert(self, alert: AlertTransition) -> None:
         """Publish an alert transition (handed to the producer; tried again until it is
         delivered)."""
+        record = alert_record(alert, self.runtime.mark_maintenance(alert))
         await self.sender.send(
-            self.alerts_topic, orjson.dumps(alert_record(alert)), key=alert.fingerprint.encode()
+            self.alerts_topic, orjson.dumps(record), key=alert.fingerprint.encode()
         )
         self.runtime.metrics.alerts.labels(kind=alert.kind, state=alert.state).inc()
 

@@ -31,6 +31,7 @@ from engine.healthscore import (
 )
 from engine.healthscore import score as health_score
 from engine.lease import Command
+from engine.maintenance import MaintenanceGate, MaintenanceSchedule, Window, parse_windows
 from engine.partition import HealthLoader, Origin, PartitionStep, UsageFed
 from engine.policies import Policy
 from engine.promotion import (
@@ -121,6 +122,10 @@ class Runtime:
     history: dict[int, dict[str, Figures]] = field(default_factory=dict)
     #: the latest changes of the active policy, oldest first
     policy_changes: list[Decision] = field(default_factory=list)
+    #: Maintenance windows (settings, then control commands) and the alerts they mark:
+    #: fingerprint -> window id, while the alert fires.
+    maintenance: MaintenanceSchedule = field(init=False)
+    in_maintenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -145,6 +150,7 @@ class Runtime:
         self.specs = {active: (s.policy, dict(s.policy_knobs)), **parse_shadows(s.shadow_policies)}
         self.lineup = Lineup(active, [label for label in self.specs if label != active])
         self.rule = promotion_rule(s)
+        self.maintenance = MaintenanceSchedule(parse_windows(s.maintenance))
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -368,6 +374,8 @@ class Runtime:
     def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
         """Apply the operator's current controls to an engine joining this worker."""
         engine.paused = self.paused
+        if len(self.maintenance) and engine.maintenance is None:
+            engine.maintenance = MaintenanceGate(self.maintenance, engine.grid)
         engine.max_models = self.settings.max_models_per_partition
         engine.tolerance_minutes = self.tolerance_minutes
         wanted = self.settings.partition_budget()
@@ -411,6 +419,29 @@ class Runtime:
         for partition, engine in self.engines.items():
             self._under_controls(partition, engine)
         return was
+
+    def add_window(self, window: Window) -> None:
+        """Add (or replace) a maintenance window; every engine follows it from now on."""
+        self.maintenance.add(window)
+        for partition, engine in self.engines.items():
+            self._under_controls(partition, engine)
+
+    def cancel_window(self, window_id: str) -> bool:
+        """Remove a maintenance window (what it held starts as the policy has it)."""
+        return self.maintenance.cancel(window_id)
+
+    def mark_maintenance(self, alert: AlertTransition) -> str | None:
+        """The maintenance window an alert is raised in (``None``: it pages as usual); a
+        resolved alert whose firing was marked is marked by the same window."""
+        fp = alert.fingerprint
+        if alert.state == "resolved":
+            return self.in_maintenance.pop(fp, None)
+        window = self.maintenance.marks(alert.kind, _model_of(alert), alert.ts)
+        if window is not None:
+            self.in_maintenance[fp] = window
+        else:
+            self.in_maintenance.pop(fp, None)
+        return window
 
     def partition_state(self, partition: int) -> PartitionState | None:
         """What a partition has learned, to checkpoint it (``None``: nothing yet)."""
@@ -743,7 +774,7 @@ class Runtime:
         out += self._check_anomalies(now)
         out += self._check(degraded(self.score, self.thresholds), now)
         out += self._check_forwarded(now)
-        self._export(probe, overflows)
+        self._export(probe, overflows, now)
         return out
 
     def assess(self, now: float, probe: PolicyProbe | None = None) -> list[CheckResult]:
@@ -847,7 +878,7 @@ class Runtime:
             for figure, gauge in self.metrics.policy_figures.items():
                 gauge.labels(policy=figures["policy"], role=role).set(figures[figure])
 
-    def _export(self, probe: PolicyProbe, overflows: int) -> None:
+    def _export(self, probe: PolicyProbe, overflows: int, now: float) -> None:
         m = self.metrics
         m.sync()
         self._export_policies()
@@ -867,10 +898,48 @@ class Runtime:
         m.window_events.set(self.window_events)
         m.anomalies_active.set(sum(len(w.active) for w in self.anomalies.values()))
         firing = self.alerts.firing_kinds()
+        marked: dict[str, int] = {}
+        for fp, alert in self.alerts.firing.items():
+            if fp in self.in_maintenance:
+                marked[alert.kind] = marked.get(alert.kind, 0) + 1
         for kind in {*ALERT_KINDS, *firing}:
-            m.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
+            m.alerts_firing.labels(kind=kind).set(firing.get(kind, 0) - marked.get(kind, 0))
+            m.alerts_in_maintenance.labels(kind=kind).set(marked.get(kind, 0))
+        self._export_maintenance(now)
         m.tracked_models.set(self.tracked_models())
         m.metric_state.set(self.metric_state_size())
+
+    def _export_maintenance(self, now: float) -> None:
+        m = self.metrics
+        active = self.maintenance.active(now)
+        for scope in ("all", "pool"):
+            n = sum(1 for w in active if w.every_model == (scope == "all"))
+            m.maintenance_active.labels(scope=scope).set(n)
+        in_window = 0
+        for watch in self.anomalies.values():
+            for model_id, _ in watch.active:
+                if self.maintenance.marks("metric_anomaly", model_id, now) is not None:
+                    in_window += 1
+        m.anomalies_in_maintenance.set(in_window)
+
+
+#: Kinds the worker's own checks raise: about the worker, not about one served model.
+_WORKER_KINDS = frozenset((*ALERT_KINDS, "control", "control_rejected"))
+
+
+def _model_of(alert: AlertTransition) -> str | None:
+    """The served model an alert is about (``None``: the worker, a topic, every model).
+
+    >>> from engine.alerting import AlertTransition as A
+    >>> _model_of(A("f", "metric_anomaly", "warning", "firing", "llama/load_time", "", None,
+    ...             None, 0.0))
+    'llama'
+    """
+    if alert.kind == "metric_anomaly":
+        return alert.subject.rpartition("/")[0] or None
+    if alert.kind in _WORKER_KINDS:
+        return None
+    return alert.model_id
 
 
 def promotion_rule(s: WarmcastSettings) -> PromotionRule:

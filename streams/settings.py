@@ -375,6 +375,14 @@ class WarmcastSettings(BaseSettings):
         description="what the active policy is rolled back to when no promotion came before "
         "(only when it runs as a shadow candidate)",
     )
+    maintenance: str = Field(
+        default="",
+        description="maintenance windows, ';'-separated: during one, warm-ups are paused or "
+        "capped and alerts of the models it covers do not page, e.g. 'cron=0 2 * * SUN,"
+        "duration=90m,models=llama-*,mode=pause;from=2026-12-03T02:00Z,until="
+        "2026-12-03T03:00Z,cap=5' (keys: cron+duration or from+until, models, mode=pause "
+        "or cap=N, lead, id, alerts; README, Maintenance windows)",
+    )
     broker_stall_seconds: float = Field(
         default=15.0,
         gt=0,
@@ -526,6 +534,14 @@ class WarmcastSettings(BaseSettings):
         if kind != "fixed" or not minutes.isdigit() or int(minutes) < 1:
             raise ValueError("the safe policy is a fixed keep-alive: fixed:K, K minutes")
         return value.strip().lower()
+
+    @field_validator("maintenance")
+    @classmethod
+    def _windows_parse(cls, value: str) -> str:
+        from engine.maintenance import parse_windows
+
+        parse_windows(value)  # a WindowSpecError names the bad window and what is wrong
+        return value
 
     @field_validator("health_windows")
     @classmethod
