@@ -77,11 +77,12 @@ def windows(expr: str) -> set[float]:
 D = DEFAULTS
 #: Per rule of a worker check: its comparisons and ranges, from the settings' defaults.
 WORKER_CHECKS: dict[str, tuple[set[tuple[str, float]], set[float]]] = {
-    "WarmcastHealthDegraded": ({("<", D.health_score_min)}, set()),
+    # `> 0` of warmcast_maintenance_windows_active: quiet in a window of every model
+    "WarmcastHealthDegraded": ({("<", D.health_score_min), (">", 0)}, set()),
     # `> 0`: a worker without usage yet counts from its start
     "WarmcastStaleData": ({(">", 0), (">", D.stale_after_seconds)}, set()),
     "WarmcastInsufficientVolume": ({("<", D.min_volume_events)}, {D.volume_window_seconds}),
-    "WarmcastLowAccuracy": ({("<", D.accuracy_min)}, set()),
+    "WarmcastLowAccuracy": ({("<", D.accuracy_min), (">", 0)}, set()),
     "WarmcastSlowDecisions": (
         {(">", D.decision_latency_p95_max_seconds)},
         {D.decision_latency_window_seconds},
