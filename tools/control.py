@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.maintenance import WindowSpecError, parse_window
 from schemas.control import ControlCommand
 from streams.control_auth import CONTROL_PARTITION, signed
 from streams.settings import WarmcastSettings
@@ -40,7 +41,11 @@ ACTIONS = {
     "restore": "restore",
     "promote": "promote",
     "rollback": "rollback",
+    "maintenance-add": "maintenance_add",
+    "maintenance-cancel": "maintenance_cancel",
 }
+#: The field the positional argument fills, per command (default: ``name``).
+ARGUMENT = {"promote": "policy", "maintenance_add": "spec", "maintenance_cancel": "window"}
 
 
 def caller() -> str:
@@ -92,7 +97,13 @@ def command(args: argparse.Namespace) -> int:
     if args.release:
         doc["release"] = True
     if args.name is not None:
-        doc["policy" if args.action == "promote" else "name"] = args.name
+        doc[ARGUMENT.get(doc["command"], "name")] = args.name
+    if doc["command"] == "maintenance_add" and args.name is not None:
+        try:
+            parse_window(args.name)
+        except WindowSpecError as exc:
+            print(f"warmcast control: spec: {exc}", file=sys.stderr)
+            return 2
     if args.id is not None:
         doc["id"] = args.id
     try:
@@ -127,7 +138,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=list(ACTIONS))
     p.add_argument(
-        "name", nargs="?", help="snapshot name (snapshot, restore); shadow candidate (promote)"
+        "name",
+        nargs="?",
+        help="snapshot name (snapshot, restore), shadow candidate (promote), window spec "
+        "(maintenance-add: as WARMCAST_MAINTENANCE writes one) or window id "
+        "(maintenance-cancel)",
     )
     p.add_argument("--release", action="store_true", help="emergency-stop: release every model")
     p.add_argument("--id", help="command id (default: a new one); an id is carried out once")
