@@ -25,6 +25,7 @@ MODULES = [
             "partitioning",
             "prometheus",
             "publishers",
+            "runtime",
             "security",
             "sending",
             "settings",
