@@ -341,6 +341,11 @@ class WorkerMetrics:
             "load-time and latency series whose latest value is anomalous",
             registry=r,
         )
+        self.maintenance_held = Gauge(
+            "warmcast_maintenance_held_leases",
+            "warm leases a maintenance window holds back now, to start later or never",
+            registry=r,
+        )
         self.anomalies_in_maintenance = Gauge(
             "warmcast_metric_anomalies_in_maintenance",
             "of the anomalous series, those of models in a maintenance window now",

@@ -921,6 +921,8 @@ class Runtime:
                 if self.maintenance.marks("metric_anomaly", model_id, now) is not None:
                     in_window += 1
         m.anomalies_in_maintenance.set(in_window)
+        gates = [e.maintenance for e in self.engines.values() if e.maintenance is not None]
+        m.maintenance_held.set(sum(len(g.held) for g in gates))
 
 
 #: Kinds the worker's own checks raise: about the worker, not about one served model.

@@ -212,11 +212,21 @@ def test_the_lead_comes_from_the_window_or_the_predicted_load_time() -> None:
     engine = engine_with(f"from={WINDOW_FROM},until={WINDOW_UNTIL},lead=6m")
     assert ("a", 84, 84) in warm_starts(run(engine, [("a", 80)], 95))
 
-    class Slow(FixedKeepAlive):
+    class Slow:
+        """fixed:10 with a load time it predicts (composed: the compiled policy is final)."""
+
+        def __init__(self) -> None:
+            self.inner = FixedKeepAlive(10)
+            self.name, self.version = "slow", "slow/1"
+            self.on_request = self.inner.on_request
+            self.on_minute_closed = self.inner.on_minute_closed
+            self.next_review = self.inner.next_review
+            self.forget = self.inner.forget
+
         def predicted_load_seconds(self, model_id: str) -> float:
             return 250.0  # five minutes ahead (whole minutes, rounded up)
 
-    slow = WarmupEngine(Slow(10))
+    slow = WarmupEngine(Slow())
     slow.maintenance = MaintenanceGate(
         MaintenanceSchedule(parse_windows(f"from={WINDOW_FROM},until={WINDOW_UNTIL}")), slow.grid
     )
