@@ -374,8 +374,12 @@ class Runtime:
     def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
         """Apply the operator's current controls to an engine joining this worker."""
         engine.paused = self.paused
-        if len(self.maintenance) and engine.maintenance is None:
-            engine.maintenance = MaintenanceGate(self.maintenance, engine.grid)
+        if len(self.maintenance):  # candidates too: they are scored against the active one
+            step = self.steps.get(partition)
+            shadows = step.shadows if step is not None else None
+            for gated in [engine, *(shadows.engines.values() if shadows is not None else ())]:
+                if gated.maintenance is None:
+                    gated.maintenance = MaintenanceGate(self.maintenance, gated.grid)
         engine.max_models = self.settings.max_models_per_partition
         engine.tolerance_minutes = self.tolerance_minutes
         wanted = self.settings.partition_budget()
