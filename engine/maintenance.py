@@ -409,8 +409,8 @@ class MaintenanceSchedule:
 
     def __init__(self, windows: Iterable[Window] = ()) -> None:
         self.windows: dict[str, Window] = {w.id: w for w in windows}
-        #: bumped at every change, so that what depends on the windows can follow
-        self.version = 0
+        #: cron window id -> (minute, its occurrence then): constant within a minute
+        self._seen: dict[str, tuple[int, tuple[float, float] | None]] = {}
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -418,12 +418,25 @@ class MaintenanceSchedule:
     def add(self, window: Window) -> None:
         """Add (or, same id, replace) a window."""
         self.windows[window.id] = window
-        self.version += 1
+        self._seen.pop(window.id, None)
 
     def cancel(self, window_id: str) -> bool:
         """Remove a window; whether there was one of that id."""
         found = self.windows.pop(window_id, None) is not None
-        self.version += 1
+        self._seen.pop(window_id, None)
+        return found
+
+    def occurrence(self, window: Window, ts: float) -> tuple[float, float] | None:
+        """:meth:`Window.occurrence`, remembered for the minute of ``ts`` (cron windows
+        start on whole minutes: within one, the answer does not change)."""
+        if window.cron is None:
+            return window.occurrence(ts)
+        minute = int(ts // 60)
+        seen = self._seen.get(window.id)
+        if seen is not None and seen[0] == minute:
+            return seen[1]
+        found = window.occurrence(ts)
+        self._seen[window.id] = (minute, found)
         return found
 
     def in_force(self, model_id: str, ts: float) -> list[tuple[Window, float, float]]:
@@ -431,14 +444,14 @@ class MaintenanceSchedule:
         out: list[tuple[Window, float, float]] = []
         for window in self.windows.values():
             if window.covers(model_id):
-                occurrence = window.occurrence(ts)
+                occurrence = self.occurrence(window, ts)
                 if occurrence is not None:
                     out.append((window, occurrence[0], occurrence[1]))
         return out
 
     def active(self, ts: float) -> list[Window]:
         """The windows with an occurrence in force at ``ts``, whatever their models."""
-        return [w for w in self.windows.values() if w.occurrence(ts) is not None]
+        return [w for w in self.windows.values() if self.occurrence(w, ts) is not None]
 
     def marks(self, kind: str, model_id: str | None, ts: float) -> str | None:
         """The id of the window that puts an alert of ``kind`` on ``model_id`` (``None``:
@@ -450,7 +463,7 @@ class MaintenanceSchedule:
                 continue
             if model_id is not None and not window.covers(model_id):
                 continue
-            if window.occurrence(ts) is not None:
+            if self.occurrence(window, ts) is not None:
                 return window.id
         return None
 
