@@ -404,7 +404,7 @@ class WarmupEngine:
             if lease.action != "warm":
                 gate.drop(model_id)
             elif self.leases.get(model_id) != lease and not gate.admit(
-                model_id, lease, minute, self._load_seconds(model_id)
+                model_id, lease, minute, self._load_seconds
             ):
                 self.stats.maintenance_held += 1
                 return

@@ -496,13 +496,14 @@ class MaintenanceGate:
     >>> from engine.timebase import MinuteGrid
     >>> s = MaintenanceSchedule(parse_windows("from=600,until=1200,id=w"))   # minutes 10..19
     >>> gate = MaintenanceGate(s, MinuteGrid())
-    >>> gate.admit("a", Lease("warm", 12, 22), 12, None)   # a warm-up inside: held
+    >>> def no_load_time(model_id): return None
+    >>> gate.admit("a", Lease("warm", 12, 22), 12, no_load_time)   # a warm-up inside: held
     False
-    >>> gate.admit("b", Lease("warm", 12, 15), 12, None)   # over inside the window
+    >>> gate.admit("b", Lease("warm", 12, 15), 12, no_load_time)   # over inside the window
     False
-    >>> [gate.due(m, lambda model: None) for m in (17, 18)]  # two minutes before the end
+    >>> [gate.due(m, no_load_time) for m in (17, 18)]  # two minutes before the end
     [[], [('a', Lease(warm 18..22))]]
-    >>> gate.held_dropped, gate.admit("c", Lease("warm", 20, 30), 20, None)   # after it
+    >>> gate.held_dropped, gate.admit("c", Lease("warm", 20, 30), 20, no_load_time)   # after it
     (1, True)
     """
 
@@ -516,8 +517,9 @@ class MaintenanceGate:
         self.held_dropped = 0  # held leases over before they could start
         self.prewarmed = 0  # held leases started ahead of a window's end
 
-    def admit(self, model_id: str, lease: Lease, minute: int, load_seconds: float | None) -> bool:
-        """Whether a warm lease the policy hands out at ``minute`` may start; else it is held."""
+    def admit(self, model_id: str, lease: Lease, minute: int, load_seconds: LoadTimes) -> bool:
+        """Whether a warm lease the policy hands out at ``minute`` may start; else it is held
+        (``load_seconds`` is asked only of a model expected after a window)."""
         if self._may_start(model_id, lease, minute, load_seconds):
             self.held.pop(model_id, None)
             return True
@@ -537,7 +539,7 @@ class MaintenanceGate:
             if lease.end <= minute:
                 del self.held[model_id]
                 self.held_dropped += 1
-            elif self._may_start(model_id, lease, minute, load_seconds(model_id)):
+            elif self._may_start(model_id, lease, minute, load_seconds):
                 del self.held[model_id]
                 if self.schedule.in_force(model_id, self.grid.start_of(minute)):
                     self.prewarmed += 1
@@ -565,9 +567,7 @@ class MaintenanceGate:
             best = when if best is None else min(best, when)
         return best
 
-    def _may_start(
-        self, model_id: str, lease: Lease, minute: int, load_seconds: float | None
-    ) -> bool:
+    def _may_start(self, model_id: str, lease: Lease, minute: int, load_seconds: LoadTimes) -> bool:
         begins = max(lease.start, minute)
         at = self.grid.start_of(begins)
         windows = self.schedule.in_force(model_id, at)
@@ -576,7 +576,9 @@ class MaintenanceGate:
         ends = self.grid.start_of(lease.end)
         capped: list[str] = []
         for window, _, end in windows:
-            ahead_of_end = ends > end and at >= end - lead_seconds(window, load_seconds)
+            ahead_of_end = ends > end and (
+                at >= end - lead_seconds(window, None if window.lead else load_seconds(model_id))
+            )
             if window.cap is None:
                 if not ahead_of_end:
                     return False
