@@ -192,6 +192,7 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                 knobs=args.knobs,
                 train_minutes=args.train_minutes,
                 warmcast_config=dict(args.warmcast_param),
+                capacity=_capacity(args, trace, sizes),
             )
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)

@@ -6,7 +6,8 @@ once as it is, once under the windows (:mod:`engine.maintenance`, the specs of
 the difference:
 
 - ``cold_starts_caused``: cold starts with the windows less those without (requests that
-  found their model cold because its warm-up was held);
+  found their model cold because its warm-up was held; under a memory budget, ``--capacity-*``,
+  it may be negative: a held warm-up evicts nothing);
 - ``memory_minutes_saved``: loaded model-minutes without the windows less those with them
   (memory time the held warm-ups did not take), and ``wasted_minutes_saved`` likewise of
   loaded minutes without a request;
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.maintenance import MaintenanceSchedule, Window, parse_windows
-from tools.backtest import DEFAULT_KNOBS, _plan, simulate
+from tools.backtest import DEFAULT_KNOBS, Capacity, _plan, simulate
 from tools.scoring import Score, Usage, score
 from tools.traces import Trace
 
@@ -122,8 +123,10 @@ def assess(
     knobs: Sequence[float] = DEFAULT_KNOBS,
     train_minutes: int = 0,
     warmcast_config: Mapping[str, Any] | None = None,
+    capacity: Capacity | None = None,
 ) -> MaintenanceImpact:
-    """Run each policy over ``trace`` with and without the windows of ``schedule``."""
+    """Run each policy over ``trace`` with and without the windows of ``schedule`` (under
+    the memory budget of ``capacity`` both times, if given)."""
     usage = Usage.from_events(trace.events, t0=trace.t0)
     plain, _ = _plan(policies, knobs, warmcast_config)
     gated, _ = _plan(policies, knobs, warmcast_config)  # fresh learners for the second run
@@ -135,8 +138,10 @@ def assess(
 
     out: list[PolicyImpact] = []
     for (spec, knob, policy), (_, _, twin) in zip(plain, gated, strict=True):
-        without, _ = simulate(policy, trace)
-        within, engine = simulate(twin, trace, maintenance=schedule)
+        budget = capacity.budget(spec) if capacity is not None else None
+        without, _ = simulate(policy, trace, budget=budget)
+        budget = capacity.budget(spec) if capacity is not None else None
+        within, engine = simulate(twin, trace, budget=budget, maintenance=schedule)
         stats = engine.stats
         label = spec if knob is None else f"{spec}@{knob:g}"
         out.append(
