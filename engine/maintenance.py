@@ -515,7 +515,6 @@ class MaintenanceGate:
         #: (window id, minute) -> warm leases started in it (capped windows)
         self.started: dict[tuple[str, int], int] = {}
         self.held_dropped = 0  # held leases over before they could start
-        self.prewarmed = 0  # held leases started ahead of a window's end
 
     def admit(self, model_id: str, lease: Lease, minute: int, load_seconds: LoadTimes) -> bool:
         """Whether a warm lease the policy hands out at ``minute`` may start; else it is held
@@ -531,7 +530,8 @@ class MaintenanceGate:
         self.held.pop(model_id, None)
 
     def due(self, minute: int, load_seconds: LoadTimes) -> list[tuple[str, Lease]]:
-        """The held leases that start at ``minute`` (the minute now open)."""
+        """The held leases that may start at ``minute``, their start moved to it; those
+        over by then are dropped."""
         if self.started:
             self.started = {k: n for k, n in self.started.items() if k[1] >= minute}
         out: list[tuple[str, Lease]] = []
@@ -541,8 +541,6 @@ class MaintenanceGate:
                 self.held_dropped += 1
             elif self._may_start(model_id, lease, minute, load_seconds):
                 del self.held[model_id]
-                if self.schedule.in_force(model_id, self.grid.start_of(minute)):
-                    self.prewarmed += 1
                 out.append((model_id, lease if lease.start >= minute else lease.with_start(minute)))
         return out
 
