@@ -44,10 +44,11 @@ SORT_KEYS = RANKED
 LIST_STEP_MODELS = 20
 
 
-def alert_document(alert: AlertTransition) -> dict[str, Any]:
-    """An alert as ``/health`` lists it: its record on the alerts topic, with the time it
-    fired as ``since`` while it fires."""
-    document = alert_record(alert)
+def alert_document(alert: AlertTransition, maintenance: str | None = None) -> dict[str, Any]:
+    """An alert as ``/health`` lists it: its record on the alerts topic (in the maintenance
+    window of id ``maintenance``, if given), with the time it fired as ``since`` while it
+    fires."""
+    document = alert_record(alert, maintenance)
     document["since" if alert.state == "firing" else "ts"] = document.pop("ts")
     return document
 
@@ -139,7 +140,8 @@ class HealthDocuments:
         now = time.time()
         runtime.assess(now)
         ready, state, reasons = self.probes.readiness(now)
-        firing = [alert_document(a) for a in runtime.alerts.firing.values()]
+        marked = runtime.in_maintenance
+        firing = [alert_document(a, marked.get(fp)) for fp, a in runtime.alerts.firing.items()]
         models, complete = await self.listed_models(sort, limit, offset)
         listed = runtime.settings.health_list_max
         more = complete and len(models) == limit and offset + limit < listed

@@ -102,6 +102,12 @@ async def test_a_maintenance_window_on_the_worker(kafka_bootstrap: str, tmp_path
         assert figures["warmcast_metric_anomalies_in_maintenance"] == 1
         assert figures["warmcast_metric_anomalies_active"] == 2
         assert figures['warmcast_maintenance_windows_active{scope="pool"}'] == 1
+        listed = {
+            a["subject"]: a["maintenance_window"]
+            for a in worker.health()["alerts_firing"]
+            if a["kind"] == "metric_anomaly"
+        }
+        assert listed == {"llama-7b/load_time": "upgrade", "sdxl/load_time": None}
     finally:
         assert worker.stop() == 0
 
