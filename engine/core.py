@@ -403,8 +403,8 @@ class WarmupEngine:
         if gate is not None and lease is not None:
             if lease.action != "warm":
                 gate.drop(model_id)
-            elif self.leases.get(model_id) != lease and not gate.admit(
-                model_id, lease, minute, self._load_seconds
+            elif (current := self.leases.get(model_id)) != lease and not gate.admit(
+                model_id, lease, minute, self._load_seconds, current
             ):
                 self.stats.maintenance_held += 1
                 return
@@ -447,7 +447,7 @@ class WarmupEngine:
         assert gate is not None
         if self.paused:
             return
-        for model_id, lease in gate.due(minute, self._load_seconds):
+        for model_id, lease in gate.due(minute, self._load_seconds, self.leases.get):
             if model_id in self.last_seen:
                 self.stats.maintenance_started += 1
                 self._budgeted(model_id, lease, minute, out)

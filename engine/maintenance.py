@@ -14,8 +14,9 @@ continues the previous value, so cron lists keep their commas)::
   month and day of week are restricted, a day matching either matches.
 - ``from=`` and ``until=`` (ISO 8601, naive is UTC, or epoch seconds): one window.
 - ``models=`` a glob over model ids (``*``, ``?``, ``[...]``; default ``*``, every model).
-- ``mode=pause`` (the default: no warm-up starts in the window) or ``cap=N`` (at most
-  ``N`` warm leases start per minute in the window, per engine).
+- ``mode=pause`` (the default: no warm lease starts in the window, a renewal of one in
+  force neither) or ``cap=N`` (at most ``N`` warm-ups start per minute in the window, per
+  engine; the renewal of a lease in force, of a model loaded then, is not counted).
 - ``lead=`` how long before the end models expected after the window are warmed (default:
   the policy's predicted load time of the model when it predicts one, else
   :data:`DEFAULT_LEAD_SECONDS`); ``id=`` the window's id (default: derived from the spec);
@@ -483,6 +484,8 @@ def lead_seconds(window: Window, load_seconds: float | None) -> float:
 
 #: A model's predicted load time in seconds (``None``: not known).
 LoadTimes = Callable[[str], float | None]
+#: A model's lease in force (``None``: none).
+Leases = Callable[[str], Lease | None]
 
 
 class MaintenanceGate:
@@ -491,7 +494,8 @@ class MaintenanceGate:
     ``admit`` is asked for every warm lease the policy hands out at ``minute``; a lease it
     refuses is held and handed back by ``due`` at a later minute, when it may start then
     (its start moved to that minute), or dropped when it is over first. At most ``cap``
-    leases start per minute of a capped window (counted per engine).
+    warm-ups start per minute of a capped window (counted per engine; renewing the lease of
+    a model loaded then is not one).
 
     >>> from engine.timebase import MinuteGrid
     >>> s = MaintenanceSchedule(parse_windows("from=600,until=1200,id=w"))   # minutes 10..19
@@ -516,10 +520,18 @@ class MaintenanceGate:
         self.started: dict[tuple[str, int], int] = {}
         self.held_dropped = 0  # held leases over before they could start
 
-    def admit(self, model_id: str, lease: Lease, minute: int, load_seconds: LoadTimes) -> bool:
+    def admit(
+        self,
+        model_id: str,
+        lease: Lease,
+        minute: int,
+        load_seconds: LoadTimes,
+        current: Lease | None = None,
+    ) -> bool:
         """Whether a warm lease the policy hands out at ``minute`` may start; else it is held
-        (``load_seconds`` is asked only of a model expected after a window)."""
-        if self._may_start(model_id, lease, minute, load_seconds):
+        (``load_seconds`` is asked only of a model expected after a window; ``current`` is
+        the model's lease in force, whose renewal a cap does not count)."""
+        if self._may_start(model_id, lease, minute, load_seconds, current):
             self.held.pop(model_id, None)
             return True
         self.held[model_id] = lease
@@ -529,7 +541,9 @@ class MaintenanceGate:
         """Forget a model's held lease (it was released, or evicted)."""
         self.held.pop(model_id, None)
 
-    def due(self, minute: int, load_seconds: LoadTimes) -> list[tuple[str, Lease]]:
+    def due(
+        self, minute: int, load_seconds: LoadTimes, current: Leases | None = None
+    ) -> list[tuple[str, Lease]]:
         """The held leases that may start at ``minute``, their start moved to it; those
         over by then are dropped."""
         if self.started:
@@ -539,7 +553,9 @@ class MaintenanceGate:
             if lease.end <= minute:
                 del self.held[model_id]
                 self.held_dropped += 1
-            elif self._may_start(model_id, lease, minute, load_seconds):
+            elif self._may_start(
+                model_id, lease, minute, load_seconds, current(model_id) if current else None
+            ):
                 del self.held[model_id]
                 out.append((model_id, lease if lease.start >= minute else lease.with_start(minute)))
         return out
@@ -565,7 +581,14 @@ class MaintenanceGate:
             best = when if best is None else min(best, when)
         return best
 
-    def _may_start(self, model_id: str, lease: Lease, minute: int, load_seconds: LoadTimes) -> bool:
+    def _may_start(
+        self,
+        model_id: str,
+        lease: Lease,
+        minute: int,
+        load_seconds: LoadTimes,
+        current: Lease | None,
+    ) -> bool:
         begins = max(lease.start, minute)
         at = self.grid.start_of(begins)
         windows = self.schedule.in_force(model_id, at)
@@ -580,6 +603,8 @@ class MaintenanceGate:
             if window.cap is None:
                 if not ahead_of_end:
                     return False
+            elif current is not None and current.covers(begins):
+                continue  # a renewal: the model is loaded then, nothing starts loading
             elif self.started.get((window.id, begins), 0) >= window.cap:
                 return False
             else:

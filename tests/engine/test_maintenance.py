@@ -208,6 +208,17 @@ def test_cap_starts_at_most_n_per_minute_and_the_rest_later() -> None:
     assert max(per_minute.values()) == 2 and sorted(per_minute) == [71, 72, 73]
 
 
+def test_a_cap_counts_warm_ups_not_renewals_of_a_loaded_model() -> None:
+    engine = engine_with(f"from={WINDOW_FROM},until={WINDOW_UNTIL},cap=1")
+    kept = [("a", m) for m in range(55, 75)]  # warm before the window, used every minute
+    new = [("b", 70), ("c", 70), ("d", 70)]
+    starts = warm_starts(run(engine, sorted(kept + new, key=lambda r: r[1]), 80))
+    renewals = [start for m, _, start in starts if m == "a" and start >= 60]
+    assert renewals == list(range(60, 76))  # none held: the model stays loaded
+    loads = sorted((start, m) for m, _, start in starts if m != "a")
+    assert loads == [(71, "b"), (72, "c"), (73, "d")]  # one a minute
+
+
 def test_the_lead_comes_from_the_window_or_the_predicted_load_time() -> None:
     engine = engine_with(f"from={WINDOW_FROM},until={WINDOW_UNTIL},lead=6m")
     assert ("a", 84, 84) in warm_starts(run(engine, [("a", 80)], 95))
