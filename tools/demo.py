@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -55,6 +55,9 @@ from tools.replay import (
 )
 from tools.traces import Trace, parse_time, read_sizes
 from tools.workerproc import cli_command
+
+if TYPE_CHECKING:
+    from streams.broker import LocalBroker
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "azure2019_150fn_4h.csv.gz"
@@ -415,130 +418,33 @@ def say(out: TextIO, text: str = "") -> None:
 
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     """Run the demo; print as it goes; stop the worker and the broker it started."""
-    from streams.broker import LocalBroker, describe_broker, start_broker
-
     out = out if out is not None else sys.stdout
     settings = settings_for(options.bootstrap)  # bad settings stop the demo before it starts
-    if options.policy:
-        try:
-            policy, why = parse_policy(options.policy), "--policy"
-        except ValueError as exc:
-            raise DemoError(f"--policy: {exc}") from None
-        make_policy(policy)  # the warmcast policy may not be available here
-    else:
-        policy, why = default_policy()
+    policy, why = demo_policy(options)
     outdir = options.out.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    sample = options.trace is None
-    path = str(SAMPLE) if sample else str(options.trace)
-    mapping = dict(options.mapping)
-    if sample and mapping.get("t0") is None:
-        mapping["t0"] = SAMPLE_T0
-    trace = load_slice(
-        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
-    )
+    path, sample, trace = demo_slice(options)
     if not trace.events:
         raise DemoError(f"{path}: no requests in the slice")
     knob = options.knob if options.knob is not None else settings.knob
     say(out, "warmcast demo")
-    say(
-        out,
-        f"  trace    {path}{' (shipped sample, Azure Functions 2019, CC BY 4.0)' if sample else ''}"
-        f"\n           {trace.models} models, {trace.requests:,} requests, "
-        f"{trace.end_minute + 1} minutes from {iso(trace.t0)}",
-    )
+    say(out, trace_text(path, sample, trace))
     broker: LocalBroker | None = None
     worker = None
     try:
-        if not settings.kafka_bootstrap_servers:
-            broker = start_broker(options.broker, log_path=outdir / "broker.log")
-            settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
-            say(out, f"  broker   {describe_broker(options.broker, broker)}")
-        else:
-            say(out, f"  broker   {settings.kafka_bootstrap_servers}")
-        namespace = options.namespace or f"demo-{uuid.uuid4().hex[:8]}"
-        settings = settings.model_copy(
-            update={
-                "topic_namespace": namespace,
-                "app_id": namespace,
-                "partitions": options.partitions,
-            }
-        )
-        port = pick_port(options.web_port)
-        env = worker_env(settings, policy, port, outdir / "worker-data", options.knob)
-        worker = WorkerProcess(env, port, outdir / "worker.log")
-        started = time.monotonic()
-        worker.start()
-        knob_text = f", knob {knob:g}" if policy == "warmcast" else ""
-        scope = (
-            "1 partition: one engine for every model, as the backtest"
-            if options.partitions == 1
-            else f"{options.partitions} partitions: one engine per partition"
-        )
-        say(
-            out,
-            f"  worker   policy {policy}{knob_text} ({why}); ready in "
-            f"{time.monotonic() - started:.1f}s on {worker.url}"
-            f"\n           topics {namespace}.*.v1, {scope}",
-        )
+        settings, broker = demo_broker(options, settings, outdir, out)
+        settings = demo_topics(options, settings)
+        worker, ready_in = start_worker(options, settings, policy, outdir)
+        say(out, worker_text(options, settings, policy, why, knob, worker, ready_in))
         # the fleet reports each model's size with its loads (memory_bytes metric events);
         # the backtest beside it plans with the same sizes
         memory_file = options.memory or (str(SAMPLE_MEMORY) if sample else None)
         memory = read_sizes(memory_file) if memory_file else None
-        sim = FleetSim(
-            settings,
-            trace,
-            load_times=load_time_model(options.load_time, options.seed),
-            baseline_load_times=load_time_model(options.load_time, options.seed),
-            memory=memory,
-            worker_urls=[worker.url],
-            speed=options.speed,
-            publish_metrics=options.publish_metrics,
-        )
-        say(out, f"  fleet    load times {sim.fleet.load_times.describe()}; running ...")
-
-        async def stream() -> tuple[FleetReport, list[dict[str, Any]]]:
-            reader = AlertReader(settings)
-            reader.start()
-            try:
-                report = await sim.run()
-            finally:
-                alerts = await reader.stop()
-            return report, alerts
-
-        report, alerts = asyncio.run(stream())
-        ours, reference, commands = backtest_totals(trace, policy, knob, memory)
-        knobs = {"knob": knob} if policy == "warmcast" else {}
-        result = DemoResult(
-            report=report,
-            policy=policy,
-            backtest=ours,
-            backtest_reference=reference,
-            backtest_commands=commands,
-            offline=run_local(
-                trace, policy, partitions=options.partitions, knobs=knobs, sizes=memory
-            ),
-            partitions=options.partitions,
-            alerts=alerts,
-            headline=compute_headline(trace, knob, sizes=memory),
-        )
+        report, alerts = run_fleet(options, settings, trace, worker, memory, out)
+        result = demo_result(options, trace, policy, knob, memory, report, alerts)
         png = outdir / "cold_starts.png"
         plot(result, png)
-        (outdir / "report.json").write_bytes(
-            orjson.dumps(
-                {
-                    "policy": policy,
-                    "fleet_sim": report.to_dict(),
-                    "backtest": ours.to_dict(),
-                    "backtest_fixed_10": reference.to_dict(),
-                    "cold_diff_pct": result.cold_diff_pct,
-                    "wasted_diff_pct": result.wasted_diff_pct,
-                    "alerts": alerts,
-                    "headline": result.headline.to_dict() if result.headline else None,
-                },
-                option=orjson.OPT_INDENT_2,
-            )
-        )
+        write_report(result, outdir / "report.json")
         say(out)
         say(out, f"results ({report.minutes} minutes of event time)")
         say(out, results_text(result))
@@ -546,18 +452,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         say(out, f"alerts raised ({settings.topic('alerts')})")
         say(out, alerts_text(alerts))
         say(out)
-        say(out, "where to look")
-        say(out, f"  {worker.url}/health     rolling health per served model")
-        say(out, f"  {worker.url}/metrics    Prometheus metrics")
-        say(out, f"  {png}    cumulative cold starts over event time")
-        say(out, f"  {outdir / 'report.json'}    the numbers above")
-        errors = worker_errors(worker.log)
-        say(out, f"  {worker.log}" + (f"    {errors} errors logged" if errors else ""))
-        say(
-            out,
-            f"  warmcast tail warmup --from-beginning --bootstrap "
-            f"{settings.kafka_bootstrap_servers} --namespace {namespace}",
-        )
+        say(out, where_to_look(settings, worker, png, outdir))
         if options.keep_running:
             say(out, "\nthe worker keeps serving /health and /metrics; Ctrl-C stops the demo")
             wait_for_interrupt()
@@ -567,6 +462,191 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             worker.stop()
         if broker is not None:
             broker.stop()
+
+
+def demo_policy(options: DemoOptions) -> tuple[str, str]:
+    """The policy the worker runs, and why: ``--policy``, else :func:`default_policy`."""
+    if not options.policy:
+        return default_policy()
+    try:
+        policy = parse_policy(options.policy)
+    except ValueError as exc:
+        raise DemoError(f"--policy: {exc}") from None
+    make_policy(policy)  # the warmcast policy may not be available here
+    return policy, "--policy"
+
+
+def demo_slice(options: DemoOptions) -> tuple[str, bool, Trace]:
+    """The slice the fleet replays: its path, whether it is the shipped sample, the trace."""
+    sample = options.trace is None
+    path = str(SAMPLE) if sample else str(options.trace)
+    mapping = dict(options.mapping)
+    if sample and mapping.get("t0") is None:
+        mapping["t0"] = SAMPLE_T0
+    trace = load_slice(
+        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
+    )
+    return path, sample, trace
+
+
+def trace_text(path: str, sample: bool, trace: Trace) -> str:
+    """The trace's line: where it comes from, its models, requests and minutes."""
+    return (
+        f"  trace    {path}{' (shipped sample, Azure Functions 2019, CC BY 4.0)' if sample else ''}"
+        f"\n           {trace.models} models, {trace.requests:,} requests, "
+        f"{trace.end_minute + 1} minutes from {iso(trace.t0)}"
+    )
+
+
+def demo_broker(
+    options: DemoOptions, settings: WarmcastSettings, outdir: Path, out: TextIO
+) -> tuple[WarmcastSettings, LocalBroker | None]:
+    """The broker the settings name, or a local one started for the demo (then returned)."""
+    from streams.broker import describe_broker, start_broker
+
+    if settings.kafka_bootstrap_servers:
+        say(out, f"  broker   {settings.kafka_bootstrap_servers}")
+        return settings, None
+    broker = start_broker(options.broker, log_path=outdir / "broker.log")
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
+    say(out, f"  broker   {describe_broker(options.broker, broker)}")
+    return settings, broker
+
+
+def demo_topics(options: DemoOptions, settings: WarmcastSettings) -> WarmcastSettings:
+    """The settings on the demo's own topics (a fresh namespace unless one is given)."""
+    namespace = options.namespace or f"demo-{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(
+        update={"topic_namespace": namespace, "app_id": namespace, "partitions": options.partitions}
+    )
+
+
+def start_worker(
+    options: DemoOptions, settings: WarmcastSettings, policy: str, outdir: Path
+) -> tuple[WorkerProcess, float]:
+    """The worker subprocess, ready, and the seconds it took to be ready."""
+    port = pick_port(options.web_port)
+    env = worker_env(settings, policy, port, outdir / "worker-data", options.knob)
+    worker = WorkerProcess(env, port, outdir / "worker.log")
+    started = time.monotonic()
+    worker.start()
+    return worker, time.monotonic() - started
+
+
+def worker_text(
+    options: DemoOptions,
+    settings: WarmcastSettings,
+    policy: str,
+    why: str,
+    knob: float,
+    worker: WorkerProcess,
+    ready_in: float,
+) -> str:
+    """The worker's line: its policy and why, how soon it was ready, its topics."""
+    knob_text = f", knob {knob:g}" if policy == "warmcast" else ""
+    scope = (
+        "1 partition: one engine for every model, as the backtest"
+        if options.partitions == 1
+        else f"{options.partitions} partitions: one engine per partition"
+    )
+    return (
+        f"  worker   policy {policy}{knob_text} ({why}); ready in {ready_in:.1f}s on {worker.url}"
+        f"\n           topics {settings.topic_namespace}.*.v1, {scope}"
+    )
+
+
+def run_fleet(
+    options: DemoOptions,
+    settings: WarmcastSettings,
+    trace: Trace,
+    worker: WorkerProcess,
+    memory: Mapping[str, float] | None,
+    out: TextIO,
+) -> tuple[FleetReport, list[dict[str, Any]]]:
+    """The simulated fleet on the slice, driven by the worker, reporting the models'
+    ``memory`` with their loads; and the alerts raised meanwhile."""
+    sim = FleetSim(
+        settings,
+        trace,
+        load_times=load_time_model(options.load_time, options.seed),
+        baseline_load_times=load_time_model(options.load_time, options.seed),
+        memory=memory,
+        worker_urls=[worker.url],
+        speed=options.speed,
+        publish_metrics=options.publish_metrics,
+    )
+    say(out, f"  fleet    load times {sim.fleet.load_times.describe()}; running ...")
+
+    async def stream() -> tuple[FleetReport, list[dict[str, Any]]]:
+        reader = AlertReader(settings)
+        reader.start()
+        try:
+            report = await sim.run()
+        finally:
+            alerts = await reader.stop()
+        return report, alerts
+
+    return asyncio.run(stream())
+
+
+def demo_result(
+    options: DemoOptions,
+    trace: Trace,
+    policy: str,
+    knob: float,
+    memory: Mapping[str, float] | None,
+    report: FleetReport,
+    alerts: list[dict[str, Any]],
+) -> DemoResult:
+    """The fleet's report beside the backtest and the offline run of the same slice, with
+    the same model sizes."""
+    ours, reference, commands = backtest_totals(trace, policy, knob, memory)
+    knobs = {"knob": knob} if policy == "warmcast" else {}
+    return DemoResult(
+        report=report,
+        policy=policy,
+        backtest=ours,
+        backtest_reference=reference,
+        backtest_commands=commands,
+        offline=run_local(trace, policy, partitions=options.partitions, knobs=knobs, sizes=memory),
+        partitions=options.partitions,
+        alerts=alerts,
+        headline=compute_headline(trace, knob, sizes=memory),
+    )
+
+
+def write_report(result: DemoResult, path: Path) -> None:
+    """``report.json``: the numbers the demo prints."""
+    report = {
+        "policy": result.policy,
+        "fleet_sim": result.report.to_dict(),
+        "backtest": result.backtest.to_dict(),
+        "backtest_fixed_10": result.backtest_reference.to_dict(),
+        "cold_diff_pct": result.cold_diff_pct,
+        "wasted_diff_pct": result.wasted_diff_pct,
+        "alerts": result.alerts,
+        "headline": result.headline.to_dict() if result.headline else None,
+    }
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def where_to_look(
+    settings: WarmcastSettings, worker: WorkerProcess, png: Path, outdir: Path
+) -> str:
+    """The closing lines: the worker's pages, the plot, the report, the log, the tail command."""
+    errors = worker_errors(worker.log)
+    return "\n".join(
+        [
+            "where to look",
+            f"  {worker.url}/health     rolling health per served model",
+            f"  {worker.url}/metrics    Prometheus metrics",
+            f"  {png}    cumulative cold starts over event time",
+            f"  {outdir / 'report.json'}    the numbers above",
+            f"  {worker.log}" + (f"    {errors} errors logged" if errors else ""),
+            f"  warmcast tail warmup --from-beginning --bootstrap "
+            f"{settings.kafka_bootstrap_servers} --namespace {settings.topic_namespace}",
+        ]
+    )
 
 
 def worker_errors(log: Path) -> int:
@@ -667,13 +747,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def slice_models(options: DemoOptions) -> set[str]:
     """The served models of the demo's slice."""
-    mapping = dict(options.mapping)
-    if options.trace is None and mapping.get("t0") is None:
-        mapping["t0"] = SAMPLE_T0
-    path = str(SAMPLE) if options.trace is None else str(options.trace)
-    trace = load_slice(
-        path, fmt=options.fmt, start=options.start, minutes=options.minutes, **mapping
-    )
+    _, _, trace = demo_slice(options)
     return {model for _, model, _ in trace.events}
 
 
