@@ -97,65 +97,14 @@ def command(args: argparse.Namespace) -> int:
 async def bench(bootstrap: str, server: Any, args: argparse.Namespace) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
-    from schemas.warmup import WarmupCommand
-    from streams.executor.adapters import adapter_for
-    from streams.executor.service import Executor
-    from streams.executor.settings import ExecutorSettings
-    from streams.settings import WarmcastSettings
-
-    ns = "bench" + uuid.uuid4().hex[:8]
-    settings = WarmcastSettings(kafka_bootstrap_servers=bootstrap, topic_namespace=ns, app_id=ns)
-    options = ExecutorSettings(resync_seconds=2.0, concurrency=8, web_port=0)
-    executor = Executor(adapter_for(server.target), settings, options)
-    await executor.start()
+    executor, topic = await _start_executor(bootstrap, server)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     await producer.start()
     models = list(server.models)
-    topic = settings.topic("warmup")
-
-    def lease(model: str, start: float, end: float) -> bytes:
-        return (
-            WarmupCommand(
-                command_id=uuid.uuid4().hex,
-                model_id=model,
-                action="warm",
-                issued_at=time.time(),
-                start=start,
-                end=end,
-                policy_version="bench",
-            )
-            .model_dump_json()
-            .encode()
-        )
-
-    async def wait(condition: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)
-
     try:
-        await wait(executor.synced.is_set, 120, "the executor to start")
-        # commands/s: renewals of one far-away lease per model, all at once
-        far = time.time() + 86_400
-        values = [lease(models[i % len(models)], far, far + 600) for i in range(args.commands)]
-        started = time.perf_counter()
-        futures = [await producer.send(topic, v, key=b"k%d" % i) for i, v in enumerate(values)]
-        await asyncio.gather(*futures)
-        await wait(lambda: executor.commands_read >= args.commands, 600, "the commands read")
-        booking = time.perf_counter() - started
-        # start-to-ready: rounds of one short lease per model
-        executor.ready_delays.clear()
-        for _ in range(args.rounds):
-            start = time.time() + args.ahead
-            for model in models:
-                await producer.send(topic, lease(model, start, start + 1.0), key=model.encode())
-            await producer.flush()
-            end = start + 1.0
-            await wait(lambda end=end: time.time() > end, 60, "the round's leases to end")
-            await wait(lambda: not executor.loaded and not executor.in_flight, 60, "unloads")
-        delays = [max(0.0, d) for d in executor.ready_delays]
+        await _wait(executor.synced.is_set, 120, "the executor to start")
+        booking = await _booking_seconds(executor, producer, topic, models, args.commands)
+        delays = await _ready_delays(executor, producer, topic, models, args.rounds, args.ahead)
         later = delays[len(models) :] or delays
         loads = executor.metrics.load_time
         count = loads._sum.get()
@@ -172,6 +121,79 @@ async def bench(bootstrap: str, server: Any, args: argparse.Namespace) -> dict[s
         with contextlib.suppress(Exception):
             await producer.stop()
         await executor.stop()
+
+
+async def _start_executor(bootstrap: str, server: Any) -> tuple[Any, str]:
+    """An executor on ``server``'s MLServer and topics of its own, started; its warmup topic."""
+    from streams.executor.adapters import adapter_for
+    from streams.executor.service import Executor
+    from streams.executor.settings import ExecutorSettings
+    from streams.settings import WarmcastSettings
+
+    ns = "bench" + uuid.uuid4().hex[:8]
+    settings = WarmcastSettings(kafka_bootstrap_servers=bootstrap, topic_namespace=ns, app_id=ns)
+    options = ExecutorSettings(resync_seconds=2.0, concurrency=8, web_port=0)
+    executor = Executor(adapter_for(server.target), settings, options)
+    await executor.start()
+    return executor, settings.topic("warmup")
+
+
+async def _booking_seconds(
+    executor: Any, producer: Any, topic: str, models: list[str], commands: int
+) -> float:
+    """Seconds until the executor has read ``commands`` renewals of one far-away lease per
+    model, produced all at once."""
+    far = time.time() + 86_400
+    values = [_lease(models[i % len(models)], far, far + 600) for i in range(commands)]
+    started = time.perf_counter()
+    futures = [await producer.send(topic, v, key=b"k%d" % i) for i, v in enumerate(values)]
+    await asyncio.gather(*futures)
+    await _wait(lambda: executor.commands_read >= commands, 600, "the commands read")
+    return time.perf_counter() - started
+
+
+async def _ready_delays(
+    executor: Any, producer: Any, topic: str, models: list[str], rounds: int, ahead: float
+) -> list[float]:
+    """Start-to-ready delays of ``rounds`` rounds of one short lease per model, each starting
+    ``ahead`` seconds after it is sent (0: ready in time)."""
+    executor.ready_delays.clear()
+    for _ in range(rounds):
+        start = time.time() + ahead
+        for model in models:
+            await producer.send(topic, _lease(model, start, start + 1.0), key=model.encode())
+        await producer.flush()
+        end = start + 1.0
+        await _wait(lambda end=end: time.time() > end, 60, "the round's leases to end")
+        await _wait(lambda: not executor.loaded and not executor.in_flight, 60, "unloads")
+    return [max(0.0, d) for d in executor.ready_delays]
+
+
+def _lease(model: str, start: float, end: float) -> bytes:
+    """A warm command for ``model`` from ``start`` to ``end``, as the warmup topic carries it."""
+    from schemas.warmup import WarmupCommand
+
+    return (
+        WarmupCommand(
+            command_id=uuid.uuid4().hex,
+            model_id=model,
+            action="warm",
+            issued_at=time.time(),
+            start=start,
+            end=end,
+            policy_version="bench",
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 __all__ = ["bench", "command", "percentile", "register"]

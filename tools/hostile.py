@@ -41,7 +41,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,68 +151,119 @@ def _message(
 ) -> Planned:
     model = rng.choice(models)
     ts = now + rng.uniform(-30.0, 0.0)
-    home = owner[model]
-    if kind in ("keyed", "compressed", "near_future"):
-        if kind == "near_future":
-            ts = now + 3500.0  # inside the future bound (3,600 s): taken
-        codec = rng.choice(CODECS[1:]) if kind == "compressed" else "none"
-        p = Planned(kind, "usage", orjson.dumps(_event(model, ts)), model.encode(), None, codec)
-        p.requests[model] += 1
-        return p
-    if kind == "envelope":
-        chosen = [m for m in rng.sample(models, 40) if owner[m] == home][:20] or [model]
-        events = [_event(m, ts + j * 0.001, rng.randint(1, 3)) for j, m in enumerate(chosen)]
-        p = Planned(kind, "usage", orjson.dumps(events), b"envelope", home)
-        for e in events:
-            p.requests[e["model_id"]] += e["count"]
-        return p
-    if kind in ("foreign", "unkeyed"):
-        partition = (home + rng.randint(1, n - 1)) % n if kind == "foreign" else None
-        key = b"elsewhere" if kind == "foreign" else None
-        p = Planned(kind, "usage", orjson.dumps(_event(model, ts)), key, partition)
-        p.requests[model] += 1
-        return p
-    if kind == "mixed_envelope":
-        items: list[Any] = []
-        p = Planned(kind, "usage", b"", b"mixed", rng.randrange(n))
-        for j in range(6):
-            m = rng.choice(models)
-            roll = rng.random()
-            if roll < 0.2:
-                items.append({"model_id": m, "ts": ts, "count": -1})  # a count below 1
-                p.bad.append(j)
-            elif roll < 0.3:
-                items.append({"model_id": m, "ts": now + 7200.0})  # beyond the future bound
-                p.bad.append(j)
-            else:
-                items.append(_event(m, ts))
-                p.requests[m] += 1
-        p.value = orjson.dumps(items)
-        return p
-    if kind == "malformed":
-        garbage = rng.choice([b"\xff\xfe\x00garbage", b'{"model_id": "x", "ts": ', b"[1, 2,", b""])
-        return Planned(kind, "usage", garbage, model.encode(), None, bad=[None])
-    if kind == "schema":
-        bad = rng.choice(
-            [
-                {"model_id": "", "ts": ts},
-                {"model_id": model},
-                {"model_id": model, "ts": ts, "count": 0},
-                {"model_id": model, "ts": "yesterday"},
-                {"model_id": model * 50, "ts": ts},
-            ]
-        )
-        return Planned(kind, "usage", orjson.dumps(bad), model.encode(), None, bad=[None])
-    if kind == "future":
-        value = orjson.dumps(_event(model, now + 7200.0))
-        return Planned(kind, "usage", value, model.encode(), None, bad=[None])
-    if kind == "metric":
-        event = {"model_id": model, "ts": ts, "name": "load_time_seconds", "value": 12.5}
-        return Planned(kind, "metrics", orjson.dumps(event), model.encode())
-    if kind == "metric_bad":
-        event = {"model_id": model, "ts": ts, "name": "load_time_seconds", "value": "slow"}
-        return Planned(kind, "metrics", orjson.dumps(event), model.encode(), bad=[None])
-    raise ValueError(f"no such kind of message: {kind}")
+    try:
+        make = _MESSAGES[kind]
+    except KeyError:
+        raise ValueError(f"no such kind of message: {kind}") from None
+    return make(_Draw(kind, rng, models, owner, n, now, model, ts))
+
+
+@dataclass(slots=True)
+class _Draw:
+    """What a message of one kind is made from: the seeded draws so far and the fleet."""
+
+    kind: str
+    rng: random.Random
+    models: list[str]
+    owner: dict[str, int]
+    n: int
+    now: float
+    model: str
+    ts: float
+
+
+def _keyed(d: _Draw) -> Planned:
+    ts = d.now + 3500.0 if d.kind == "near_future" else d.ts  # inside the future bound (3,600 s)
+    codec = d.rng.choice(CODECS[1:]) if d.kind == "compressed" else "none"
+    p = Planned(d.kind, "usage", orjson.dumps(_event(d.model, ts)), d.model.encode(), None, codec)
+    p.requests[d.model] += 1
+    return p
+
+
+def _envelope(d: _Draw) -> Planned:
+    home = d.owner[d.model]
+    chosen = [m for m in d.rng.sample(d.models, 40) if d.owner[m] == home][:20] or [d.model]
+    events = [_event(m, d.ts + j * 0.001, d.rng.randint(1, 3)) for j, m in enumerate(chosen)]
+    p = Planned(d.kind, "usage", orjson.dumps(events), b"envelope", home)
+    for e in events:
+        p.requests[e["model_id"]] += e["count"]
+    return p
+
+
+def _misrouted(d: _Draw) -> Planned:
+    home = d.owner[d.model]
+    partition = (home + d.rng.randint(1, d.n - 1)) % d.n if d.kind == "foreign" else None
+    key = b"elsewhere" if d.kind == "foreign" else None
+    p = Planned(d.kind, "usage", orjson.dumps(_event(d.model, d.ts)), key, partition)
+    p.requests[d.model] += 1
+    return p
+
+
+def _mixed_envelope(d: _Draw) -> Planned:
+    rng, ts = d.rng, d.ts
+    items: list[Any] = []
+    p = Planned(d.kind, "usage", b"", b"mixed", rng.randrange(d.n))
+    for j in range(6):
+        m = rng.choice(d.models)
+        roll = rng.random()
+        if roll < 0.2:
+            items.append({"model_id": m, "ts": ts, "count": -1})  # a count below 1
+            p.bad.append(j)
+        elif roll < 0.3:
+            items.append({"model_id": m, "ts": d.now + 7200.0})  # beyond the future bound
+            p.bad.append(j)
+        else:
+            items.append(_event(m, ts))
+            p.requests[m] += 1
+    p.value = orjson.dumps(items)
+    return p
+
+
+def _malformed(d: _Draw) -> Planned:
+    garbage = d.rng.choice([b"\xff\xfe\x00garbage", b'{"model_id": "x", "ts": ', b"[1, 2,", b""])
+    return Planned(d.kind, "usage", garbage, d.model.encode(), None, bad=[None])
+
+
+def _schema(d: _Draw) -> Planned:
+    model, ts = d.model, d.ts
+    bad = d.rng.choice(
+        [
+            {"model_id": "", "ts": ts},
+            {"model_id": model},
+            {"model_id": model, "ts": ts, "count": 0},
+            {"model_id": model, "ts": "yesterday"},
+            {"model_id": model * 50, "ts": ts},
+        ]
+    )
+    return Planned(d.kind, "usage", orjson.dumps(bad), model.encode(), None, bad=[None])
+
+
+def _future(d: _Draw) -> Planned:
+    value = orjson.dumps(_event(d.model, d.now + 7200.0))
+    return Planned(d.kind, "usage", value, d.model.encode(), None, bad=[None])
+
+
+def _metric(d: _Draw) -> Planned:
+    value = 12.5 if d.kind == "metric" else "slow"
+    event = {"model_id": d.model, "ts": d.ts, "name": "load_time_seconds", "value": value}
+    bad: list[int | None] = [] if d.kind == "metric" else [None]
+    return Planned(d.kind, "metrics", orjson.dumps(event), d.model.encode(), bad=bad)
+
+
+_MESSAGES: dict[str, Callable[[_Draw], Planned]] = {
+    "keyed": _keyed,
+    "compressed": _keyed,
+    "near_future": _keyed,
+    "envelope": _envelope,
+    "foreign": _misrouted,
+    "unkeyed": _misrouted,
+    "mixed_envelope": _mixed_envelope,
+    "malformed": _malformed,
+    "schema": _schema,
+    "future": _future,
+    "metric": _metric,
+    "metric_bad": _metric,
+}
 
 
 def _oversize(rng: random.Random, models: list[str], now: float, metric: bool) -> Planned:
@@ -462,50 +513,20 @@ async def run_hostile(config: HostileConfig, workdir: Path) -> dict[str, Any]:
 
 
 async def _drive(runner: Runner, config: HostileConfig) -> dict[str, Any]:
-    topics = runner.topics
     if config.oversize:  # a broker that refuses them would keep them from the worker
         settings = WarmcastSettings(
             kafka_bootstrap_servers=runner.bootstrap, topic_namespace=runner.ns
         )
         await allow_larger_records(settings, ("usage", "metrics"), 4 * OVERSIZE_BYTES)
     started = time.monotonic()
-    messages = plan(config, time.time())
-    half = len(messages) // 2
-    sent = await publish(runner.bootstrap, topics, messages[:half])
-    killed_at = None
-    if config.kill:  # SIGKILL once the worker is well into the first half
-        usage_half = sum(1 for s in sent if s.planned.topic == "usage")
-        runner.wait(lambda: runner.consumed() >= usage_half // 2, 300, "half of the first half")
-        killed_at = runner.consumed()
-        runner.kill()
-        runner.start()
-    sent += await publish(runner.bootstrap, topics, messages[half:])
+    sent, killed_at = await _send(runner, config)
     produced_s = time.monotonic() - started
-
-    expected_dead = expected_dead_letters(sent, topics)
+    expected_dead = expected_dead_letters(sent, runner.topics)
     requests: Counter[str] = Counter()
     for s in sent:
         requests.update(s.planned.requests)
-
-    deadline = time.monotonic() + config.timeout
-    dead: Counter[tuple[Any, ...]] = Counter()
-    health: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        dead = await _dead_letters(runner.bootstrap, topics)
-        health = _requests_seen(runner, requests)
-        done = set(dead) >= expected_dead and all(
-            health.get(m, 0) >= n for m, n in requests.items()
-        )
-        if done or not runner.alive():
-            break
-        await asyncio.sleep(2.0)
-    warmup = await read_all(runner.bootstrap, topics["warmup"])
-    stops = [
-        r
-        for r in warmup
-        if orjson.loads(r.value).get("action") == "release"
-        and "stop" in str(orjson.loads(r.value).get("reason", "")).lower()
-    ]
+    dead, health = await _await_outcome(runner, config, expected_dead, requests)
+    stops = await _release_commands_of_a_stop(runner)
     control = runner.get("/control") or {}
     missing = expected_dead - set(dead)
     extra = set(dead) - expected_dead
@@ -544,6 +565,58 @@ async def _drive(runner: Runner, config: HostileConfig) -> dict[str, Any]:
         "ok": all(checks.values()),
         "worker_log": str(runner.log_path),
     }
+
+
+async def _send(runner: Runner, config: HostileConfig) -> tuple[list[Sent], float | None]:
+    """Publish the planned messages in two halves, the worker killed between them when
+    ``config.kill`` says so; the messages sent and how many it had consumed when killed."""
+    topics = runner.topics
+    messages = plan(config, time.time())
+    half = len(messages) // 2
+    sent = await publish(runner.bootstrap, topics, messages[:half])
+    killed_at = None
+    if config.kill:  # SIGKILL once the worker is well into the first half
+        usage_half = sum(1 for s in sent if s.planned.topic == "usage")
+        runner.wait(lambda: runner.consumed() >= usage_half // 2, 300, "half of the first half")
+        killed_at = runner.consumed()
+        runner.kill()
+        runner.start()
+    sent += await publish(runner.bootstrap, topics, messages[half:])
+    return sent, killed_at
+
+
+async def _await_outcome(
+    runner: Runner,
+    config: HostileConfig,
+    expected_dead: set[tuple[Any, ...]],
+    requests: Counter[str],
+) -> tuple[Counter[tuple[Any, ...]], dict[str, int]]:
+    """The dead letters and the requests seen per model, once every bad item is
+    dead-lettered and every request counted (or the worker died, or time ran out)."""
+    deadline = time.monotonic() + config.timeout
+    dead: Counter[tuple[Any, ...]] = Counter()
+    health: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        dead = await _dead_letters(runner.bootstrap, runner.topics)
+        health = _requests_seen(runner, requests)
+        done = set(dead) >= expected_dead and all(
+            health.get(m, 0) >= n for m, n in requests.items()
+        )
+        if done or not runner.alive():
+            break
+        await asyncio.sleep(2.0)
+    return dead, health
+
+
+async def _release_commands_of_a_stop(runner: Runner) -> list[Any]:
+    """The warmup topic's release commands that a stop (a forged control) would send."""
+    warmup = await read_all(runner.bootstrap, runner.topics["warmup"])
+    return [
+        r
+        for r in warmup
+        if orjson.loads(r.value).get("action") == "release"
+        and "stop" in str(orjson.loads(r.value).get("reason", "")).lower()
+    ]
 
 
 async def _dead_letters(bootstrap: str, topics: dict[str, str]) -> Counter[tuple[Any, ...]]:
