@@ -223,49 +223,83 @@ def load_azure(path: str | os.PathLike[str], *, t0: float = 0.0) -> Trace:
     ``HashOwner/HashApp/HashFunction`` (rows naming the same model add up). One event per
     (model, minute) with requests, at the minute's start, minute-major then in file order.
     """
+    skipped: Counter[str] = Counter()
+    rows: list[tuple[tuple[str, ...], list[tuple[int, int]]]] = []
     with open_text(path) as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader)]
-        minute_cols = azure_minute_columns(header)
-        if not minute_cols:
-            raise ValueError(f"{path}: no minute columns (1..N or minute_1..minute_N)")
-        missing = [c for c in _AZURE_ID_COLUMNS if c not in header]
-        if "HashFunction" in missing:
-            raise ValueError(f"{path}: no HashFunction column")
-        numbers = sorted(
-            (int(_MINUTE_COLUMN.match(header[i]).group(1)), i)  # type: ignore[union-attr]
-            for i in minute_cols
-        )
-        first_number = numbers[0][0]
-        positions = [(number - first_number, i) for number, i in numbers]
-        fn_i = header.index("HashFunction")
-        id_is = [header.index(c) for c in _AZURE_ID_COLUMNS if c in header]
-        skipped: Counter[str] = Counter()
-        rows: list[tuple[tuple[str, ...], list[tuple[int, int]]]] = []
+        positions, fn_i, id_is = _azure_columns(path, [h.strip() for h in next(reader)])
         for row in reader:
             if not row or len(row) <= fn_i or not row[fn_i].strip():
                 skipped["missing model id"] += 1
                 continue
-            cells: list[tuple[int, int]] = []
-            for minute, i in positions:
-                v = row[i] if i < len(row) else ""
-                if v == "0" or v == "":
-                    continue
-                try:
-                    n = int(v)
-                except ValueError:
-                    try:
-                        n = int(float(v))
-                    except ValueError:
-                        skipped["bad count"] += 1
-                        continue
-                if n > 0:
-                    cells.append((minute, n))
-            rows.append((tuple(row[i].strip() for i in id_is), cells))
-    fn_pos = id_is.index(fn_i)
+            rows.append(
+                (tuple(row[i].strip() for i in id_is), _azure_cells(row, positions, skipped))
+            )
+    n_minutes = positions[-1][0] + 1
+    events = _azure_events(rows, id_is.index(fn_i), n_minutes, t0, skipped)
+    return Trace(
+        path=os.fspath(path),
+        fmt="azure",
+        events=events,
+        t0=float(t0),
+        end_minute=n_minutes - 1,
+        skipped=dict(skipped),
+    )
+
+
+def _azure_columns(
+    path: str | os.PathLike[str], header: list[str]
+) -> tuple[list[tuple[int, int]], int, list[int]]:
+    """Of an Azure header: (minute from the first, column) of each minute column, in minute
+    order; the ``HashFunction`` column; the columns that name the served model."""
+    minute_cols = azure_minute_columns(header)
+    if not minute_cols:
+        raise ValueError(f"{path}: no minute columns (1..N or minute_1..minute_N)")
+    missing = [c for c in _AZURE_ID_COLUMNS if c not in header]
+    if "HashFunction" in missing:
+        raise ValueError(f"{path}: no HashFunction column")
+    numbers = sorted(
+        (int(_MINUTE_COLUMN.match(header[i]).group(1)), i)  # type: ignore[union-attr]
+        for i in minute_cols
+    )
+    first_number = numbers[0][0]
+    positions = [(number - first_number, i) for number, i in numbers]
+    id_is = [header.index(c) for c in _AZURE_ID_COLUMNS if c in header]
+    return positions, header.index("HashFunction"), id_is
+
+
+def _azure_cells(
+    row: list[str], positions: list[tuple[int, int]], skipped: Counter[str]
+) -> list[tuple[int, int]]:
+    """(minute, requests) of a row's minutes with requests; bad counts skipped, counted."""
+    cells: list[tuple[int, int]] = []
+    for minute, i in positions:
+        v = row[i] if i < len(row) else ""
+        if v == "0" or v == "":
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            try:
+                n = int(float(v))
+            except ValueError:
+                skipped["bad count"] += 1
+                continue
+        if n > 0:
+            cells.append((minute, n))
+    return cells
+
+
+def _azure_events(
+    rows: list[tuple[tuple[str, ...], list[tuple[int, int]]]],
+    fn_pos: int,
+    n_minutes: int,
+    t0: float,
+    skipped: Counter[str],
+) -> list[Event]:
+    """The rows' events, minute-major then in file order; rows of the same model added up."""
     functions = [key[fn_pos] for key, _ in rows]
     unique = len(set(functions)) == len(functions)
-    n_minutes = positions[-1][0] + 1
     buckets: list[list[tuple[str, int]]] = [[] for _ in range(n_minutes)]
     merged: dict[str, int] = {}
     for key, cells in rows:
@@ -286,14 +320,7 @@ def load_azure(path: str | os.PathLike[str], *, t0: float = 0.0) -> Trace:
                 summed[m] = summed.get(m, 0) + n
             bucket = list(summed.items())
         events.extend((ts, m, n) for m, n in bucket)
-    return Trace(
-        path=os.fspath(path),
-        fmt="azure",
-        events=events,
-        t0=float(t0),
-        end_minute=n_minutes - 1,
-        skipped=dict(skipped),
-    )
+    return events
 
 
 # ---------------------------------------------------------------------------- request CSV
