@@ -269,10 +269,16 @@ def component_reports(probe: PolicyProbe, activity: WorkerActivity) -> list[Comp
      ('ResourceManager', False), ('WarmupQueue', False), ('PerformancePredictor', False),
      ('ModelWarmupMetrics', True)]
     """
+    return [*_usage_and_decisions(probe, activity), *_resources_and_outcomes(probe, activity)]
+
+
+_NO_SUCH_COMPONENT = "the policy has no such component"
+
+
+def _usage_and_decisions(probe: PolicyProbe, a: WorkerActivity) -> list[ComponentReport]:
+    """The usage analyzer, the prediction engine and the warmup scheduler."""
     has = probe.components
-    a = activity
-    na = "the policy has no such component"
-    outcomes = a.warmups_used + a.warmups_wasted
+    na = _NO_SUCH_COMPONENT
     return [
         ComponentReport(
             "UsagePatternAnalyzer",
@@ -298,6 +304,16 @@ def component_reports(probe: PolicyProbe, activity: WorkerActivity) -> list[Comp
             decision_latency_p95=a.decision_latency_p95,
             note="engine time per usage message",
         ),
+    ]
+
+
+def _resources_and_outcomes(probe: PolicyProbe, a: WorkerActivity) -> list[ComponentReport]:
+    """The resource manager, the warmup queue, the performance predictor and the warmup
+    metrics."""
+    has = probe.components
+    na = _NO_SUCH_COMPONENT
+    outcomes = a.warmups_used + a.warmups_wasted
+    return [
         ComponentReport(
             "ResourceManager",
             "ResourceManager" in has,

@@ -134,87 +134,104 @@ def evaluate(obs: Observations, t: HealthThresholds = HealthThresholds()) -> lis
      ('budget_exhausted', 'not_applicable'), ('drift', 'not_applicable')]
     """
     h = t.hysteresis
-    out = [
-        _above(
-            "stale_data",
-            obs.seconds_since_usage,
-            t.stale_after_seconds,
-            0.0,
-            f"no usage events for {obs.seconds_since_usage:.0f}s",
-        ),
-        _below(
-            "insufficient_volume",
-            obs.usage_events_in_window,
-            t.min_volume_events,
-            h,
-            f"{obs.usage_events_in_window:.0f} usage events in the volume window",
-        )
-        if t.min_volume_events > 0
-        else _na("insufficient_volume", "no minimum volume set"),
+    return [
+        _stale(obs, t),
+        _volume(obs, t, h),
+        _accuracy(obs, t, h),
+        _decision_latency(obs, t, h),
+        _queue(obs, h),
+        _budget(obs, t, h),
+        _drift(obs),
+        _dead_letter_burst(obs, t),
+        _metric_anomaly(obs),
     ]
+
+
+def _stale(obs: Observations, t: HealthThresholds) -> CheckResult:
+    return _above(
+        "stale_data",
+        obs.seconds_since_usage,
+        t.stale_after_seconds,
+        0.0,
+        f"no usage events for {obs.seconds_since_usage:.0f}s",
+    )
+
+
+def _volume(obs: Observations, t: HealthThresholds, h: float) -> CheckResult:
+    if t.min_volume_events <= 0:
+        return _na("insufficient_volume", "no minimum volume set")
+    return _below(
+        "insufficient_volume",
+        obs.usage_events_in_window,
+        t.min_volume_events,
+        h,
+        f"{obs.usage_events_in_window:.0f} usage events in the volume window",
+    )
+
+
+def _accuracy(obs: Observations, t: HealthThresholds, h: float) -> CheckResult:
     if obs.discrimination is None:
-        out.append(_na("low_accuracy", "no learner, or too few resolved predictions to judge"))
-    else:
-        out.append(
-            _below(
-                "low_accuracy",
-                obs.discrimination,
-                t.accuracy_min,
-                h,
-                f"learner ranking (AUC) {obs.discrimination:.2f}; 0.5 is chance",
-            )
-        )
-    if obs.decision_latency_p95 is None:
-        out.append(_na("high_decision_latency", "no decisions in the window"))
-    else:
-        p95 = obs.decision_latency_p95
-        out.append(
-            _above(
-                "high_decision_latency",
-                p95,
-                t.decision_latency_p95_max_seconds,
-                h,
-                f"decision latency p95 {p95 * 1000:.0f} ms",
-            )
-        )
-    out.append(_queue(obs, h))
+        return _na("low_accuracy", "no learner, or too few resolved predictions to judge")
+    return _below(
+        "low_accuracy",
+        obs.discrimination,
+        t.accuracy_min,
+        h,
+        f"learner ranking (AUC) {obs.discrimination:.2f}; 0.5 is chance",
+    )
+
+
+def _decision_latency(obs: Observations, t: HealthThresholds, h: float) -> CheckResult:
+    p95 = obs.decision_latency_p95
+    if p95 is None:
+        return _na("high_decision_latency", "no decisions in the window")
+    return _above(
+        "high_decision_latency",
+        p95,
+        t.decision_latency_p95_max_seconds,
+        h,
+        f"decision latency p95 {p95 * 1000:.0f} ms",
+    )
+
+
+def _budget(obs: Observations, t: HealthThresholds, h: float) -> CheckResult:
     if obs.budget_use is None:
-        out.append(_na("budget_exhausted", "the policy has no resource budget"))
-    else:
-        out.append(
-            _above(
-                "budget_exhausted",
-                obs.budget_use,
-                t.budget_use_max,
-                h,
-                f"{obs.budget_use:.0%} of the resource budget in use",
-            )
-        )
+        return _na("budget_exhausted", "the policy has no resource budget")
+    return _above(
+        "budget_exhausted",
+        obs.budget_use,
+        t.budget_use_max,
+        h,
+        f"{obs.budget_use:.0%} of the resource budget in use",
+    )
+
+
+def _drift(obs: Observations) -> CheckResult:
     if obs.drift_firing is None:
-        out.append(_na("drift", "the policy does not detect drift"))
-    else:
-        out.append(_above("drift", obs.drift_firing, 0, 0.0, f"{obs.drift_firing} drifting"))
+        return _na("drift", "the policy does not detect drift")
+    return _above("drift", obs.drift_firing, 0, 0.0, f"{obs.drift_firing} drifting")
+
+
+def _dead_letter_burst(obs: Observations, t: HealthThresholds) -> CheckResult:
     burst = obs.dead_letters_in_window
     limit = t.dead_letter_burst
-    out.append(
-        CheckResult(
-            "dead_letter_burst",
-            "failing" if burst >= limit else "ok",
-            float(burst),
-            float(limit),
-            f"{burst} dead letters in the burst window",
-        )
+    return CheckResult(
+        "dead_letter_burst",
+        "failing" if burst >= limit else "ok",
+        float(burst),
+        float(limit),
+        f"{burst} dead letters in the burst window",
     )
-    out.append(
-        _above(
-            "metric_anomaly",
-            obs.anomalies_active,
-            0,
-            0.0,
-            f"{obs.anomalies_active} anomalous load-time or latency series",
-        )
+
+
+def _metric_anomaly(obs: Observations) -> CheckResult:
+    return _above(
+        "metric_anomaly",
+        obs.anomalies_active,
+        0,
+        0.0,
+        f"{obs.anomalies_active} anomalous load-time or latency series",
     )
-    return out
 
 
 def _queue(obs: Observations, h: float) -> CheckResult:
