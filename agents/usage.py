@@ -94,12 +94,7 @@ class UsageAgent:
         waits: dict[int, list[Delivery]] = {}  # what they wait for
         try:
             now = time.time()
-            n_partitions = runtime.usage_partitions
-            mine: dict[int, list[UsageEvent]] = {}
-            fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
-            offsets: dict[int, list[int]] = {}  # the message offset of each event of ``mine``
-            origins: dict[int, list[Origin | None]] = {}  # where forwarded ones were first read
-            foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
+            routed = Routed(runtime.usage_partitions)
             read = runtime.read_offsets
             for event in batch:
                 message = event.message
@@ -113,35 +108,11 @@ class UsageAgent:
                 good = await app.dead_letters.decode(
                     event, UsageEvent, now, waits[partition], AGENT
                 )
-                if not good:
-                    continue
-                queue = mine.get(partition)
-                if queue is None:
-                    queue = mine[partition] = []
-                    fed[partition] = []
-                    offsets[partition] = []
-                    origins[partition] = []
-                kept = len(queue)
-                first_read = origins_of(message.headers, len(good)) or [None] * len(good)
-                came_from = origins[partition]
-                for ev, where in zip(good, first_read, strict=True):
-                    owner = partition_for(ev.model_id, n_partitions)
-                    if owner == partition:
-                        queue.append(ev)
-                        came_from.append(where)
-                    else:
-                        foreign[partition, owner].append((ev, event))
-                offsets[partition] += [message.offset] * (len(queue) - kept)
-                if len(queue) - kept < len(good):  # counted by the partition they arrived on
-                    runtime.note_forwarded(partition, len(good) - len(queue) + kept, now)
-                fed[partition].append(event)
-            for (source, owner), theirs in foreign.items():
-                waits[source] += await self.forward(owner, theirs)
-            for partition, events in mine.items():
-                if events:
-                    waits[partition] += await self.apply_or_dead_letter(
-                        partition, events, offsets[partition], origins[partition], fed[partition]
-                    )
+                if good:
+                    elsewhere = routed.add(partition, event, good)
+                    if elsewhere:  # counted by the partition they arrived on
+                        runtime.note_forwarded(partition, elsewhere, now)
+            await self.deliver(routed, waits)
         except Exception as exc:  # a failure of the worker's own: the batch is dead-lettered
             log.exception("could not process a batch of %d usage messages", len(batch))
             for partition, messages in taken.items():
@@ -154,6 +125,22 @@ class UsageAgent:
             observe = metrics.usage_processing.observe
             for _ in batch:
                 observe(share)
+
+    async def deliver(self, routed: Routed, waits: dict[int, list[Delivery]]) -> None:
+        """A batch's events forwarded to the partitions that own them, and the rest applied
+        by their partition's engine; what each partition's messages wait for added to
+        ``waits``."""
+        for (source, owner), theirs in routed.foreign.items():
+            waits[source] += await self.forward(owner, theirs)
+        for partition, events in routed.mine.items():
+            if events:
+                waits[partition] += await self.apply_or_dead_letter(
+                    partition,
+                    events,
+                    routed.offsets[partition],
+                    routed.origins[partition],
+                    routed.fed[partition],
+                )
 
     async def forward(self, partition: int, events: list[Sourced]) -> list[Delivery]:
         """Send events to the partition that owns their served models (unkeyed producers), in
@@ -241,6 +228,47 @@ class UsageAgent:
         if gone:  # health follows the engine: a flood of new model ids stays bounded
             store.forget(gone)
         return await app.publish.commands(commands)
+
+
+class Routed:
+    """A batch's good events by the partition they arrived on: those of the served models
+    the partition owns, and those of other partitions' models (to be forwarded)."""
+
+    __slots__ = ("fed", "foreign", "mine", "offsets", "origins", "partitions")
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.mine: dict[int, list[UsageEvent]] = {}
+        self.fed: dict[int, list[EventT]] = {}  # the messages whose events go to the engine
+        self.offsets: dict[int, list[int]] = {}  # the message offset of each event of ``mine``
+        self.origins: dict[int, list[Origin | None]] = {}  # where forwarded ones were first read
+        self.foreign: dict[tuple[int, int], list[Sourced]] = defaultdict(list)
+
+    def add(self, partition: int, event: EventT, good: Sequence[UsageEvent]) -> int:
+        """The good events of one message read on ``partition``; how many of them belong to
+        other partitions."""
+        message = event.message
+        queue = self.mine.get(partition)
+        if queue is None:
+            queue = self.mine[partition] = []
+            self.fed[partition] = []
+            self.offsets[partition] = []
+            self.origins[partition] = []
+        kept = len(queue)
+        first_read = origins_of(message.headers, len(good)) or [None] * len(good)
+        came_from = self.origins[partition]
+        n_partitions = self.partitions
+        foreign = self.foreign
+        for ev, where in zip(good, first_read, strict=True):
+            owner = partition_for(ev.model_id, n_partitions)
+            if owner == partition:
+                queue.append(ev)
+                came_from.append(where)
+            else:
+                foreign[partition, owner].append((ev, event))
+        self.offsets[partition] += [message.offset] * (len(queue) - kept)
+        self.fed[partition].append(event)
+        return len(good) - len(queue) + kept
 
 
 def places_of(events: Sequence[Sourced]) -> dict[int, tuple[int, int]]:
