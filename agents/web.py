@@ -203,6 +203,14 @@ class HealthDocuments:
 def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDocuments:
     """Register the web views on ``app``; returns what they answer with."""
     documents = HealthDocuments(app, keeper, probes)
+    register_metrics(app, probes)
+    register_health(app, documents, probes)
+    register_pages(app)
+    return documents
+
+
+def register_metrics(app: WarmcastApp, probes: Probes) -> None:
+    """``/metrics`` (Prometheus) and ``/policies`` (the active policy and the shadows)."""
     runtime = app.runtime
 
     @app.page("/metrics")
@@ -222,6 +230,25 @@ def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDo
                 registry = registry.restricted_registry(names)
             return self.bytes(generate_latest(registry), content_type=PROMETHEUS_CONTENT_TYPE)
 
+    @app.page("/policies")
+    class PoliciesView(View):
+        """The active policy and the shadow candidates (``WARMCAST_SHADOW_POLICIES``),
+        scored side by side as the backtest scores them."""
+
+        async def get(self, request: Request) -> Response:
+            denied = probes.refused(self, request)
+            if denied is not None:
+                return denied
+            if not runtime.settings.shadow_policies.strip():
+                off = "no shadow policies: set WARMCAST_SHADOW_POLICIES (e.g. hybrid,fixed:1)"
+                return self.json({"error": off, "policy": runtime.settings.policy}, status=404)
+            return self.json({"ts": time.time(), **runtime.policy_scores()})
+
+
+def register_health(app: WarmcastApp, documents: HealthDocuments, probes: Probes) -> None:
+    """``/health``, ``/health/components`` and ``/health/models/{id}``."""
+    runtime = app.runtime
+
     @app.page("/health")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
@@ -238,20 +265,6 @@ def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDo
                 content_type="application/json",
                 status=200 if document["ready"] else 503,
             )
-
-    @app.page("/policies")
-    class PoliciesView(View):
-        """The active policy and the shadow candidates (``WARMCAST_SHADOW_POLICIES``),
-        scored side by side as the backtest scores them."""
-
-        async def get(self, request: Request) -> Response:
-            denied = probes.refused(self, request)
-            if denied is not None:
-                return denied
-            if not runtime.settings.shadow_policies.strip():
-                off = "no shadow policies: set WARMCAST_SHADOW_POLICIES (e.g. hybrid,fixed:1)"
-                return self.json({"error": off, "policy": runtime.settings.policy}, status=404)
-            return self.json({"ts": time.time(), **runtime.policy_scores()})
 
     @app.page("/health/components")
     class ComponentsView(View):
@@ -274,6 +287,11 @@ def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDo
         async def get(self, request: Request, model_id: str) -> Response:
             return probes.refused(self, request) or await model_health_view(self, request)
 
+
+def register_pages(app: WarmcastApp) -> None:
+    """The status page, and the task that marks the worker started."""
+    runtime = app.runtime
+
     @app.page("/")
     class StatusPage(View):
         async def get(self, request: Request) -> Response:
@@ -283,5 +301,3 @@ def register(app: WarmcastApp, keeper: HealthKeeper, probes: Probes) -> HealthDo
     async def mark_started() -> None:
         """Tasks start once the worker has its partitions and has recovered its tables."""
         runtime.started = True
-
-    return documents
