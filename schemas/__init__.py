@@ -1,6 +1,7 @@
 """warmcast's contracts: one pydantic v2 model per kind of message on its topics."""
 
 from schemas.alert import Alert
+from schemas.deadletter import DeadLetterHeaders
 from schemas.envelope import Decoded, EventError, decode
 from schemas.health import HealthSnapshot
 from schemas.metric import MetricEvent
@@ -9,6 +10,7 @@ from schemas.warmup import WarmupCommand
 
 __all__ = [
     "Alert",
+    "DeadLetterHeaders",
     "Decoded",
     "EventError",
     "HealthSnapshot",

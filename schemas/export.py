@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.control import ControlCommand
+from schemas.deadletter import DeadLetterHeaders
 from schemas.health import HealthSnapshot
 from schemas.metric import MetricEvent
 from schemas.usage import UsageEvent
@@ -22,6 +23,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "health_snapshot": HealthSnapshot,
     "control_command": ControlCommand,
+    "dead_letter_headers": DeadLetterHeaders,
 }
 
 #: Whole messages of the input topics, by the event contract they carry: one event, a JSON

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.broker import free_port
 from streams.settings import WarmcastSettings
+from tests.outgoing import check_answer, check_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,7 +106,9 @@ class Worker:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
-            return bytes(response.read())
+            body = bytes(response.read())
+        check_answer(path, body)  # held to the contracts
+        return body
 
     def health(self) -> dict[str, Any]:
         return dict(orjson.loads(self.get("/health")))
@@ -165,7 +168,8 @@ async def consume(
     **consumer_options: Any,
 ) -> list[Any]:
     """Read ``topics`` from the beginning until ``until(records)`` holds or time runs out
-    (``consumer_options`` go to aiokafka)."""
+    (``consumer_options`` go to aiokafka). Records of outgoing topics are checked against
+    their contracts (:func:`tests.outgoing.check_record`)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -184,7 +188,7 @@ async def consume(
                 )
             batch = await consumer.getmany(timeout_ms=500)
             for msgs in batch.values():
-                records.extend(msgs)
+                records.extend(check_record(m) for m in msgs)
     finally:
         await consumer.stop()
     return records

@@ -10,8 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from schemas import Alert, HealthSnapshot, MetricEvent, UsageEvent, WarmupCommand, decode
+from schemas import (
+    Alert,
+    EventError,
+    HealthSnapshot,
+    MetricEvent,
+    UsageEvent,
+    WarmupCommand,
+    decode,
+)
 from schemas.control import ControlCommand
+from schemas.deadletter import DeadLetterHeaders
 from schemas.export import CONTRACTS, drifted, export, render
 
 ids = st.text(min_size=1, max_size=40)
@@ -95,6 +104,22 @@ STRATEGIES: dict[type[BaseModel], st.SearchStrategy[BaseModel]] = {
             name=st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
             ts=epoch,
         ),
+    ),
+    DeadLetterHeaders: st.builds(
+        DeadLetterHeaders,
+        original_topic=ids,
+        original_partition=st.integers(0, 10**4).map(str),
+        original_offset=st.integers(0, 2**62).map(str),
+        error_class=ids,
+        error_reason=ids,
+        error_message=st.text(max_size=2000),
+        envelope_index=st.none() | st.integers(0, 10**4).map(str),
+        truncated=st.none() | st.just("true"),
+        original_size=st.none() | st.integers(0, 2**31).map(str),
+        original_sha256=st.none() | st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        original_last_offset=st.none() | st.integers(0, 2**62).map(str),
+        codec=st.none() | st.sampled_from(["gzip", "snappy", "lz4", "zstd"]),
+        skipped_by=st.none() | st.text(max_size=256),
     ),
 }
 
@@ -194,3 +219,26 @@ def test_drift_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "alert.json").write_bytes(render("alert").replace(b"fingerprint", b"fp"))
     (tmp_path / "usage_event.json").unlink()
     assert drifted(tmp_path) == ["usage_event", "alert"]
+
+
+def test_a_dead_letters_headers_are_the_contracts() -> None:
+    from streams.deadletters import error_headers
+    from streams.sending import truncate_to_fit
+    from tests.outgoing import check
+
+    refused = EventError("schema_violation", "ValidationError", "x" * 3000)
+    headers = [*error_headers("t.usage.v1", 3, 42, refused), ("warmcast.envelope-index", b"2")]
+    _, _, cut = truncate_to_fit(b"k", b"v" * 5000, headers, limit=1000)
+    parsed = DeadLetterHeaders.from_headers(cut)
+    assert (parsed.original_topic, parsed.original_partition, parsed.original_offset) == (
+        "t.usage.v1",
+        "3",
+        "42",
+    )
+    assert (parsed.envelope_index, parsed.truncated, parsed.original_size) == ("2", "true", "5000")
+    assert len(parsed.error_message) == 2000
+    check("dead_letter_headers", {name: value.decode() for name, value in cut})
+    with pytest.raises(ValidationError):  # a header no dead letter has
+        DeadLetterHeaders.from_headers([*cut, ("warmcast.made-up", b"1")])
+    with pytest.raises(ValidationError):  # an offset that is not a whole number
+        DeadLetterHeaders.from_headers([(n, b"-1" if n.endswith("offset") else v) for n, v in cut])
