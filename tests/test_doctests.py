@@ -37,7 +37,7 @@ MODULES = [
         for name in (
             "backtest",
             "capacity",
-            "bench",
+            "bench_report",
             "bench_worker",
             "bench_engine",
             "bench_probe",

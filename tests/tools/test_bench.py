@@ -11,16 +11,11 @@ from typing import Any
 
 import pytest
 
-from tools.bench import (
-    BenchConfig,
-    BenchReport,
-    bench,
-    format_latency,
-    format_report,
-    row,
-    targets,
-)
-from tools.bench_worker import rate_from_samples
+from tools.bench import bench
+from tools.bench_report import BenchReport, format_latency, format_report
+from tools.bench_targets import targets
+from tools.bench_throughput import row
+from tools.bench_worker import BenchConfig, rate_from_samples
 
 TARGETS = {
     "envelope_events_per_second",

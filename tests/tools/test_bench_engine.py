@@ -9,8 +9,8 @@ import orjson
 from engine.core import WarmupEngine
 from engine.registry import make_policy
 from streams.settings import WarmcastSettings
-from tools.bench import default_trace, event_mix, messages
 from tools.bench_engine import run_engine
+from tools.bench_worker import default_trace, event_mix, messages
 
 
 def test_the_in_process_run_makes_the_decisions_of_an_engine_per_partition() -> None:
