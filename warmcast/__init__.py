@@ -12,7 +12,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from schemas import Alert, HealthSnapshot, MetricEvent, UsageEvent, WarmupCommand
+from schemas import (
+    Alert,
+    DeadLetterHeaders,
+    HealthSnapshot,
+    MetricEvent,
+    UsageEvent,
+    WarmupCommand,
+)
 from warmcast.reporter import UsageReporter
 
 
@@ -27,6 +34,7 @@ __version__ = version()
 
 __all__ = [
     "Alert",
+    "DeadLetterHeaders",
     "HealthSnapshot",
     "MetricEvent",
     "UsageEvent",
