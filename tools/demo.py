@@ -682,6 +682,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         epilog="exit status: 0 done, 2 the demo could not run",
     )
+    add_slice_flags(p)
+    add_run_flags(p)
+    stay = p.add_mutually_exclusive_group()
+    stay.add_argument("--keep-running", action="store_true", default=None, help="stay up after")
+    stay.add_argument("--exit", dest="keep_running", action="store_false", help="exit after")
+    add_trace_flags(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def add_slice_flags(p: argparse.ArgumentParser) -> None:
+    """The demo's options of what is replayed: the trace, the policy, the slice, the sizes."""
     p.add_argument("--trace", metavar="PATH", help="your own history (default: the sample)")
     p.add_argument(
         "--policy",
@@ -702,6 +714,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "the Azure 2019 memory file), which the worker and the backtest plan with "
         "(default: the sample's, for the sample)",
     )
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The demo's options of how it runs: output, worker, fleet, broker."""
     p.add_argument("--out", type=Path, default=Path("warmcast-demo"), help="output directory")
     p.add_argument("--web-port", type=int, help="worker web port (default 6066, or a free one)")
     p.add_argument(
@@ -737,12 +753,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="the fleet publishes no metric events (the backtest sees none either)",
     )
-    stay = p.add_mutually_exclusive_group()
-    stay.add_argument("--keep-running", action="store_true", default=None, help="stay up after")
-    stay.add_argument("--exit", dest="keep_running", action="store_false", help="exit after")
-    add_trace_flags(p)
-    p.set_defaults(func=command)
-    return p
 
 
 def slice_models(options: DemoOptions) -> set[str]:
