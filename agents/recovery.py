@@ -50,8 +50,9 @@ from streams.workarounds import commit_offsets
 
 log = logging.getLogger(__name__)
 
-#: Alert kinds raised here (the control module adds ``control``).
-ALERT_KINDS = ("checkpoint_rejected", "broker_unreachable", "consumer_lag")
+#: Alert kinds of the reliability checks raised here (the control module adds ``control``).
+#: The worker's own health alert kinds are :data:`streams.prometheus.ALERT_KINDS`.
+RELIABILITY_ALERT_KINDS = ("checkpoint_rejected", "broker_unreachable", "consumer_lag")
 #: Refusals that mean someone wrote what they should not have (``stale`` is ordinary).
 HOSTILE = ("unsigned", "bad_signature", "malformed", "mismatch", "forbidden_class")
 
@@ -398,7 +399,7 @@ class Recovery:
             )
         self._count_engines()
         firing = alerts.firing_kinds()
-        for kind in (*ALERT_KINDS, "control"):
+        for kind in (*RELIABILITY_ALERT_KINDS, "control"):
             self.runtime.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
         return out
 

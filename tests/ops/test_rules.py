@@ -170,7 +170,8 @@ def test_every_reliability_check_of_the_worker_has_a_rule(
     kinds = next(
         ast.literal_eval(n.value)
         for n in tree.body
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ALERT_KINDS"
+        if isinstance(n, ast.Assign)
+        and getattr(n.targets[0], "id", "") == "RELIABILITY_ALERT_KINDS"
     )
     named = {"".join(w.title() for w in kind.split("_")) for kind in kinds}
     assert {f"Warmcast{name}" for name in named} <= set(rules)
