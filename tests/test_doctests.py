@@ -42,6 +42,7 @@ MODULES = [
             "bench_engine",
             "bench_probe",
             "demo",
+            "fleet",
             "fleetsim",
             "hostile",
             "progress",

@@ -32,15 +32,14 @@ import orjson
 
 from engine.registry import PolicyUnavailable, make_policy, parse_policy
 from streams.settings import WarmcastSettings
+from tools.fleet import FleetTotals, run_local
 from tools.fleetsim import (
     FleetReport,
     FleetSim,
     FleetSimError,
-    FleetTotals,
     format_fleets,
     load_slice,
     load_time_model,
-    run_local,
 )
 from tools.headline import Headline
 from tools.headline import compute as compute_headline

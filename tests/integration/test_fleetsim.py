@@ -11,7 +11,8 @@ import pytest
 from tests.integration.harness import Worker, namespace
 from tools.backtest import run_backtest
 from tools.demo import SAMPLE, SAMPLE_T0
-from tools.fleetsim import FixedLoadTime, FleetSim, load_slice
+from tools.fleet import FixedLoadTime
+from tools.fleetsim import FleetSim, load_slice
 from tools.replay import settings_for
 
 pytestmark = pytest.mark.integration

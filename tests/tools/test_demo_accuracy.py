@@ -7,7 +7,8 @@ from engine.components import PolicyProbe
 from engine.healthscore import Observations, evaluate, score
 from engine.registry import make_policy
 from tools.demo import SAMPLE, SAMPLE_T0
-from tools.fleetsim import LocalFleet, by_minute, load_slice
+from tools.fleet import LocalFleet, by_minute
+from tools.fleetsim import load_slice
 from tools.traces import Trace
 
 

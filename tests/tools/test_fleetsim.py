@@ -13,19 +13,17 @@ import pytest
 from engine.policies import FixedKeepAlive
 from tools import demo, fleetsim, replay, tail
 from tools.backtest import run_backtest
-from tools.fleetsim import (
+from tools.fleet import (
     LOGNORMAL_MU,
     LOGNORMAL_SIGMA,
     FixedLoadTime,
     FleetState,
     LeaseBook,
     LocalFleet,
-    format_fleets,
-    load_slice,
-    prometheus_sum,
     run_local,
     slice_trace,
 )
+from tools.fleetsim import format_fleets, load_slice, prometheus_sum
 from tools.traces import Trace
 
 M = 60.0  # seconds in a minute; the fleet's minutes are epoch-aligned
