@@ -602,6 +602,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
         epilog="exit status: 0 done, 2 usage error, unreadable trace, broker or worker error",
     )
+    add_fleet_flags(p)
+    add_worker_flags(p)
+    add_trace_flags(p)
+    add_kafka_flags(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def add_fleet_flags(p: argparse.ArgumentParser) -> None:
+    """The fleet's options: the trace and its slice, the pace, load times, sizes, baseline."""
     p.add_argument("path", metavar="TRACE", help="trace file (as warmcast backtest reads)")
     p.add_argument("--start", type=time_arg, help="first event time to simulate")
     p.add_argument("--end", type=time_arg, help="simulate events before this time")
@@ -629,6 +639,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "AverageAllocatedMb): published as memory_bytes metric events",
     )
     p.add_argument("--keepalive", type=positive_int, default=10, help="baseline keep-alive (min)")
+
+
+def add_worker_flags(p: argparse.ArgumentParser) -> None:
+    """How the fleet waits on the worker, what it publishes, and its report."""
     p.add_argument(
         "--worker-url",
         action="append",
@@ -653,10 +667,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="give up when a minute's commands take longer (default 120)",
     )
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    add_trace_flags(p)
-    add_kafka_flags(p)
-    p.set_defaults(func=command)
-    return p
 
 
 def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
