@@ -154,6 +154,8 @@ EpochSeconds = Annotated[
     ),
 ]
 
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
-Label = Annotated[str, Field(max_length=256)]
+#: The longest identifier or label a contract takes, in characters.
+TEXT_MAX_LENGTH = 256
+Identifier = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_LENGTH)]
+Label = Annotated[str, Field(max_length=TEXT_MAX_LENGTH)]
 Finite = Annotated[float, BeforeValidator(_finite), Field(allow_inf_nan=False)]

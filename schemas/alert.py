@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas._types import EpochSeconds, Identifier, Label
+from schemas._types import TEXT_MAX_LENGTH, EpochSeconds, Identifier, Label
 
 Severity = Literal["info", "warning", "critical"]
 AlertState = Literal["firing", "resolved"]
@@ -39,3 +39,15 @@ class Alert(BaseModel):
     maintenance_window: Identifier | None = Field(
         default=None, description="the id of that maintenance window"
     )
+
+
+def label(text: str) -> str:
+    """A text within the contract's bound on labels (an alert's subject and summary): a
+    longer one is cut, ending in "...".
+
+    >>> label("short"), len(label("x" * 1000)), label("x" * 1000)[-4:]
+    ('short', 256, 'x...')
+    """
+    if len(text) <= TEXT_MAX_LENGTH:
+        return text
+    return text[: TEXT_MAX_LENGTH - 3] + "..."

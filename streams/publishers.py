@@ -18,6 +18,7 @@ import orjson
 
 from engine.alerting import AlertTransition
 from engine.lease import Command
+from schemas.alert import label
 from streams.emit import CommandEmitter, RecordEmitter
 from streams.runtime import Runtime
 from streams.sending import Delivery, Sender
@@ -39,14 +40,15 @@ def finite(value: float | None) -> float | None:
 
 def alert_record(alert: AlertTransition, maintenance: str | None = None) -> dict[str, Any]:
     """An alert transition as the alerts topic carries it (:class:`schemas.alert.Alert`),
-    marked as raised in the maintenance window of id ``maintenance`` if one is given."""
+    its subject and summary within the contract's bound on labels; marked as raised in the
+    maintenance window of id ``maintenance`` if one is given."""
     return {
         "fingerprint": alert.fingerprint,
         "kind": alert.kind,
         "severity": alert.severity,
         "state": alert.state,
-        "subject": alert.subject,
-        "summary": alert.summary,
+        "subject": label(alert.subject),
+        "summary": label(alert.summary),
         "value": finite(alert.value),
         "threshold": finite(alert.threshold),
         "ts": alert.ts,

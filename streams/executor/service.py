@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from engine.alerting import fingerprint
 from engine.breaker import CircuitBreaker
 from engine.leasebook import LeaseBook
-from schemas.alert import Alert
+from schemas.alert import Alert, label
 from schemas.control import ControlCommand
 from schemas.envelope import EventError
 from schemas.metric import MetricEvent
@@ -719,8 +719,8 @@ class Executor:
                 "kind": kind,
                 "severity": severity,
                 "state": state,
-                "subject": subject,
-                "summary": summary,
+                "subject": label(subject),
+                "summary": label(summary),
                 "ts": time.time(),
             }
         )
