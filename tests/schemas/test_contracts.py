@@ -242,3 +242,16 @@ def test_a_dead_letters_headers_are_the_contracts() -> None:
         DeadLetterHeaders.from_headers([*cut, ("warmcast.made-up", b"1")])
     with pytest.raises(ValidationError):  # an offset that is not a whole number
         DeadLetterHeaders.from_headers([(n, b"-1" if n.endswith("offset") else v) for n, v in cut])
+
+
+def test_an_alert_with_a_long_summary_is_published_within_its_contract() -> None:
+    from engine.alerting import AlertTransition
+    from streams.publishers import alert_record
+
+    long = AlertTransition(
+        "f1", "delivery_failed", "critical", "firing", "t" * 300, "s" * 1000, 0.0, None, 1.0
+    )
+    record = Alert.model_validate(alert_record(long))
+    assert len(record.summary) == len(record.subject) == 256 and record.summary.endswith("...")
+    short = AlertTransition("f2", "stale_data", "warning", "firing", "t.usage.v1", "ok", 1, 0, 1)
+    assert Alert.model_validate(alert_record(short)).summary == "ok"
