@@ -53,10 +53,41 @@ def check_listed_alert(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+#: What a model listed by ``/health`` shares with its health snapshot.
+LISTED_MODEL = (
+    "model_id",
+    "requests_total",
+    "cold_starts_total",
+    "request_rate",
+    "cold_start_rate",
+    "latency_mean",
+    "last_seen",
+)
+
+
+@cache
+def listed_model_validator() -> Any:
+    """The health snapshot's schema of the fields a listed model shares with it."""
+    snapshot = orjson.loads((SCHEMA_DIR / "health_snapshot.json").read_bytes())
+    schema = {
+        "$schema": snapshot["$schema"],
+        "type": "object",
+        "properties": {k: snapshot["properties"][k] for k in LISTED_MODEL},
+        "required": list(LISTED_MODEL),
+    }
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
 def check_health(document: dict[str, Any]) -> dict[str, Any]:
-    """``GET /health``: its alerts are the alerts topic's records."""
+    """``GET /health``: its alerts are the alerts topic's records, and each listed model
+    holds what it shares with a health snapshot as the snapshot's schema says."""
     for alert in [*document.get("alerts_firing", []), *document.get("recent_alerts", [])]:
         check_listed_alert(alert)
+    for model in document.get("models", []):
+        errors = list(listed_model_validator().iter_errors(model))
+        if errors:
+            raise AssertionError(f"not a valid listed model: {errors[0].message}\n{model!r}")
     return document
 
 
