@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from engine.maintenance import MaintenanceSchedule
 from engine.registry import PolicyUnavailable
 from tools.backtest import (
     _KNOBS_TEXT,
@@ -24,7 +25,7 @@ from tools.backtest import (
     run_backtest,
 )
 from tools.capacity import SWEEP_POLICIES, plot_sweep, run_sweep, share_arg, sweep_table
-from tools.maintenance_impact import assess, windows_of
+from tools.maintenance_impact import MaintenanceImpact, assess, windows_of
 from tools.suite import load_suite, print_report, run_suite
 from tools.traces import Trace, load_trace, read_sizes
 
@@ -183,23 +184,45 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             capacity=_capacity(args, trace, sizes),
             sizes=sizes,
         )
-        impact = None
-        if schedule is not None:
-            impact = assess(
-                trace,
-                schedule,
-                args.policy,
-                knobs=args.knobs,
-                train_minutes=args.train_minutes,
-                warmcast_config=dict(args.warmcast_param),
-                capacity=_capacity(args, trace, sizes),
-            )
+        impact = None if schedule is None else _impact(args, trace, schedule, sizes)
     except (OSError, ValueError, TypeError, PolicyUnavailable) as exc:
         print(f"warmcast backtest: {exc}", file=sys.stderr)
         return 2
     for name, why in result.skipped_policies.items():
         print(f"warmcast backtest: skipped {name}: {why}", file=sys.stderr)
-    info = result.trace
+    _describe_trace(result.trace, out)
+    print(result.table(), file=out)
+    doc = result.to_dict()
+    if impact is not None:
+        print(impact.table(), file=out)
+        doc["maintenance"] = impact.to_dict()
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+def _impact(
+    args: argparse.Namespace,
+    trace: Trace,
+    schedule: MaintenanceSchedule,
+    sizes: dict[str, float] | None,
+) -> MaintenanceImpact:
+    """What the maintenance windows of ``schedule`` cost the policies of ``args``."""
+    return assess(
+        trace,
+        schedule,
+        args.policy,
+        knobs=args.knobs,
+        train_minutes=args.train_minutes,
+        warmcast_config=dict(args.warmcast_param),
+        capacity=_capacity(args, trace, sizes),
+    )
+
+
+def _describe_trace(info: dict[str, Any], out: TextIO) -> None:
+    """The trace's line: its models, requests, minutes, what is scored, the rows skipped."""
     skipped_rows = ", ".join(f"{why}: {n}" for why, n in info["skipped_rows"].items())
     print(
         f"{info['path']} ({info['format']}): {info['models']} models, {info['requests']} "
@@ -215,16 +238,6 @@ def command(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             "as the reference numbers of docs/evaluation.md do)",
             file=out,
         )
-    print(result.table(), file=out)
-    doc = result.to_dict()
-    if impact is not None:
-        print(impact.table(), file=out)
-        doc["maintenance"] = impact.to_dict()
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    if args.plot:
-        plot(result, args.plot)
-    return 0
 
 
 def _capacity(
