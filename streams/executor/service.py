@@ -67,6 +67,9 @@ T = TypeVar("T")
 LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 #: weight of a new measured load time in a model's lead time
 LEAD_WEIGHT = 0.5
+#: how long stopping waits for each Kafka client (leaving the group, flushing alerts) before
+#: it gives up on an unresponsive broker: a stop never hangs on the broker
+STOP_SECONDS = 20.0
 
 
 class CircuitOpen(AdapterError):
@@ -249,9 +252,14 @@ class Executor:
                 await task
         self._tasks = []
         for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+            if client is None:
+                continue
+            try:
+                await asyncio.wait_for(client.stop(), STOP_SECONDS)
+            except TimeoutError:
+                log.warning("%s did not stop in %.0fs: left", type(client).__name__, STOP_SECONDS)
+            except Exception as exc:  # a stop is best effort: the process is going
+                log.warning("%s stop: %r", type(client).__name__, exc)
         self._consumer = self._producer = None
         await self.adapter.close()
 

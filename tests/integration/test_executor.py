@@ -228,6 +228,7 @@ async def test_unknown_model_is_a_failed_load_with_an_alert(
     assert executor.breaker.state == "closed"  # the server answered: it is not failing
 
 
+@pytest.mark.timeout(600)  # a real server restarted beside a JVM broker: minutes when loaded
 async def test_mlserver_killed_and_restarted(
     running: tuple[Executor, WarmcastSettings, MLServer],
 ) -> None:
