@@ -35,6 +35,7 @@ COMPILED = (
     "engine.policies",
     "engine.core",
     "engine.feed",
+    "engine.shadow",
 )
 #: Where a build records the digests of the sources it compiled.
 MANIFEST = Path(__file__).with_name("native.json")

@@ -40,6 +40,9 @@ def to_minute(ts: float, origin: float) -> int:
     return math.floor((ts - origin) / 60.0 + EPSILON)
 
 
+_MODEL_SCORE_STATE = ("cold", "folded", "last_minute", "leases", "loaded", "requests", "warm")
+
+
 class _ModelScore:
     """One model's leases (each ruling from its minute on) and counts."""
 
@@ -55,6 +58,16 @@ class _ModelScore:
         self.warm = 0
         self.last_minute = -(1 << 62)
 
+    def __getstate__(self) -> dict[str, object]:
+        # by name: the same in the pure-Python and the compiled engine (checkpoints)
+        return {name: getattr(self, name) for name in _MODEL_SCORE_STATE}
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):  # (None, slots): as written before it said its state
+            state = state[1]
+        for name, value in state.items():
+            setattr(self, name, value)
+
 
 class OnlineScore:
     """The backtest's figures of one policy, kept as its events and commands arrive."""
@@ -64,6 +77,13 @@ class OnlineScore:
         self.models: dict[str, _ModelScore] = {}
         #: the figures of the models forgotten (evicted), kept for :meth:`totals`
         self.retired = Figures()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"origin": self.origin, "models": self.models, "retired": self.retired}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def _model(self, model_id: str) -> _ModelScore:
         found = self.models.get(model_id)
@@ -218,13 +238,25 @@ class ShadowPolicies:
     their commands go nowhere."""
 
     def __init__(
-        self, policies: Mapping[str, Policy], grid: MinuteGrid | None = None, **engine: Any
+        self,
+        policies: Mapping[str, Policy] | None = None,
+        grid: MinuteGrid | None = None,
+        **engine: Any,
     ) -> None:
         grid = grid or MinuteGrid()
+        policies = policies or {}
         self.engines = {
             name: WarmupEngine(policy, grid=grid, **engine) for name, policy in policies.items()
         }
         self.scored = {name: OnlineScore(grid.origin) for name in policies}
+
+    def __getstate__(self) -> dict[str, object]:
+        # by name: the same in the pure-Python and the compiled engine (checkpoints)
+        return {"engines": self.engines, "scored": self.scored}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def observe(self, model_id: str, ts: float, count: int = 1) -> None:
         """A usage event: scored against each candidate's leases, then decided on."""
@@ -244,7 +276,9 @@ class ShadowPolicies:
             for c in engine.advance(ts):
                 self.scored[name].command(c)
 
-    finish = advance
+    def finish(self, ts: float) -> None:
+        """The end of a run: :meth:`advance` to ``ts``."""
+        self.advance(ts)
 
     def confirm(self) -> None:
         """Take the events the candidates hold for confirmation, as the engine does."""

@@ -19,9 +19,9 @@ On one broker, with an event mix taken from a real trace, it measures:
   (200,000), in spans of 2.5 seconds with ``/health`` asked once a second and spans with
   no probe (:mod:`tools.bench_probe`): what a health probe costs the events.
 
-Stages: ``throughput``, ``latency``, ``memory``, ``probe`` and ``shadow`` (the usage step in
-process with two shadow policies and without); ``--only`` runs some of them
-(``--only memory --models 100000``: the memory table alone, at 100,000 models).
+Stages: ``throughput``, ``latency``, ``memory``, ``probe`` and ``shadow`` (two shadow policies
+against none: the usage step in process, and the worker through the broker); ``--only`` runs
+some of them (``--only memory --models 100000``: the memory table alone, at 100,000 models).
 
 It prints a table, the performance targets with whether this run met them, and writes the
 same figures as JSON (``--json``). The exit status does not depend on the targets.
@@ -106,8 +106,8 @@ def run_bench(config: BenchConfig, bootstrap: str, workdir: Path) -> BenchReport
         report.probe = health_probe(bootstrap, namespace("probe"), workdir, config)
         ended = "probe"
     if "shadow" in config.stages:
-        say(f"the usage step in process, with {SHADOW_CANDIDATES} shadowed and without", ended)
-        report.shadow = shadow_cost(config, trace)
+        say(f"with {SHADOW_CANDIDATES} shadowed and without, in process and worker", ended)
+        report.shadow = shadow_cost(config, trace, bootstrap, workdir, namespace)
         ended = "shadow"
     say("done", ended)
     report.targets = targets(report, config)

@@ -248,10 +248,16 @@ def _throughput_rows(
 
 
 def worker_rate(
-    bootstrap: str, settings: WarmcastSettings, workdir: Path, config: BenchConfig, n: int
+    bootstrap: str,
+    settings: WarmcastSettings,
+    workdir: Path,
+    config: BenchConfig,
+    n: int,
+    extra_env: dict[str, str] | None = None,
 ) -> float:
-    """Events per second of a fresh worker over the ``n`` events waiting in its topics."""
-    w = WorkerProcess(bootstrap, settings.topic_namespace, workdir, config)
+    """Events per second of a fresh worker over the ``n`` events waiting in its topics
+    (``extra_env``: settings of its own, e.g. shadow policies)."""
+    w = WorkerProcess(bootstrap, settings.topic_namespace, workdir, config, extra_env)
     try:
         w.wait_ready()
         return w.rate_until(n)

@@ -162,7 +162,14 @@ def rate_from_samples(samples: Sequence[tuple[float, float]], expect: int) -> fl
 class WorkerProcess:
     """A ``warmcast worker`` subprocess with its web port, for timing and memory."""
 
-    def __init__(self, bootstrap: str, ns: str, workdir: Path, config: BenchConfig) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        ns: str,
+        workdir: Path,
+        config: BenchConfig,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.process, self.log_path = start_worker(
             bootstrap,
@@ -171,6 +178,7 @@ class WorkerProcess:
             port=self.port,
             partitions=config.partitions,
             policy=config.policy,
+            extra_env=extra_env,
         )
 
     def log_tail(self, chars: int = 3000) -> str:

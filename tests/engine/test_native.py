@@ -12,6 +12,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -133,3 +134,64 @@ def test_the_engine_runs_from_source_when_asked_or_when_a_source_changed(
     monkeypatch.setattr(native, "_extension_of", lambda source: source.name != "lease.py")
     manifest.write_bytes(orjson.dumps(built))
     assert native.why_pure() == "engine.lease has no compiled form"
+
+
+# The same for the shadow policies a checkpoint carries: a child on the pure-Python engine
+# scores two candidates over the sample's first events and writes them; each side goes on
+# from the other's state.
+SHADOW_CHILD = """
+import sys, zlib, orjson
+from engine import native
+from engine.checkpoint import PartitionState, pack, restore
+from tests.engine.test_native import go_on, shadowed
+shadows = shadowed()
+scores = shadows.scores(end_minute=10**6)
+state = PartitionState(shadows.engines["hybrid"], shadows=shadows)
+open(sys.argv[1], "wb").write(zlib.compress(pack(state)))
+theirs = restore(open(sys.argv[2], "rb").read()).shadows
+print(orjson.dumps({"engine": native.describe(), "scores": scores, "on": go_on(theirs)}).decode())
+"""
+
+
+def shadowed(n: int = 2000) -> Any:
+    """Two candidates (fixed:1 and hybrid) fed the sample's first ``n`` events."""
+    from engine.policies import FixedKeepAlive
+    from engine.shadow import ShadowPolicies
+    from tools.traces import load_trace
+
+    shadows = ShadowPolicies({"fixed:1": FixedKeepAlive(1), "hybrid": HybridHistogram()})
+    for ts, model_id, count in load_trace(SAMPLE).events[:n]:
+        shadows.observe(model_id, ts, count)
+    return shadows
+
+
+def go_on(shadows: Any) -> dict[str, Any]:
+    """The candidates' scores after the sample's next 500 events."""
+    from tools.traces import load_trace
+
+    for ts, model_id, count in load_trace(SAMPLE).events[2000:2500]:
+        shadows.observe(model_id, ts, count)
+    return dict(shadows.scores(end_minute=10**6))
+
+
+def test_pure_and_running_engine_share_shadow_policies_in_checkpoints(tmp_path: Path) -> None:
+    shadows = shadowed()
+    scores = shadows.scores(end_minute=10**6)
+    mine, theirs = tmp_path / "mine.ckpt", tmp_path / "theirs.ckpt"
+    state = PartitionState(shadows.engines["hybrid"], shadows=shadows)
+    mine.write_bytes(zlib.compress(pack(state)))
+    done = subprocess.run(
+        [sys.executable, "-c", SHADOW_CHILD, str(theirs), str(mine)],
+        cwd=str(Path(__file__).resolve().parents[2]),
+        env={**os.environ, PURE_ENV: "1"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    child = orjson.loads(done.stdout)
+    assert child["engine"].startswith("pure Python")
+    assert child["scores"] == scores and scores["fixed:1"]["requests"] > 1000
+    ours_on = go_on(restore(mine.read_bytes()).shadows)
+    assert child["on"] == ours_on  # ours went on alike there
+    assert go_on(restore(theirs.read_bytes()).shadows) == ours_on  # theirs goes on alike here
+    assert ours_on["fixed:1"]["requests"] > scores["fixed:1"]["requests"]

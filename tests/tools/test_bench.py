@@ -221,6 +221,7 @@ def test_the_latency_table_sets_the_worker_above_what_bounds_it() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # a dozen workers and Faust agents started in turn: minutes
 def test_a_tiny_run_measures_every_stage(
     kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -243,9 +244,12 @@ def test_a_tiny_run_measures_every_stage(
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["bootstrap"] == kafka_bootstrap
-    shadow = report["shadow"]  # the usage step with two shadow policies and without
+    shadow = report["shadow"]  # two shadow policies and none: in process and the worker
     assert shadow["events_per_second_without"] > 0 and shadow["events_per_second_with_two"] > 0
     assert shadow["events"] == 20_000 and "shadow policies" in printed
+    assert [len(shadow["worker_rounds"][side]) for side in ("none", "two")] == [2, 2]
+    assert shadow["worker_events_per_second_with_two"] == max(shadow["worker_rounds"]["two"])
+    assert shadow["worker_ratio"] > 0 and "worker through the broker" in printed
 
     rows = {(r["stage"], r["messages"]): r for r in report["rows"]}
     stages = (
