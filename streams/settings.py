@@ -20,7 +20,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.budget import Budget
-from engine.registry import make_budget, parse_policy
+from engine.maintenance import parse_windows
+from engine.registry import PolicyUnavailable, make_budget, make_policy, parse_policy
+from engine.shadow import parse_shadows
 
 
 class WarmcastSettings(BaseSettings):
@@ -538,8 +540,6 @@ class WarmcastSettings(BaseSettings):
     @field_validator("maintenance")
     @classmethod
     def _windows_parse(cls, value: str) -> str:
-        from engine.maintenance import parse_windows
-
         parse_windows(value)  # a WindowSpecError names the bad window and what is wrong
         return value
 
@@ -668,9 +668,6 @@ def load_settings(**values: Any) -> WarmcastSettings:
 def check_policies(settings: WarmcastSettings) -> None:
     """Build the policy and the safe policy once, as the worker will; raises
     :class:`SettingsError` naming the setting if either cannot be built here."""
-    from engine.registry import PolicyUnavailable, make_policy
-    from engine.shadow import parse_shadows
-
     try:
         shadows = parse_shadows(settings.shadow_policies)
     except ValueError as exc:

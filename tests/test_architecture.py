@@ -25,3 +25,11 @@ def test_the_usage_path_reads_in_one_direction() -> None:
     assert "engine.partition" in imports["streams.runtime"]
     assert "streams.publishers" in imports["streams.app"]
     assert not any(m.startswith(("agents", "streams")) for m in imports["engine.partition"])
+
+
+def test_first_party_imports_inside_functions_only_defer_a_heavy_load() -> None:
+    """Outside the command line (whose subcommands load what they need when run), a module
+    imports warmcast's own modules at its top; the one exception defers river until the
+    learned policy is asked for."""
+    local = {(m, target) for m, target in read_graph().local if not m.startswith("tools")}
+    assert local == {("engine.registry", "engine.warmcast")}
