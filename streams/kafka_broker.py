@@ -419,6 +419,19 @@ class KafkaCluster:
             n.process is not None and n.process.poll() is None for n in self.nodes
         )
 
+    def ended(self, lines: int = 40) -> list[str]:
+        """What each node that ended on its own left: its id, exit code and log tail
+        (empty while every node runs or was stopped on purpose).
+
+        >>> KafkaCluster().ended()
+        []
+        """
+        return [
+            f"Kafka node {n.node_id} exited with {n.process.returncode}:\n{n.log_tail(lines)}"
+            for n in self.nodes
+            if n.process is not None and n.process.poll() is not None
+        ]
+
     def pids(self) -> list[int]:
         return [n.process.pid for n in self.nodes if n.process is not None]
 

@@ -18,6 +18,7 @@ import pytest
 
 if TYPE_CHECKING:
     from streams.broker import LocalBroker
+    from streams.kafka_broker import KafkaCluster
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -60,7 +61,10 @@ def test_broker() -> Iterator[tuple[str, str]]:
         from streams.kafka_broker import KafkaCluster
 
         nodes = int(os.environ.get("WARMCAST_TEST_KAFKA_NODES", "1"))
-        with KafkaCluster(nodes=nodes) as cluster:
+        # a whole run's topics (every test its own) outgrow the small default heap
+        heap = int(os.environ.get("WARMCAST_TEST_KAFKA_HEAP_MB", "1024"))
+        with KafkaCluster(nodes=nodes, heap_mb=heap) as cluster:
+            _SESSION_CLUSTERS.append(cluster)
             yield "kafka", cluster.bootstrap
         return
     if not TEST_BROKER and os.environ.get("WARMCAST_TEST_DOCKER", "1") == "1" and _docker_answers():
@@ -73,6 +77,21 @@ def test_broker() -> Iterator[tuple[str, str]]:
 
     with EmbeddedBroker() as broker:
         yield "tansu", broker.bootstrap
+
+
+#: The session's Apache Kafka cluster, once started: each test first checks it still runs.
+_SESSION_CLUSTERS: list[KafkaCluster] = []
+
+
+@pytest.fixture(autouse=True)
+def _session_broker_alive(request: pytest.FixtureRequest) -> None:
+    """Fail a test at once, with the node's last log lines, when the session's Apache
+    Kafka has died under an earlier one (rather than as a later timeout)."""
+    if "test_broker" not in request.fixturenames:
+        return
+    for cluster in _SESSION_CLUSTERS:
+        if ended := cluster.ended():
+            pytest.fail("the session's broker has died:\n" + "\n".join(ended), pytrace=False)
 
 
 @pytest.fixture(scope="session")
