@@ -29,7 +29,7 @@ def alerts(w: Worker) -> list[dict]:
 
 async def quiet(w: Worker) -> None:
     """Wait (bounded) until the agent's spawned work is done and sent."""
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while w.parts.undecodable._tasks:
             await asyncio.gather(*w.parts.undecodable._tasks, return_exceptions=True)
     await settled(w.app)
