@@ -46,6 +46,8 @@ from typing import Any, TextIO
 import orjson
 
 from tools.backtest import DEFAULT_KNOBS, BacktestResult, PolicyRun, format_table, run_backtest
+from tools.oracle import oracle_cold_starts
+from tools.scoring import Usage
 from tools.synth import generate
 
 _LOAD_OPTIONS = ("fmt", "time_col", "model_col", "time_format", "count_col", "t0",
@@ -90,6 +92,7 @@ class TraceReport:
     result: BacktestResult
     ratio: float | None
     ratio_note: str
+    oracle: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,7 @@ class TraceReport:
             "kind": self.entry.kind,
             "ratio_at_hybrid_memory": self.ratio,
             "ratio_note": self.ratio_note,
+            "oracle": self.oracle,
             "knob_ratios": knob_ratios(self.result),
             **self.result.to_dict(),
         }
@@ -320,9 +324,45 @@ def run_suite(
             warmcast_config={**suite.warmcast, **(warmcast_config or {})},
             **entry.load,
         )
-        reports.append(_report(entry, result))
+        report = _report(entry, result)
+        if entry.synth is not None:
+            report.oracle = oracle_figures(report, trace)
+        reports.append(report)
     reports.sort(key=_worst_first)
     return SuiteResult(suite.name, reports, skipped)
+
+
+ORACLE_LOAD_MINUTES = 1
+"""The oracle's load time: a pre-warm must be loaded the minute before the request."""
+
+
+def oracle_figures(report: TraceReport, trace: Any) -> dict[str, Any] | None:
+    """The clairvoyant oracle (:mod:`tools.oracle`) at hybrid's wasted memory, and
+    hybrid's and warmcast's (interpolated at that memory) cold starts against it."""
+    try:
+        hybrid = report.result.run("hybrid").score
+    except KeyError:
+        return None
+    minutes = Usage.from_events(trace.events, t0=trace.t0).minutes
+    cold, used = oracle_cold_starts(
+        minutes,
+        hybrid.wasted_minutes,
+        train_minutes=report.entry.train_minutes,
+        load_minutes=ORACLE_LOAD_MINUTES,
+    )
+    wc = None if report.ratio is None else report.ratio * hybrid.cold_starts
+    return {
+        "load_minutes": ORACLE_LOAD_MINUTES,
+        "budget_wasted_minutes": hybrid.wasted_minutes,
+        "oracle_wasted_minutes": used,
+        "oracle_cold_starts": cold,
+        "hybrid_cold_starts": hybrid.cold_starts,
+        "hybrid_over_oracle": _div(hybrid.cold_starts, cold),
+        "hybrid_minus_oracle": hybrid.cold_starts - cold,
+        "warmcast_cold_starts_at_memory": wc,
+        "warmcast_over_oracle": None if wc is None else _div(wc, cold),
+        "warmcast_minus_oracle": None if wc is None else wc - cold,
+    }
 
 
 def _worst_first(report: TraceReport) -> tuple[int, float]:
@@ -343,7 +383,8 @@ def _fmt_ratio(value: float | None) -> str:
 def summary_table(result: SuiteResult, knob: float = 1.0) -> str:
     """One line per trace, worst first: hybrid's and warmcast@``knob``'s three numbers
     and the ratio of cold starts at hybrid's memory."""
-    header = ("trace", "kind", "policy", "cold_pct", "p75_cold", "wasted_norm", "cold/hybrid@mem")
+    header = ("trace", "kind", "policy", "cold_pct", "p75_cold", "wasted_norm", "cold/hybrid@mem",
+              "oracle_cold@mem", "cold/oracle@mem")  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
     for rep in result.reports:
         labels = ["hybrid", f"warmcast@{knob:g}"]
@@ -364,10 +405,19 @@ def summary_table(result: SuiteResult, knob: float = 1.0) -> str:
                     f"{s.p75_cold_pct:.2f}",
                     "-" if norm is None else f"{norm:.1f}",
                     _fmt_ratio(rep.ratio) if first else "",
+                    *_oracle_cells(rep, label),
                 )
             )
             first = False
     return _grid(rows)
+
+
+def _oracle_cells(rep: TraceReport, label: str) -> tuple[str, str]:
+    o = rep.oracle
+    if o is None:
+        return ("-", "-")
+    key = "hybrid_over_oracle" if label == "hybrid" else "warmcast_over_oracle"
+    return (str(o["oracle_cold_starts"]), _fmt_ratio(o[key]))
 
 
 def _grid(rows: list[tuple[str, ...]]) -> str:
