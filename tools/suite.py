@@ -384,7 +384,7 @@ def summary_table(result: SuiteResult, knob: float = 1.0) -> str:
     """One line per trace, worst first: hybrid's and warmcast@``knob``'s three numbers
     and the ratio of cold starts at hybrid's memory."""
     header = ("trace", "kind", "policy", "cold_pct", "p75_cold", "wasted_norm", "cold/hybrid@mem",
-              "oracle_cold@mem", "cold/oracle@mem")  # fmt: skip
+              "oracle_cold@mem", "cold-oracle@mem")  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
     for rep in result.reports:
         labels = ["hybrid", f"warmcast@{knob:g}"]
@@ -416,8 +416,9 @@ def _oracle_cells(rep: TraceReport, label: str) -> tuple[str, str]:
     o = rep.oracle
     if o is None:
         return ("-", "-")
-    key = "hybrid_over_oracle" if label == "hybrid" else "warmcast_over_oracle"
-    return (str(o["oracle_cold_starts"]), _fmt_ratio(o[key]))
+    key = "hybrid_minus_oracle" if label == "hybrid" else "warmcast_minus_oracle"
+    over = o[key]
+    return (str(o["oracle_cold_starts"]), "n/a" if over is None else f"{over:+.0f}")
 
 
 def _grid(rows: list[tuple[str, ...]]) -> str:
