@@ -27,7 +27,6 @@ ALLOWED: dict[str, str] = {
     "streams:WorkerMetrics._health_metrics": "declares the health series, one statement each",
     "streams:ExecutorMetrics.__init__": "declares the executor's Prometheus series, one each",
     "tools:register@tools/backtest_cli.py": "declares the backtest's options, one each",
-    "tools:run_backtest": "one pass per policy, knob and capacity over one trace, side by side",
 }
 
 

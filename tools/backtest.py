@@ -35,7 +35,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -337,78 +337,47 @@ def run_backtest(
     policies that learn from metric events unless ``plan_with_sizes`` is false.
     """
     if isinstance(trace, str | os.PathLike):
+        mapping = {"time_col": time_col, "model_col": model_col, "count_col": count_col}
         trace = load_trace(
-            trace,
-            fmt,
-            time_col=time_col,
-            model_col=model_col,
-            time_format=time_format,
-            count_col=count_col,
-            t0=t0,
-            missing_model=missing_model,
+            trace, fmt, **mapping, time_format=time_format, t0=t0, missing_model=missing_model
         )
     if train_minutes < 0:
         raise ValueError("train_minutes must not be negative")
     plan, skipped = _plan(policies, knobs, warmcast_config)
-    if not any(spec == REFERENCE_POLICY for spec, _, _ in plan):
+    reference_asked = any(spec == REFERENCE_POLICY for spec, _, _ in plan)
+    if not reference_asked:
         plan.insert(0, (REFERENCE_POLICY, None, make_policy(REFERENCE_POLICY)))
-        reference_asked = False
-    else:
-        reference_asked = True
-        plan.sort(key=lambda run: run[0] != REFERENCE_POLICY)  # reference first, stable
+    plan.sort(key=lambda run: run[0] != REFERENCE_POLICY)  # reference first, stable
     usage = Usage.from_events(trace.events, t0=trace.t0)
+    weigh = capacity
     if capacity is None and sizes is not None:
-        sizes = dict(sizes)
-        weigh: Capacity | None = Capacity(0.0, sizes, default_size(sizes, usage.minutes))
-    else:
-        weigh = capacity
+        weigh = Capacity(0.0, dict(sizes), default_size(sizes, usage.minutes))
 
     sink = open(commands_path, "wb") if commands_path is not None else None  # noqa: SIM115
     runs: list[PolicyRun] = []
+    known = weigh.sizes if weigh is not None and plan_with_sizes else None
     try:
         for spec, knob, policy in plan:
-            label = spec if knob is None else f"{spec}@{knob:g}"
-            bar = Progress(len(trace.events), label, enabled=progress)
-            started = time.perf_counter()
             budget = capacity.budget(spec) if capacity is not None else None
-            with bar:
-                known = weigh.sizes if weigh is not None and plan_with_sizes else None
-                commands, _ = simulate(policy, trace, progress=bar, budget=budget, sizes=known)
-            tuples = command_tuples(commands)
-            t0, end = trace.t0, trace.end_minute
-            result = score(usage, tuples, t0=t0, end_minute=end, train_minutes=train_minutes)
-            memory = None
-            if weigh is not None:
-                memory = memory_figures(
-                    usage, tuples, weigh.size_of, t0=t0, end_minute=end, train_minutes=train_minutes
-                )
-            evictions = sum(1 for c in commands if c.reason.startswith(EVICTED))
-            elapsed = time.perf_counter() - started
-            if sink is not None:
-                _write_commands(sink, commands)
-            runs.append(
-                PolicyRun(
-                    spec, knob, policy.version, result, len(commands), elapsed, memory, evictions
-                )
+            run = _one_run(
+                spec,
+                knob,
+                policy,
+                trace,
+                usage,
+                train_minutes,
+                budget,
+                known,
+                weigh,
+                sink,
+                progress,
             )
-            del commands, tuples
+            runs.append(run)
     finally:
         if sink is not None:
             sink.close()
-    reference = runs[0]
-    runs = [
-        PolicyRun(
-            r.policy,
-            r.knob,
-            r.policy_version,
-            normalise(r.score, reference.score),
-            r.commands,
-            r.runtime_seconds,
-            r.memory,
-            r.evictions,
-        )
-        for r in runs
-    ]
+    first = runs[0].score
+    runs = [replace(r, score=normalise(r.score, first)) for r in runs]
     reference = runs[0]
     if not reference_asked:
         runs = runs[1:]
@@ -421,6 +390,42 @@ def run_backtest(
         runs=runs,
         skipped_policies=skipped,
     )
+
+
+def _one_run(
+    spec: str,
+    knob: float | None,
+    policy: Policy,
+    trace: Trace,
+    usage: Usage,
+    train_minutes: int,
+    budget: Budget | None,
+    sizes: Mapping[str, float] | None,
+    weigh: Capacity | None,
+    sink: Any,
+    progress: bool | None,
+) -> PolicyRun:
+    """One policy over the trace: simulated with ``budget`` and the ``sizes`` it may plan
+    with, scored (by bytes too with ``weigh``), its commands written to ``sink``."""
+    bar = Progress(
+        len(trace.events), spec if knob is None else f"{spec}@{knob:g}", enabled=progress
+    )
+    started = time.perf_counter()
+    with bar:
+        commands, _ = simulate(policy, trace, progress=bar, budget=budget, sizes=sizes)
+    tuples = command_tuples(commands)
+    t0, end = trace.t0, trace.end_minute
+    result = score(usage, tuples, t0=t0, end_minute=end, train_minutes=train_minutes)
+    memory = None
+    if weigh is not None:
+        memory = memory_figures(
+            usage, tuples, weigh.size_of, t0=t0, end_minute=end, train_minutes=train_minutes
+        )
+    evictions = sum(1 for c in commands if c.reason.startswith(EVICTED))
+    elapsed = time.perf_counter() - started
+    if sink is not None:
+        _write_commands(sink, commands)
+    return PolicyRun(spec, knob, policy.version, result, len(commands), elapsed, memory, evictions)
 
 
 def _write_commands(sink: Any, commands: Iterable[Command]) -> None:
