@@ -433,7 +433,7 @@ class Executor:
                 continue
             self._spawn(model_id, self._load(model_id))
         self.metrics.lease_lag.set(max(0.0, lag))
-        self.metrics.models_loaded.set(len(self.loaded & set(self.book.models)))
+        self._count_loaded()
         self.book.prune(now, self.loaded | set(self.in_flight))
         waits = [self.options.resync_seconds]
         upcoming = self.book.next_change(now)
@@ -502,6 +502,7 @@ class Executor:
         self.loaded.add(model_id)
         self._changed_at[model_id] = time.monotonic()
         self.failed_until.pop(model_id, None)
+        self._count_loaded()
         self.metrics.loads.inc()
         self.metrics.load_time.observe(seconds)
         if due is not None:
@@ -529,6 +530,11 @@ class Executor:
             self.failing.discard(model_id)
             await self._alert("model_load_failed", model_id, "resolved", "loads again")
 
+    def _count_loaded(self) -> None:
+        """The gauge follows the loaded set at each change, so it never trails a
+        load or unload counted beside it."""
+        self.metrics.models_loaded.set(len(self.loaded & set(self.book.models)))
+
     async def _load_failed(self, model_id: str, why: str) -> None:
         event = MetricEvent(
             model_id=model_id, ts=self.clock(), name="load_failures", value=1.0, unit=""
@@ -550,6 +556,7 @@ class Executor:
             return
         self.loaded.discard(model_id)
         self._changed_at[model_id] = time.monotonic()
+        self._count_loaded()
         self.metrics.unloads.inc()
         log.info("unloaded %s", model_id)
 
@@ -581,6 +588,7 @@ class Executor:
         fresh = {m for m in held if m in self.book.models} - set(self.in_flight) - recent
         self.loaded = fresh | (self.loaded & recent)
         self._changed_at = {m: t for m, t in self._changed_at.items() if t >= asked}
+        self._count_loaded()
         if complete and self.rebuilt.is_set():
             self.synced.set()
         self._wake.set()
