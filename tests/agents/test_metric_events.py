@@ -9,6 +9,7 @@ import time
 import orjson
 
 from agents.metric_events import process_metrics
+from schemas.deadletter import DeadLetterHeaders
 from tests.agents.recording import event, recording_worker, settled
 
 METRICS = "warmcast.metrics.v1"
@@ -50,3 +51,5 @@ def test_a_bad_metric_event_is_dead_lettered_with_why() -> None:
     assert letter.headers["warmcast.original-offset"] == b"9"
     assert letter.headers["warmcast.error-reason"] == b"schema_violation"
     assert b"value" in letter.headers["warmcast.error-message"]
+    headers = DeadLetterHeaders.from_headers(letter.headers.items())  # the contract's form
+    assert (headers.original_topic, headers.error_class) == (METRICS, "ValidationError")

@@ -11,6 +11,7 @@ import orjson
 from agents.usage import ORIGIN, origins_of
 from engine.alerting import AlertTracker
 from schemas.alert import Alert
+from schemas.deadletter import DeadLetterHeaders
 from schemas.warmup import WarmupCommand
 from streams.partitioning import partition_for
 from tests.agents.recording import event, recording_worker, settled
@@ -52,6 +53,8 @@ def test_a_bad_message_is_dead_lettered_with_why() -> None:
     assert letter.value == b"{not json"
     assert letter.headers["warmcast.error-reason"] == b"malformed_json"
     assert letter.headers["warmcast.original-offset"] == b"7"
+    headers = DeadLetterHeaders.from_headers(letter.headers.items())  # the contract's form
+    assert (headers.original_topic, headers.original_partition) == (USAGE, "0")
     assert producer.on("warmcast.warmup.v1") == []
 
 
