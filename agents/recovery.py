@@ -25,8 +25,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from faust.streams import current_event
 from faust.types import TP
 from mode.types.signals import BaseSignalT
@@ -43,9 +42,9 @@ from engine.checkpoint import (
     seal,
 )
 from engine.lease import Command
+from streams import offsets as input_offsets
 from streams.app import WarmcastApp
 from streams.checkpoint import CheckpointStore
-from streams.kafka import client_kwargs
 from streams.workarounds import commit_offsets
 
 log = logging.getLogger(__name__)
@@ -420,77 +419,21 @@ class Recovery:
         """The group's committed offset of each input partition; its first offset when the
         group has none (where the worker will start)."""
         tps = [TopicPartition(topic, partition) for topic in self.inputs.values()]
-        admin = AIOKafkaAdminClient(**client_kwargs(self.settings), request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(self.app.conf.id, partitions=tps)
-        finally:
-            await admin.close()
-        out: dict[str, int] = {}
-        missing = []
-        for tp in tps:
-            meta = offsets.get(tp)
-            if meta is not None and meta.offset >= 0:
-                out[self.kinds[tp.topic]] = meta.offset
-            else:
-                missing.append(tp)
-        if missing:
-            consumer = AIOKafkaConsumer(**client_kwargs(self.settings), group_id=None)
-            await consumer.start()
-            try:
-                first = await consumer.beginning_offsets(missing)
-            finally:
-                await consumer.stop()
-            out.update({self.kinds[tp.topic]: offset for tp, offset in first.items()})
-        return out
+        committed = await input_offsets.committed_offsets(self.settings, self.app.conf.id, tps)
+        return {self.kinds[tp.topic]: offset for tp, offset in committed.items()}
 
     async def replay_into(
         self, state: PartitionState, partition: int, ranges: dict[str, tuple[int, int]]
     ) -> tuple[list[Command], int]:
         """Feed the messages of ``ranges`` ([start, end) per input) to a restored state as
         the agents would have, in the order they were written; returns the commands."""
-        tps = {TopicPartition(self.inputs[kind], partition): kind for kind in ranges}
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(self.settings),
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=max(self.settings.max_message_bytes * 2, 1 << 20),
+        by_tp = {TopicPartition(self.inputs[kind], partition): r for kind, r in ranges.items()}
+        records = await input_offsets.read_ranges(
+            self.settings, by_tp, self.settings.max_message_bytes
         )
-        await consumer.start()
-        records: list[tuple[int, int, int, str, bytes | None]] = []
-        try:
-            consumer.assign(list(tps))
-            for tp, kind in tps.items():
-                consumer.seek(tp, ranges[kind][0])
-            deadline = asyncio.get_running_loop().time() + 300.0
-            waiting = dict(tps)
-            while waiting:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"replay of partition {partition} did not finish: {ranges}")
-                batch = await consumer.getmany(*waiting, timeout_ms=500)
-                for tp, got in batch.items():
-                    end = ranges[tps[tp]][1]
-                    for r in got:
-                        if r.offset < end:
-                            records.append(
-                                (
-                                    r.timestamp,
-                                    0 if tps[tp] == "metrics" else 1,
-                                    r.offset,
-                                    tps[tp],
-                                    r.value,
-                                )
-                            )
-                for tp in list(waiting):
-                    if await consumer.position(tp) >= ranges[tps[tp]][1]:
-                        del waiting[tp]
-        finally:
-            await consumer.stop()
-        records.sort(key=lambda r: r[:3])
-        written = ((timestamp / 1000, kind, value) for timestamp, _, _, kind, value in records)
+        written = input_offsets.written_order(records, self.kinds)
         commands = self.runtime.replay(state, partition, written)
-        return commands, len(records)
+        return commands, len(written)
 
     def usage_lag(self) -> int | None:
         """Usage messages this worker has not read yet, over its partitions."""

@@ -22,6 +22,7 @@ MODULES = [
             "healthstore",
             "kafka",
             "loop",
+            "offsets",
             "partitioning",
             "prometheus",
             "publishers",
