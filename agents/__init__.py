@@ -22,7 +22,7 @@ from agents import (
     usage,
     web,
 )
-from agents.control import ControlFeed, Controls
+from agents.control import Controls
 from agents.delivery import DeliveryWatch
 from agents.health import HealthKeeper
 from agents.probes import Probes
@@ -31,6 +31,7 @@ from agents.undecodable import Undecodable
 from agents.usage import UsageAgent
 from agents.web import HealthDocuments
 from streams.app import WarmcastApp, create_app
+from streams.control_feed import ControlFeed
 from streams.settings import WarmcastSettings
 
 

@@ -57,7 +57,8 @@ HOSTILE = ("unsigned", "bad_signature", "malformed", "mismatch", "forbidden_clas
 
 
 class ControlHistory(Protocol):
-    """What recovery needs of the control topic's follower (:class:`agents.control.ControlFeed`)."""
+    """What recovery needs of the control topic's follower
+    (:class:`streams.control_feed.ControlFeed`)."""
 
     async def wait_history(self, timeout: float) -> None: ...
 

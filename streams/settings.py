@@ -448,7 +448,7 @@ class WarmcastSettings(BaseSettings):
         default=300.0, gt=0, description="window of the agent crash-loop count"
     )
 
-    # -- signed operator controls (agents/control.py, streams/control_auth.py) ----------
+    # -- signed operator controls (streams/control_feed.py, streams/control_auth.py) -----
     control_key: SecretStr | None = Field(
         default=None,
         description="HMAC-SHA256 key (at least 32 bytes) that signs control records; "

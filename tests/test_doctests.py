@@ -19,6 +19,7 @@ MODULES = [
             "checkpoint",
             "collector",
             "control_auth",
+            "control_feed",
             "healthstore",
             "kafka",
             "loop",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from aiokafka.structs import ConsumerRecord
 
-from agents.control import command_of, parse
+from agents.control import command_of
 from schemas.control import ControlCommand
 from schemas.envelope import EventError
 from streams.control_auth import CONTROL_PARTITION, SIGNATURE_HEADER, sign, signed
+from streams.control_feed import parse
 
 KEY = b"k" * 32
 
