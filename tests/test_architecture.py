@@ -4,7 +4,12 @@ agent -> partition step -> publisher."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from tools.architecture import cycles, problems, read_graph
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_no_package_imports_another_that_imports_it_back() -> None:
@@ -33,3 +38,15 @@ def test_first_party_imports_inside_functions_only_defer_a_heavy_load() -> None:
     learned policy is asked for."""
     local = {(m, target) for m, target in read_graph().local if not m.startswith("tools")}
     assert local == {("engine.registry", "engine.warmcast")}
+
+
+def test_agents_make_no_kafka_client_of_their_own() -> None:
+    """Agents wire work onto the app; the Kafka clients of their own (the control topic's
+    follower, the restore's reads by offset) live in streams/."""
+    clients = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}
+    found = []
+    for path in sorted((ROOT / "agents").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and "aiokafka" in node.module:
+                found += [f"{path.name}: {a.name}" for a in node.names if a.name in clients]
+    assert found == []
