@@ -435,10 +435,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         settings = demo_topics(options, settings)
         worker, ready_in = start_worker(options, settings, policy, outdir)
         say(out, worker_text(options, settings, policy, why, knob, worker, ready_in))
-        # the fleet reports each model's size with its loads (memory_bytes metric events);
-        # the backtest beside it plans with the same sizes
-        memory_file = options.memory or (str(SAMPLE_MEMORY) if sample else None)
-        memory = read_sizes(memory_file) if memory_file else None
+        memory = demo_sizes(options, sample)
         report, alerts = run_fleet(options, settings, trace, worker, memory, out)
         result = demo_result(options, trace, policy, knob, memory, report, alerts)
         png = outdir / "cold_starts.png"
@@ -473,6 +470,24 @@ def demo_policy(options: DemoOptions) -> tuple[str, str]:
         raise DemoError(f"--policy: {exc}") from None
     make_policy(policy)  # the warmcast policy may not be available here
     return policy, "--policy"
+
+
+def demo_sizes(options: DemoOptions, sample: bool) -> dict[str, float] | None:
+    """The model sizes the fleet reports with its loads (``memory_bytes`` metric events)
+    and the backtest beside it plans with: ``--memory``, or the sample's for the sample;
+    none when the fleet publishes no metric events, since the worker then learns none.
+
+    >>> demo_sizes(DemoOptions(), sample=False) is None
+    True
+    >>> len(demo_sizes(DemoOptions(), sample=True) or {})
+    150
+    >>> demo_sizes(DemoOptions(publish_metrics=False), sample=True) is None
+    True
+    """
+    path = options.memory or (str(SAMPLE_MEMORY) if sample else None)
+    if path is None or not options.publish_metrics:
+        return None
+    return read_sizes(path)
 
 
 def demo_slice(options: DemoOptions) -> tuple[str, bool, Trace]:
