@@ -10,9 +10,8 @@ import shutil
 import subprocess
 from typing import Any
 
-import pytest
-
 from agents.status_page import STATUS_PAGE
+from tests.needs import need
 
 NODE = shutil.which("node")
 
@@ -44,9 +43,9 @@ def run_page(status: int, body: Any) -> dict[str, Any]:
 })();
 """
     )
-    assert NODE is not None
+    node = need(NODE, "needs node (Debian: apt-get install nodejs)")
     done = subprocess.run(
-        [NODE, "-e", program, "--", json.dumps({"status": status, "body": body})],
+        [node, "-e", program, "--", json.dumps({"status": status, "body": body})],
         capture_output=True,
         text=True,
         timeout=30,
@@ -56,7 +55,6 @@ def run_page(status: int, body: Any) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.skipif(NODE is None, reason="needs node")
 def test_every_policy_is_a_line_through_its_buckets() -> None:
     buckets = [
         {"minute": 5 * i, "cold_pct": {"warmcast": 10.0 + i, "fixed:1": 100.0}} for i in range(8)
@@ -81,7 +79,6 @@ def test_every_policy_is_a_line_through_its_buckets() -> None:
     assert "warmcast (active, warmcast#1)" in legend and "fixed:1 (candidate)" in legend
 
 
-@pytest.mark.skipif(NODE is None, reason="needs node")
 def test_without_shadow_policies_the_chart_is_hidden() -> None:
     page = run_page(404, {"error": "no shadow policies", "policy": "hybrid"})
     assert page["policies"]["hidden"] is True

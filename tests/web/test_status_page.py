@@ -15,6 +15,7 @@ import pytest
 
 from streams.partitioning import partition_for
 from tests.integration.harness import REPO, Worker, namespace, produce, topic, usage, wait_for
+from tests.needs import need
 
 pytestmark = pytest.mark.integration
 
@@ -210,8 +211,10 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_status_page_renders_in_chromium(pair: list[Worker], traffic: Any, tmp_path: Path) -> None:
+    need(
+        str(CHROMIUM) if CHROMIUM.exists() else None, "needs Debian's chromium at /usr/bin/chromium"
+    )
     owner = traffic["llama"]
     url = f"http://127.0.0.1:{owner.port}/"
     dom = chromium("--dump-dom", url, profile=tmp_path / "dom").stdout
