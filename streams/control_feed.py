@@ -41,7 +41,7 @@ from streams.control_auth import (
     signature_of,
     verify,
 )
-from streams.kafka import client_kwargs, last_answer, topic_partitions
+from streams.kafka import history_reader, last_answer, topic_partitions
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -180,13 +180,7 @@ class ControlFeed:
 
     async def _start(self) -> AIOKafkaConsumer:
         while True:
-            consumer = AIOKafkaConsumer(
-                **client_kwargs(self.settings),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=200,
-            )
+            consumer = history_reader(self.settings)
             try:
                 await consumer.start()
                 partitions = await topic_partitions(consumer, self.topic, timeout=10.0)

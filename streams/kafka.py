@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
@@ -80,6 +81,19 @@ def client_kwargs(settings: WarmcastSettings) -> dict[str, Any]:
         if settings.kafka_sasl_password is not None:
             kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return kwargs
+
+
+def history_reader(settings: WarmcastSettings) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads a topic from its first record and commits
+    nothing: how a worker and an executor read the control topic's history, then follow
+    it (not started; the caller assigns its partitions)."""
+    return AIOKafkaConsumer(
+        **client_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+    )
 
 
 async def ensure_topics(settings: WarmcastSettings, timeout: float = 30.0) -> dict[str, int]:

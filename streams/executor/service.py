@@ -57,7 +57,7 @@ from streams.control_auth import (
 from streams.deadletters import error_headers
 from streams.executor.adapters import AdapterError, ModelServer
 from streams.executor.settings import ExecutorSettings
-from streams.kafka import client_kwargs, ensure_topics
+from streams.kafka import client_kwargs, ensure_topics, history_reader
 from streams.sending import Backoff, truncate_to_fit
 from streams.settings import WarmcastSettings
 
@@ -629,13 +629,7 @@ class Executor:
         topic = self.settings.topic("control")
         tp = TopicPartition(topic, CONTROL_PARTITION)
         while True:
-            consumer = AIOKafkaConsumer(
-                **client_kwargs(self.settings),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=200,
-            )
+            consumer = history_reader(self.settings)
             try:
                 await consumer.start()
                 consumer.assign([tp])

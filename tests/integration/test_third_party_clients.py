@@ -13,7 +13,6 @@ on Apache Kafka only; without the binary they are skipped (where ``CI`` is set, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -27,6 +26,7 @@ import pytest
 from schemas.warmup import WarmupCommand
 from streams.partitioning import partition_for
 from tests.integration.harness import Worker, namespace, topic, usage, wait_for
+from tests.needs import need
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -58,13 +58,11 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 def kcat(broker_kind: str) -> str:
     if broker_kind == "tansu":
         pytest.skip("Debian's kcat cannot read the embedded broker's ApiVersions reply")
-    path = shutil.which("kcat")
-    if path is None:
-        why = "kcat is not installed (Debian: apt-get install kcat; .ci/run does)"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(f"{why}: CI must check a kcat producer and consumer", pytrace=False)
-        pytest.skip(why)
-    return path
+    return need(
+        shutil.which("kcat"),
+        "kcat is not installed (Debian: apt-get install kcat; .ci/run does)",
+        "CI must check a kcat producer and consumer",
+    )
 
 
 def models(prefix: str) -> list[str]:

@@ -7,7 +7,6 @@ these tests are skipped, except in CI (``CI`` set), where they fail."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.needs import need
 from tests.ops.promql import selectors
 from tests.ops.test_rules import duration, load_rules
 
@@ -26,13 +26,11 @@ UNIT_TESTS = PROMETHEUS / "alerts_test.yml"
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        why = "promtool is not installed (Debian: apt-get install prometheus; .ci/run does)"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(f"{why}: CI must check the Prometheus rules", pytrace=False)
-        pytest.skip(why)
-    return path
+    return need(
+        shutil.which("promtool"),
+        "promtool is not installed (Debian: apt-get install prometheus; .ci/run does)",
+        "CI must check the Prometheus rules",
+    )
 
 
 def run(promtool: str, *args: str) -> str:
