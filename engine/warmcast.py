@@ -18,8 +18,9 @@ It composes the engine's components behind the :class:`~engine.policies.Policy` 
   decided by the hybrid-histogram baseline instead;
 - a per-model guard scores each learner-decided request against the lease the baseline
   would have held: a model the learner found cold more often than the baseline would
-  have (after ``guard_min`` requests) is decided by the baseline from then on
-  (``guard_hold`` requests; ``guard_min=0`` turns the guard off);
+  have (after ``guard_min`` requests) is decided by the baseline for its next
+  ``guard_hold`` requests, then tried on the learner again, which has gone on learning
+  from every model meanwhile (``guard_min=0`` turns the guard off);
 - :class:`~engine.accuracy.WarmAccuracy` scores the warm decisions online.
 
 Timing rules: the decision at a model's request in minute ``t`` uses only that model's
@@ -89,10 +90,11 @@ class WarmcastConfig:
     follow_min_lift: float = 1.5
     # per-model guard: a model whose learner-decided requests found it cold more often
     # than the hybrid baseline's leases would have (``guard_slack`` colds to spare, after
-    # ``guard_min`` requests) is decided by the baseline for ``guard_hold`` requests
+    # ``guard_min`` requests) is decided by the baseline for ``guard_hold`` requests, then
+    # goes back to the learner (docs/quality.md: how the hold was chosen)
     guard_min: int = 4
     guard_slack: float = 0.0
-    guard_hold: int = 100_000
+    guard_hold: int = 200
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120

@@ -60,3 +60,16 @@ def test_the_guard_lets_go_after_its_hold_and_forget_clears_it() -> None:
     assert "m" not in policy._guarded  # its hold is over: the learner is tried again
     policy.forget("m")
     assert "m" not in policy._guard and "m" not in policy._shadow
+
+
+def test_by_default_a_guarded_model_is_tried_on_the_learner_again() -> None:
+    policy = stingy()  # the defaults: a hold of guard_hold requests, then the learner
+    hold = policy.config.guard_hold
+    drive(policy, every=30, beats=12)
+    assert "m" in policy._guarded
+    tried = policy.stats.learner_decisions
+    for n in range(12, 12 + hold + 8):
+        policy.on_request("m", n * 30)
+        policy.on_minute_closed(n * 30, {"m": 1})
+    assert policy.stats.learner_decisions > tried  # the hold ran out: the learner decided
+    assert "m" in policy._guarded  # and, still worse than the baseline, lost it again
