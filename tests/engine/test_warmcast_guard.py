@@ -8,10 +8,11 @@ from engine.policies import HybridHistogram
 from engine.warmcast import WarmcastPolicy
 
 
-def drive(policy: WarmcastPolicy, every: int, beats: int) -> list[Lease | None]:
-    """A model requested every ``every`` minutes; the lease decided at each request."""
+def drive(policy: WarmcastPolicy, every: int, beats: int, first: int = 0) -> list[Lease | None]:
+    """A model requested every ``every`` minutes (beats ``first`` to ``first + beats - 1``);
+    the lease decided at each request."""
     leases: list[Lease | None] = []
-    for n in range(beats):
+    for n in range(first, first + beats):
         minute = n * every
         leases.append(policy.on_request("m", minute))
         policy.on_minute_closed(minute, {"m": 1})
@@ -68,8 +69,6 @@ def test_by_default_a_guarded_model_is_tried_on_the_learner_again() -> None:
     drive(policy, every=30, beats=12)
     assert "m" in policy._guarded
     tried = policy.stats.learner_decisions
-    for n in range(12, 12 + hold + 8):
-        policy.on_request("m", n * 30)
-        policy.on_minute_closed(n * 30, {"m": 1})
+    drive(policy, every=30, beats=hold + 8, first=12)
     assert policy.stats.learner_decisions > tried  # the hold ran out: the learner decided
     assert "m" in policy._guarded  # and, still worse than the baseline, lost it again
