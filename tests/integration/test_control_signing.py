@@ -77,8 +77,8 @@ def command(action: str, key: str | None = KEY, **fields: Any) -> Record:
     return value, headers, 0, None
 
 
-async def send(bootstrap: str, ns: str, *records: Record) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+async def send(bootstrap: str, ns: str, *records: Record, compression: str | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=compression)
     await producer.start()
     try:
         for value, headers, partition, timestamp_ms in records:
@@ -157,6 +157,33 @@ async def test_forged_emergency_stops_have_no_effect(kafka_bootstrap: str, tmp_p
         )
         reasons = sorted(dict(r.headers)["warmcast.error-reason"].decode() for r in letters)
         assert reasons == ["bad_signature", "unsigned"]
+    finally:
+        assert worker.stop() == 0
+
+
+async def test_compressed_control_records_are_judged_as_plain_ones(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A gzip batch of control records: the signed stop in it is carried out, the forged
+    and the replayed ones beside it are refused, as they would be uncompressed."""
+    ns = namespace()
+    worker = start(kafka_bootstrap, tmp_path, ns)
+    try:
+        stop = command("emergency_stop")
+        await send(
+            kafka_bootstrap,
+            ns,
+            command("emergency_stop", key=None, release=True),
+            stop,
+            stop,
+            command("emergency_stop", key=OTHER_KEY, release=True),
+            compression="gzip",
+        )
+        wait_for(lambda: paused(worker), 30, "the signed stop in the gzip batch")
+        wait_refused(worker, unsigned=1, bad_signature=1, replayed=1)
+        assert call(worker, "GET", "/control")[1]["commands_applied"] == 1
+        history = await consume(kafka_bootstrap, [topic(ns, "control")], lambda rs: len(rs) >= 4)
+        assert [r.value for r in history].count(stop[0]) == 2  # all four were on the topic
     finally:
         assert worker.stop() == 0
 
