@@ -206,7 +206,9 @@ def ratio_at_memory(
     over ``cold``, and how it was read.
 
     Between two points the curve is linear; past its most expensive point it is flat (more
-    memory is not credited); below its cheapest point it has no value (``None``).
+    memory is not credited); below its cheapest point it has no value (``None``). A point
+    with at least the memory and the cold starts of another is not on the curve: a setting
+    that does better for less is what that memory buys.
 
     >>> ratio_at_memory([(100.0, 80.0), (200.0, 40.0)], 150.0, 100.0)
     (0.6, 'interpolated')
@@ -214,8 +216,13 @@ def ratio_at_memory(
     (0.4, 'curve ends below this memory: its most expensive point')
     >>> ratio_at_memory([(100.0, 80.0)], 50.0, 100.0)
     (None, 'curve needs more memory than this')
+    >>> ratio_at_memory([(100.0, 80.0), (120.0, 90.0), (200.0, 40.0)], 150.0, 100.0)
+    (0.6, 'interpolated')
     """
-    points = sorted(curve)
+    points = []
+    for point in sorted(curve):
+        if not points or point[1] < points[-1][1]:
+            points.append(point)
     if not points:
         return None, "no curve"
     if memory < points[0][0]:

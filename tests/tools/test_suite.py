@@ -36,6 +36,20 @@ def test_ratio_reads_the_curve_at_hybrid_memory() -> None:
     assert math.isinf(ratio_at_memory([(10.0, 3.0)], 20.0, 0.0)[0] or 0.0)
 
 
+def test_a_dominated_point_is_not_on_the_curve() -> None:
+    # knob 0.5 spends more memory than knob 1 for more cold starts: knob 1 is what that
+    # memory buys, and the reading between knob 1 and knob 2 skips knob 0.5
+    curve = [(96.5, 48.8), (97.5, 59.3), (104.0, 37.6)]
+    ratio, note = ratio_at_memory(curve, 100.0, 100.0)
+    assert note == "interpolated"
+    assert ratio == pytest.approx((48.8 + (37.6 - 48.8) * (100.0 - 96.5) / 7.5) / 100.0)
+    assert ratio_at_memory(curve, 97.5, 100.0)[0] == pytest.approx(
+        (48.8 + (37.6 - 48.8) * 1.0 / 7.5) / 100.0
+    )
+    # equal memory: the point with fewer cold starts stands
+    assert ratio_at_memory([(50.0, 9.0), (50.0, 7.0)], 50.0, 10.0)[0] == pytest.approx(0.7)
+
+
 def test_small_suite_runs_and_lists_worst_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
