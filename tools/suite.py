@@ -219,7 +219,7 @@ def ratio_at_memory(
     >>> ratio_at_memory([(100.0, 80.0), (120.0, 90.0), (200.0, 40.0)], 150.0, 100.0)
     (0.6, 'interpolated')
     """
-    points = []
+    points: list[tuple[float, float]] = []
     for point in sorted(curve):
         if not points or point[1] < points[-1][1]:
             points.append(point)
