@@ -12,7 +12,8 @@ It composes the engine's components behind the :class:`~engine.policies.Policy` 
   one lease per run of such minutes, with a review timer for the next run;
 - :class:`~engine.performance.PerformancePredictor` predicts load times from metric events;
 - :class:`~engine.resources.ResourceManager` and :class:`~engine.queue.WarmupQueue` keep
-  warm leases within a memory and warmup budget (unlimited by default);
+  warm leases within a memory and warmup budget (unlimited by default); the plan prices
+  every model's loaded minute alike unless ``size_weight`` scales it by the model's size;
 - :class:`~engine.drift.DriftMonitor` watches the learner's error; a model whose learner
   drifted, a model seen too little, and every model while the learner is still young are
   decided by the hybrid-histogram baseline instead;
@@ -41,7 +42,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from engine.accuracy import AccuracyCounts, WarmAccuracy
@@ -100,10 +101,30 @@ class WarmcastConfig:
     drift_hold_minutes: int = 120
     drift_per_model: bool = True
     drift_global_fallback: bool = False
+    # memory: the plan prices a model's loaded minute at (its size / the median size) **
+    # ``size_weight``; 0 plans in model-minutes, the unit the backtest scores, and leaves
+    # bytes to a memory budget's value per byte (docs/capacity.md: "Without a budget")
+    size_weight: float = 0.0
     # budgets
     max_memory: float | None = None
     max_warmups_per_minute: int | None = None
     queue_size: int = 10_000
+
+    def __setstate__(self, state: tuple[object, dict[str, object]]) -> None:
+        """Unpickled from a checkpoint: a setting it does not hold (one added since it was
+        written) takes its default.
+
+        >>> old = WarmcastConfig(guard_hold=7).__getstate__()
+        >>> del old[1]["size_weight"]
+        >>> cfg = WarmcastConfig.__new__(WarmcastConfig)
+        >>> cfg.__setstate__(old)
+        >>> cfg.guard_hold, cfg.size_weight
+        (7, 0.0)
+        """
+        for f in fields(WarmcastConfig):
+            object.__setattr__(self, f.name, f.default)
+        for name, value in state[1].items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(slots=True)
@@ -393,7 +414,8 @@ class WarmcastPolicy:
 
     def _threshold(self, model_id: str) -> tuple[float, int]:
         load = self.performance.predict_one(model_id)
-        memory = self.resources.relative_memory(model_id)
+        weight = self.config.size_weight
+        memory = self.resources.relative_memory(model_id) ** weight if weight else 1.0
         return self.scheduler.threshold(load, memory), self.scheduler.lead_minutes(load)
 
     def _still_good(self, plan: _Plan, model_id: str, idle: int | None, minute: int) -> bool:

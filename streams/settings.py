@@ -59,6 +59,13 @@ class WarmcastSettings(BaseSettings):
     knob: float = Field(
         default=1.0, gt=0, description="warmcast policy: memory-time vs cold-start trade-off"
     )
+    size_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="warmcast policy: price a loaded minute by (size / median size) ** this; "
+        "0 plans in model-minutes, 1 in bytes",
+    )
     max_message_bytes: int = Field(default=1 << 20, ge=1024, description="larger is dead-lettered")
     max_envelope_events: int = Field(default=10_000, ge=1)
     stale_after_seconds: float = Field(
@@ -563,7 +570,9 @@ class WarmcastSettings(BaseSettings):
     @property
     def policy_knobs(self) -> dict[str, Any]:
         """The knobs :func:`engine.registry.make_policy` takes for ``policy``."""
-        return {"knob": self.knob} if self.policy == "warmcast" else {}
+        if self.policy != "warmcast":
+            return {}
+        return {"knob": self.knob, "size_weight": self.size_weight}
 
     @field_validator("policy")
     @classmethod

@@ -31,6 +31,7 @@ from engine.lease import Command
 from engine.registry import make_budget, make_policy
 from engine.restorable import CLASSES, RECONSTRUCTORS, Unrestorable, resolve
 from engine.timebase import MinuteGrid
+from engine.warmcast import WarmcastConfig, WarmcastPolicy
 from tests.engine.gadgets import dotted_call, system_gadget
 from tools.traces import Trace, load_azure
 
@@ -88,6 +89,36 @@ def test_a_restored_engine_decides_like_one_that_never_stopped(spec: str, trace:
     assert len(expected) > 100
     assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
     assert isinstance(state.anomalies, MetricAnomalies)
+
+
+def test_a_checkpoint_written_before_a_setting_existed_restores_with_its_default(
+    trace: Trace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = trace.events
+    half = len(events) // 2
+    uninterrupted = engine_for("warmcast", trace)
+    feed(uninterrupted, events[:half])
+    expected = feed(uninterrupted, events[half:]) + uninterrupted.advance(trace.end_ts)
+
+    first = engine_for("warmcast", trace)
+    feed(first, events[:half])
+    written = object.__getstate__
+
+    def without_size_weight(config: WarmcastConfig) -> tuple[None, dict[str, object]]:
+        _, settings = written(config)
+        del settings["size_weight"]
+        return None, settings
+
+    with monkeypatch.context() as patch:  # as a worker from before the setting wrote it
+        patch.setattr(WarmcastConfig, "__getstate__", without_size_weight, raising=False)
+        pickled = pack(PartitionState(first, MetricAnomalies(("load_time",))))
+    assert b"size_weight" not in pickled
+    state = restore(unseal(seal(pickled, HEADER, KEY), KEY)[1])
+    policy = state.engine.policy
+    assert isinstance(policy, WarmcastPolicy) and policy.config.size_weight == 0.0
+    got = feed(state.engine, events[half:]) + state.engine.advance(trace.end_ts)
+    assert len(expected) > 100
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
 
 
 @pytest.mark.parametrize("spec", ["lru", "gdsf", "hybrid+lru", "warmcast"])

@@ -107,6 +107,23 @@ def test_slow_loads_lower_the_threshold_and_move_prewarms_earlier() -> None:
     policy.observe_metric("m", "latency_p95_seconds", 0.3)  # other metrics are ignored
 
 
+@pytest.mark.parametrize("size_weight", [0.0, 0.5, 1.0])
+def test_sizes_move_the_plan_only_by_the_size_weight(size_weight: float) -> None:
+    policy = WarmcastPolicy(size_weight=size_weight)
+    for model_id, mb in (("small", 100.0), ("typical", 400.0), ("large", 1600.0)):
+        policy.observe_metric(model_id, "memory_mb", mb)
+    typical = policy._threshold("typical")[0]
+    assert typical == WarmcastPolicy()._threshold("unsized")[0]  # the median plans as unsized
+    small, large = policy._threshold("small")[0], policy._threshold("large")[0]
+    if size_weight == 0:
+        assert small == typical == large  # model-minutes: every loaded minute costs alike
+    else:  # a larger model must be likelier to be wanted to be kept loaded
+        assert small < typical < large
+        assert policy.resources.relative_memory("large") ** size_weight == pytest.approx(
+            4.0**size_weight
+        )
+
+
 def test_drift_of_a_model_raises_an_alert_and_falls_back() -> None:
     before = list(range(0, 4000, 5))
     after = [t for t in range(4000, 7000) if random.Random(t).random() < 0.3]
