@@ -124,6 +124,23 @@ def test_sizes_move_the_plan_only_by_the_size_weight(size_weight: float) -> None
         )
 
 
+def test_without_a_budget_sizes_leave_the_default_plan_as_it_was() -> None:
+    rng = random.Random(5)
+    minutes = {m: sorted(rng.sample(range(3000), n)) for m, n in (("a", 400), ("b", 60), ("c", 15))}
+
+    def commands(sizes: dict[str, float], **settings: float) -> list[dict[str, object]]:
+        policy = WarmcastPolicy(min_samples=200, sample_share=1.0, **settings)
+        for model_id, mb in sizes.items():
+            policy.observe_metric(model_id, "memory_mb", mb)
+        return [c.to_dict() for c in drive(policy, minutes, 3000)]
+
+    sizes = {"a": 64_000.0, "b": 500.0, "c": 12.0}
+    plain = commands({})
+    assert len(plain) > 100
+    assert commands(sizes) == plain
+    assert commands(sizes, size_weight=1.0) != plain  # the weight is what moves it
+
+
 def test_drift_of_a_model_raises_an_alert_and_falls_back() -> None:
     before = list(range(0, 4000, 5))
     after = [t for t in range(4000, 7000) if random.Random(t).random() < 0.3]
