@@ -343,6 +343,25 @@ class WarmcastPolicy:
         """Precision / recall of the warm decisions so far (see :mod:`engine.accuracy`)."""
         return self.accuracy.counts(self._closed + 1)
 
+    def retune(self, knob: float | None = None, **settings: object) -> None:
+        """Take today's ``knob`` and settings (a policy restored from a checkpoint keeps
+        what it learned, not the settings it was started with); plans made before take
+        them when they are next made.
+
+        >>> policy = WarmcastPolicy(knob=1.0)
+        >>> policy.retune(knob=2.0, size_weight=1.0)
+        >>> policy.knob, policy.scheduler.knob, policy.config.size_weight
+        (2.0, 2.0, 1.0)
+        """
+        if knob is not None:
+            if knob <= 0:
+                raise ValueError("knob must be positive")
+            self.knob = self.scheduler.knob = knob
+        for name, value in settings.items():
+            if name not in WarmcastConfig.__dataclass_fields__:
+                raise TypeError(f"warmcast has no setting {name!r}")
+            setattr(self.config, name, value)
+
     def snapshot_stats(self) -> dict[str, object]:
         """Numbers for health tables and Prometheus (no model ids)."""
         acc = self.accuracy_counts()

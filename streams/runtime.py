@@ -374,6 +374,9 @@ class Runtime:
     def _under_controls(self, partition: int, engine: WarmupEngine) -> WarmupEngine:
         """Apply the operator's current controls to an engine joining this worker."""
         engine.paused = self.paused
+        retune = getattr(engine.policy, "retune", None)
+        if retune is not None and engine.policy.name == self.settings.policy:
+            retune(**self.settings.policy_knobs)  # a restored learner, today's settings
         if len(self.maintenance):  # candidates too: they are scored against the active one
             step = self.steps.get(partition)
             shadows = step.shadows if step is not None else None
