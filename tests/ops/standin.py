@@ -88,6 +88,7 @@ class DriftAlert:
 @dataclass
 class StandInPolicy:
     knob: float = 1.0
+    size_weight: float = 0.0  # the worker passes every warmcast setting it has
     name: str = "warmcast"
     version: str = "warmcast/standin"
     inner: FixedKeepAlive = field(default_factory=lambda: FixedKeepAlive(10))
