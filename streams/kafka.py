@@ -208,49 +208,44 @@ async def allow_larger_records(
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
-        answers = await admin.alter_configs(resources)
-    except Exception as exc:  # an unsupported request: the broker keeps its own limits
-        log.info("the broker did not take max.message.bytes=%d: %r", max_bytes, exc)
-        return False
+        try:
+            answers = await admin.alter_configs(resources)
+        except Exception as exc:  # an unsupported request: the broker keeps its own limits
+            log.info("the broker did not take max.message.bytes=%d: %r", max_bytes, exc)
+            return False
+        errors = [r for answer in answers for r in answer.resources if r[0] != 0]
+        if errors:
+            log.info("the broker refused max.message.bytes=%d: %s", max_bytes, errors)
+            return False
+        wanted = [
+            ConfigResource(ConfigResourceType.TOPIC, r.name, {"max.message.bytes": None})
+            for r in resources
+        ]
+        await _until_described(admin, wanted, str(max_bytes))
+        return True
     finally:
         await admin.close()
-    errors = [r for answer in answers for r in answer.resources if r[0] != 0]
-    if errors:
-        log.info("the broker refused max.message.bytes=%d: %s", max_bytes, errors)
-        return False
-    await _until_described(settings, [r.name for r in resources], str(max_bytes))
-    return True
 
 
 async def _until_described(
-    settings: WarmcastSettings, topics: list[str], max_bytes: str, timeout: float = 15.0
+    admin: AIOKafkaAdminClient, wanted: list[Any], max_bytes: str, timeout: float = 15.0
 ) -> None:
-    """Wait until the broker describes ``max.message.bytes`` of every topic as
-    ``max_bytes``: a broker takes a config change from the controller a moment after the
-    change is acknowledged, and refuses a larger record until then."""
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-    wanted = [
-        ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
-        for name in topics
-    ]
+    """Wait until the broker describes ``max.message.bytes`` of every topic of ``wanted``
+    as ``max_bytes``: a broker takes a config change from the controller a moment after
+    the change is acknowledged, and refuses a larger record until then."""
+    topics = [r.name for r in wanted]
     deadline = time.monotonic() + timeout
-    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
-    try:
-        await admin.start()
-        while True:
-            answers = await admin.describe_configs(wanted)
-            values = {
-                (r[3], entry[0]): entry[1]
-                for answer in answers
-                for r in answer.resources
-                for entry in r[4]
-            }
-            if all(values.get((t, "max.message.bytes")) == max_bytes for t in topics):
-                return
-            if time.monotonic() > deadline:
-                log.warning("max.message.bytes=%s not yet in effect on %s", max_bytes, topics)
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
+    while True:
+        answers = await admin.describe_configs(wanted)
+        values = {
+            (r[3], entry[0]): entry[1]
+            for answer in answers
+            for r in answer.resources
+            for entry in r[4]
+        }
+        if all(values.get((t, "max.message.bytes")) == max_bytes for t in topics):
+            return
+        if time.monotonic() > deadline:
+            log.warning("max.message.bytes=%s not yet in effect on %s", max_bytes, topics)
+            return
+        await asyncio.sleep(0.1)
