@@ -238,6 +238,11 @@ class HybridHistogram:
         keepalive = max(1, math.ceil(tail) - prewarm + 1)
         return prewarm, keepalive
 
+    def out_of_bounds(self, model_id: str) -> int:
+        """How many of the model's idle times were longer than the histogram."""
+        hist = self._hist.get(model_id)
+        return 0 if hist is None else hist.out_of_bounds
+
     def observe(self, model_id: str, minute: int) -> None:
         """Count the idle time since the model's previous invoked minute."""
         last = self._last.get(model_id)

@@ -16,7 +16,10 @@ It composes the engine's components behind the :class:`~engine.policies.Policy` 
   every model's loaded minute alike unless ``size_weight`` scales it by the model's size;
 - :class:`~engine.drift.DriftMonitor` watches the learner's error; a model whose learner
   drifted, a model seen too little, and every model while the learner is still young are
-  decided by the hybrid-histogram baseline instead;
+  decided by the hybrid-histogram baseline instead: windows from the percentiles of the
+  model's own idle times, and where those outrun hybrid's four-hour histogram but sit
+  close together (a model back every ten hours, or every day), a pre-warm for the next
+  return instead of hybrid's blind four-hour keep-alive;
 - a per-model guard scores each learner-decided request against the lease the baseline
   would have held: a model the learner found cold more often than the baseline would
   have (after ``guard_min`` requests) is decided by the baseline for its next
@@ -40,6 +43,7 @@ Lease(warm 60..61)
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -96,6 +100,10 @@ class WarmcastConfig:
     guard_min: int = 4
     guard_slack: float = 0.0
     guard_hold: int = 200
+    # the baseline pre-warms for a return after idle times beyond hybrid's four-hour
+    # histogram that sit within a window no longer than its keep-alive, once it has seen
+    # this many of them (docs/quality.md: "What the baseline does")
+    long_min_periods: int = 3
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
@@ -199,9 +207,11 @@ class WarmcastPolicy:
         # model -> (start, end, p per minute): minutes a woken leader says it will be wanted
         self._boost: dict[str, tuple[int, int, float]] = {}
         self._current: dict[str, Lease] = {}
-        # per-model guard: the baseline's lease at the model's last learner-decided request,
-        # [learner colds, baseline colds, requests] since, and requests left on the baseline
-        self._shadow: dict[str, Lease] = {}
+        # per-model guard: the baseline's lease (and pre-warm for a long return) at the
+        # model's last learner-decided request, [learner colds, baseline colds, requests]
+        # since, and requests left on the baseline
+        self._shadow: dict[str, tuple[Lease, Lease | None]] = {}
+        self._later: dict[str, Lease] = {}  # the baseline's pre-warm for a long return
         self._guard: dict[str, list[float]] = {}
         self._guarded: dict[str, int] = {}
         self._reviews: list[tuple[int, str, int]] = []
@@ -211,6 +221,17 @@ class WarmcastPolicy:
         self._overflow_seen = 0
         self._overflowing = False
         self._closed = -1
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restored from a checkpoint; one written before the baseline pre-warmed for
+        long returns holds no such pre-warms and the guard's baseline leases alone."""
+        shadow = state.get("_shadow")
+        if isinstance(shadow, dict):
+            state["_shadow"] = {
+                m: (s, None) if isinstance(s, Lease) else s for m, s in shadow.items()
+            }
+        state.setdefault("_later", {})
+        self.__dict__.update(state)
 
     # -- the Policy contract -------------------------------------------------------------
 
@@ -225,16 +246,20 @@ class WarmcastPolicy:
         self._boost.pop(model_id, None)
         if self.config.guard_min > 0:
             self._update_guard(model_id, minute)
+        self._later.pop(model_id, None)
         if self._fallback(model_id, minute):
             self.stats.fallback_decisions += 1
             self._plans.pop(model_id, None)
             self._cancel_review(model_id)
-            hybrid = self.hybrid.on_request(model_id, minute)
-            return None if hybrid is None else self._issue(model_id, hybrid, minute)
+            self.hybrid.observe(model_id, minute)
+            baseline, later = self._baseline(model_id, minute)
+            if later is not None:  # issued when the baseline's lease is over
+                self._later[model_id] = later
+                self._schedule_review(model_id, baseline.end - 1)
+            return self._issue(model_id, baseline, minute)
         self.hybrid.observe(model_id, minute)
         if self.config.guard_min > 0:
-            prewarm, keepalive = self.hybrid.windows(model_id)
-            self._shadow[model_id] = _hybrid_lease(minute, prewarm, keepalive)
+            self._shadow[model_id] = self._baseline(model_id, minute)
         self.stats.learner_decisions += 1
         plan = self._plans.get(model_id)
         if plan is None or not self._still_good(plan, model_id, idle, minute):
@@ -257,7 +282,15 @@ class WarmcastPolicy:
         touched.update(self._due_reviews(minute))
         out: list[tuple[str, Lease]] = []
         for model_id in sorted(touched):
-            if model_id in counts or model_id not in self._plans:
+            if model_id in counts:
+                continue
+            later = self._later.pop(model_id, None)
+            if later is not None:
+                lease = self._issue(model_id, later, minute) if later.end > minute + 1 else None
+                if lease is not None:
+                    out.append((model_id, lease))
+                continue
+            if model_id not in self._plans:
                 continue
             if self._fallback(model_id, minute):
                 continue
@@ -289,6 +322,7 @@ class WarmcastPolicy:
         self._boost.pop(model_id, None)
         self._current.pop(model_id, None)
         self._shadow.pop(model_id, None)
+        self._later.pop(model_id, None)
         self._guard.pop(model_id, None)
         self._guarded.pop(model_id, None)
         self._review_of.pop(model_id, None)
@@ -400,6 +434,60 @@ class WarmcastPolicy:
             return True
         return self.drift.flagged(model_id, minute)
 
+    def _baseline(self, model_id: str, minute: int) -> tuple[Lease, Lease | None]:
+        """The baseline's lease at a request in ``minute``, and a pre-warm for a long
+        return after it (or ``None``).
+
+        Hybrid's windows come from the model's idle times up to four hours. Where those
+        tell it nothing (most idle times are longer, or they are spread out) and the
+        model's idle times sit close together on the analyzer's longer histogram, the
+        lease pre-warms for the next return instead of hybrid's blind four-hour
+        keep-alive; where hybrid's windows hold and the model also comes back after
+        long idle times that sit close together, the pre-warm for such a return follows
+        hybrid's lease. Either pre-warm is no longer than hybrid's default keep-alive.
+        """
+        prewarm, keepalive = self.hybrid.windows(model_id)
+        lease = _hybrid_lease(minute, prewarm, keepalive)
+        bins = self.hybrid.bins
+        if self.hybrid.out_of_bounds(model_id) < self.config.long_min_periods:
+            return lease, None
+        if prewarm == 0 and keepalive == bins:  # hybrid's histogram tells it nothing
+            steady = self._steady_window(model_id, 0)
+            return (lease if steady is None else _hybrid_lease(minute, *steady)), None
+        steady = self._steady_window(model_id, bins)
+        if steady is None:
+            return lease, None
+        later = _hybrid_lease(minute, *steady)
+        return lease, (later if later.start > lease.end else None)
+
+    def _steady_window(self, model_id: str, floor: int) -> tuple[int, int] | None:
+        """Hybrid's percentile windows over the model's idle times of ``floor`` minutes
+        and more, read on the analyzer's histogram (one-minute bins up to a day, coarser
+        to two weeks); ``None`` unless they pre-warm after hybrid's histogram ends and
+        keep for no longer than its default keep-alive."""
+        usage = self.analyzer.usage(model_id)
+        hybrid, idle_bins = self.hybrid, self.analyzer.bins
+        first = idle_bins.index(floor)
+        keys = sorted(j for j in usage.counts if j >= first)
+        total = sum(usage.counts[j] for j in keys)
+        if total < self.config.long_min_periods:
+            return None
+        head_at, tail_at = hybrid.head_q * total, hybrid.tail_q * total
+        head = tail = -1
+        seen = 0
+        for j in keys:
+            seen += usage.counts[j]
+            if head < 0 and seen >= head_at:
+                head = idle_bins.start_list[j]
+            if seen >= tail_at:
+                tail = idle_bins.end_list[j] - 1
+                break
+        prewarm = math.floor(head * (1.0 - hybrid.margin))
+        keepalive = max(1, math.ceil(tail * (1.0 + hybrid.margin)) - prewarm + 1)
+        if prewarm < hybrid.bins or keepalive > hybrid.bins:
+            return None
+        return prewarm, keepalive
+
     def _update_guard(self, model_id: str, minute: int) -> None:
         """Score the learner's last lease for a model against the baseline's at the same
         request; a model it served worse goes to the baseline for a while."""
@@ -419,7 +507,11 @@ class WarmcastPolicy:
             and current.action == "warm"
             and current.start <= minute < current.end
         )
-        baseline_cold = not (shadow.start <= minute < shadow.end)
+        lease, later = shadow
+        baseline_cold = not (
+            lease.start <= minute < lease.end
+            or (later is not None and later.start <= minute < later.end)
+        )
         counts = self._guard.get(model_id)
         if counts is None:
             counts = self._guard[model_id] = [0.0, 0.0, 0.0]

@@ -121,6 +121,33 @@ def test_a_checkpoint_written_before_a_setting_existed_restores_with_its_default
     assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
 
 
+def test_a_warmcast_state_from_before_the_long_return_prewarms_restores(trace: Trace) -> None:
+    events = trace.events
+    half = len(events) // 2
+
+    def learner_trusted_early() -> WarmupEngine:
+        policy = WarmcastPolicy(knob=1.0, min_samples=200)
+        return WarmupEngine(policy, grid=MinuteGrid(origin=trace.t0))
+
+    uninterrupted = learner_trusted_early()
+    feed(uninterrupted, events[:half])
+    expected = feed(uninterrupted, events[half:]) + uninterrupted.advance(trace.end_ts)
+
+    first = learner_trusted_early()
+    feed(first, events[:half])
+    policy = first.policy
+    assert isinstance(policy, WarmcastPolicy) and policy._shadow and not policy._later
+    # as a worker from before wrote it: no pre-warms, the guard's baseline a bare lease
+    policy._shadow = {m: lease for m, (lease, _) in policy._shadow.items()}  # type: ignore[misc]
+    del policy._later
+    state = restore(unseal(seal(pack(PartitionState(first, None)), HEADER, KEY), KEY)[1])
+    restored = state.engine.policy
+    assert isinstance(restored, WarmcastPolicy) and restored._later == {}
+    assert all(isinstance(v, tuple) for v in restored._shadow.values())
+    got = feed(state.engine, events[half:]) + state.engine.advance(trace.end_ts)
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
+
+
 @pytest.mark.parametrize("spec", ["lru", "gdsf", "hybrid+lru", "warmcast"])
 def test_a_restored_budget_decides_like_one_that_never_stopped(spec: str, trace: Trace) -> None:
     def budgeted() -> WarmupEngine:

@@ -64,6 +64,50 @@ def test_a_timer_is_prewarmed_for_its_runs_only() -> None:
             assert c.start - c.issued_at >= 2 * 60
 
 
+def test_the_baseline_prewarms_a_long_steady_return_and_keeps_scattered_ones() -> None:
+    # decided by the baseline throughout (the learner never trusted): a model back every
+    # ten hours, give or take a few minutes, is pre-warmed for its returns; one back after
+    # scattered long idle times keeps hybrid's four-hour keep-alive
+    rng = random.Random(7)
+    steady = [0]
+    while steady[-1] < 8000:
+        steady.append(steady[-1] + 600 + rng.randint(-5, 5))
+    scattered = [0, 300, 1200, 1500, 2900, 3300, 4700, 5000, 6400, 6800, 7900]
+    minutes = {"steady": steady, "scattered": scattered}
+    policy = WarmcastPolicy(min_samples=10**9)
+    commands = drive(policy, minutes, 8000)
+    state = loaded(commands, "steady", 8000)
+    late = [t for t in steady[4:] if t <= 8000]
+    assert all(state[t] for t in late)  # every return after the third found it loaded
+    assert sum(state[late[0] - 600 : 8000]) < 100 * len(late)  # less than 4 h a return
+    mine = [c for c in commands if c.model_id == "scattered" and c.issued_at > 3000 * 60]
+    assert mine and all(c.end - c.start == 240 * 60 for c in mine)
+    assert policy.stats.learner_decisions == 0
+
+
+def test_the_baseline_prewarms_for_a_steady_return_after_its_own_keepalive() -> None:
+    # sessions of ten requests two minutes apart, ten hours (give or take) between them:
+    # hybrid keeps the model loaded through a session's pauses, and the baseline then
+    # pre-warms it for the next session rather than leaving that return cold
+    rng = random.Random(3)
+    minutes: list[int] = []
+    starts: list[int] = []
+    t = 0
+    while t < 9000:
+        starts.append(t)
+        minutes.extend(range(t, t + 20, 2))
+        t += 18 + 600 + rng.randint(-5, 5)
+    policy = WarmcastPolicy(min_samples=10**9)
+    commands = drive(policy, {"sessions": minutes}, 9000)
+    state = loaded(commands, "sessions", 9000)
+    assert all(state[t] for t in starts[4:])  # sessions after the fourth start warm
+    pauses = [t for t in minutes if t not in starts]
+    assert all(state[t] for t in pauses)  # and stay warm through each session
+    for a, b in pairwise(starts[4:]):
+        assert sum(state[a + 20 : b]) < 240  # a pre-warm, not a day-long keep-alive
+    assert policy.stats.learner_decisions == 0
+
+
 def test_a_follower_is_warmed_when_its_leader_wakes_up() -> None:
     rng = random.Random(5)
     leader, follower = [], []
