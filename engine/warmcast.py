@@ -18,8 +18,7 @@ It composes the engine's components behind the :class:`~engine.policies.Policy` 
   drifted, a model seen too little, and every model while the learner is still young are
   decided by the hybrid-histogram baseline instead: windows from the percentiles of the
   model's own idle times, and where those outrun hybrid's four-hour histogram but sit
-  close together (a model back every ten hours, or every day), a pre-warm for the next
-  return instead of hybrid's blind four-hour keep-alive;
+  close together (a model back every ten hours), a pre-warm for the next return;
 - a per-model guard scores each learner-decided request against the lease the baseline
   would have held: a model the learner found cold more often than the baseline would
   have (after ``guard_min`` requests) is decided by the baseline for its next
@@ -103,7 +102,7 @@ class WarmcastConfig:
     # the baseline pre-warms for a return after idle times beyond hybrid's four-hour
     # histogram that sit within a window no longer than its keep-alive, once it has seen
     # this many of them (docs/quality.md: "What the baseline does")
-    long_min_periods: int = 3
+    long_min_periods: int = 4
     # drift
     drift_delta: float = 0.002
     drift_hold_minutes: int = 120
@@ -461,10 +460,11 @@ class WarmcastPolicy:
         return lease, (later if later.start > lease.end else None)
 
     def _steady_window(self, model_id: str, floor: int) -> tuple[int, int] | None:
-        """Hybrid's percentile windows over the model's idle times of ``floor`` minutes
-        and more, read on the analyzer's histogram (one-minute bins up to a day, coarser
-        to two weeks); ``None`` unless they pre-warm after hybrid's histogram ends and
-        keep for no longer than its default keep-alive."""
+        """Hybrid's percentile windows (and margins) over the model's idle times of
+        ``floor`` minutes and more, read on the analyzer's histogram (one-minute bins up
+        to a day, coarser to two weeks); ``None`` unless they pre-warm after hybrid's
+        histogram ends and keep for no longer than its default keep-alive (with 10 %
+        margins, returns after up to about 20 hours)."""
         usage = self.analyzer.usage(model_id)
         hybrid, idle_bins = self.hybrid, self.analyzer.bins
         first = idle_bins.index(floor)

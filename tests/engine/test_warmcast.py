@@ -64,22 +64,27 @@ def test_a_timer_is_prewarmed_for_its_runs_only() -> None:
             assert c.start - c.issued_at >= 2 * 60
 
 
-def test_the_baseline_prewarms_a_long_steady_return_and_keeps_scattered_ones() -> None:
+@pytest.mark.parametrize(("period", "jitter"), [(600, 5), (1000, 20)])
+def test_the_baseline_prewarms_a_long_steady_return_and_keeps_scattered_ones(
+    period: int, jitter: int
+) -> None:
     # decided by the baseline throughout (the learner never trusted): a model back every
-    # ten hours, give or take a few minutes, is pre-warmed for its returns; one back after
-    # scattered long idle times keeps hybrid's four-hour keep-alive
+    # ten hours or so, give or take a few minutes, is pre-warmed for its returns; one
+    # back after scattered long idle times keeps hybrid's four-hour keep-alive
     rng = random.Random(7)
+    end = 10 * period
     steady = [0]
-    while steady[-1] < 8000:
-        steady.append(steady[-1] + 600 + rng.randint(-5, 5))
+    while steady[-1] < end:
+        steady.append(steady[-1] + period + rng.randint(-jitter, jitter))
     scattered = [0, 300, 1200, 1500, 2900, 3300, 4700, 5000, 6400, 6800, 7900]
     minutes = {"steady": steady, "scattered": scattered}
     policy = WarmcastPolicy(min_samples=10**9)
-    commands = drive(policy, minutes, 8000)
-    state = loaded(commands, "steady", 8000)
-    late = [t for t in steady[4:] if t <= 8000]
-    assert all(state[t] for t in late)  # every return after the third found it loaded
-    assert sum(state[late[0] - 600 : 8000]) < 100 * len(late)  # less than 4 h a return
+    commands = drive(policy, minutes, end)
+    state = loaded(commands, "steady", end)
+    seen = policy.config.long_min_periods  # returns before the pattern shows
+    late = [t for t in steady[seen + 1 :] if t <= end]
+    assert all(state[t] for t in late)  # every later return found it loaded
+    assert sum(state[late[0] - period : end]) <= 241 * len(late)  # 4 h a return at most
     mine = [c for c in commands if c.model_id == "scattered" and c.issued_at > 3000 * 60]
     assert mine and all(c.end - c.start == 240 * 60 for c in mine)
     assert policy.stats.learner_decisions == 0
@@ -100,10 +105,11 @@ def test_the_baseline_prewarms_for_a_steady_return_after_its_own_keepalive() -> 
     policy = WarmcastPolicy(min_samples=10**9)
     commands = drive(policy, {"sessions": minutes}, 9000)
     state = loaded(commands, "sessions", 9000)
-    assert all(state[t] for t in starts[4:])  # sessions after the fourth start warm
+    seen = policy.config.long_min_periods + 1  # sessions before the pattern shows
+    assert all(state[t] for t in starts[seen:])  # later sessions start warm
     pauses = [t for t in minutes if t not in starts]
     assert all(state[t] for t in pauses)  # and stay warm through each session
-    for a, b in pairwise(starts[4:]):
+    for a, b in pairwise(starts[seen:]):
         assert sum(state[a + 20 : b]) < 240  # a pre-warm, not a day-long keep-alive
     assert policy.stats.learner_decisions == 0
 
