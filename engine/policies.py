@@ -232,10 +232,17 @@ class HybridHistogram:
             or hist.coefficient_of_variation() < self.cv_threshold
         ):
             return 0, self.bins
-        head = hist.seek(0, self.head_q) * (1.0 - self.margin)
-        tail = hist.seek(1, self.tail_q) * (1.0 + self.margin)
-        prewarm = math.floor(head)
-        keepalive = max(1, math.ceil(tail) - prewarm + 1)
+        return self.windows_between(hist.seek(0, self.head_q), hist.seek(1, self.tail_q))
+
+    def windows_between(self, head: float, tail: float) -> tuple[int, int]:
+        """``(prewarm, keepalive)`` for idle times from ``head`` to ``tail`` minutes (the
+        head and tail percentiles), with the margin on both sides.
+
+        >>> HybridHistogram().windows_between(100, 120)
+        (90, 43)
+        """
+        prewarm = math.floor(head * (1.0 - self.margin))
+        keepalive = max(1, math.ceil(tail * (1.0 + self.margin)) - prewarm + 1)
         return prewarm, keepalive
 
     def out_of_bounds(self, model_id: str) -> int:

@@ -42,7 +42,6 @@ Lease(warm 60..61)
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -482,8 +481,7 @@ class WarmcastPolicy:
             if seen >= tail_at:
                 tail = idle_bins.end_list[j] - 1
                 break
-        prewarm = math.floor(head * (1.0 - hybrid.margin))
-        keepalive = max(1, math.ceil(tail * (1.0 + hybrid.margin)) - prewarm + 1)
+        prewarm, keepalive = hybrid.windows_between(head, tail)
         if prewarm < hybrid.bins or keepalive > hybrid.bins:
             return None
         return prewarm, keepalive
