@@ -158,12 +158,14 @@ class WarmcastPolicy:
     (smaller) for fewer cold starts (larger)."""
 
     name = "warmcast"
+    #: stamped on every command; raised whenever the same events lead to other decisions
+    VERSION = "warmcast/2"
 
     def __init__(self, knob: float = 1.0, **config: object) -> None:
         cfg = WarmcastConfig(**config)  # type: ignore[arg-type]
         self.knob = knob
         self.config = cfg
-        self.version = "warmcast/1"
+        self.version = self.VERSION
         self.analyzer = UsagePatternAnalyzer(prior_periods=cfg.prior_periods)
         self.followers = CoOnsetTracker(
             window=cfg.follow_window,
@@ -222,7 +224,8 @@ class WarmcastPolicy:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Restored from a checkpoint; one written before the baseline pre-warmed for
-        long returns holds no such pre-warms and the guard's baseline leases alone."""
+        long returns holds no such pre-warms and the guard's baseline leases alone; the
+        restored policy decides as this code does and says so in its version."""
         shadow = state.get("_shadow")
         if isinstance(shadow, dict):
             state["_shadow"] = {
@@ -230,6 +233,7 @@ class WarmcastPolicy:
             }
         state.setdefault("_later", {})
         self.__dict__.update(state)
+        self.version = self.VERSION
 
     # -- the Policy contract -------------------------------------------------------------
 

@@ -140,10 +140,12 @@ def test_a_warmcast_state_from_before_the_long_return_prewarms_restores(trace: T
     # as a worker from before wrote it: no pre-warms, the guard's baseline a bare lease
     policy._shadow = {m: lease for m, (lease, _) in policy._shadow.items()}  # type: ignore[misc]
     del policy._later
+    policy.version = "warmcast/1"
     state = restore(unseal(seal(pack(PartitionState(first, None)), HEADER, KEY), KEY)[1])
     restored = state.engine.policy
     assert isinstance(restored, WarmcastPolicy) and restored._later == {}
     assert all(isinstance(v, tuple) for v in restored._shadow.values())
+    assert restored.version == WarmcastPolicy.VERSION != "warmcast/1"
     got = feed(state.engine, events[half:]) + state.engine.advance(trace.end_ts)
     assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
 
