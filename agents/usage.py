@@ -106,7 +106,7 @@ class UsageAgent:
                     waits[partition] = []
                 messages.append(event)
                 good = await app.dead_letters.decode(
-                    event, UsageEvent, now, waits[partition], AGENT
+                    event, UsageEvent, now, waits[partition], AGENT, counted=True
                 )
                 if good:
                     elsewhere = routed.add(partition, event, good)
@@ -121,10 +121,11 @@ class UsageAgent:
             settle = app.gate.settle
             for partition, messages in taken.items():
                 settle(messages, waits[partition])
-            share = (time.perf_counter() - started) / max(len(batch), 1)
-            observe = metrics.usage_processing.observe
-            for _ in batch:
-                observe(share)
+            n = len(batch)
+            metrics.consumed(self.topic).inc(n)
+            metrics.observe_many(
+                metrics.usage_processing, (time.perf_counter() - started) / max(n, 1), n
+            )
 
     async def deliver(self, routed: Routed, waits: dict[int, list[Delivery]]) -> None:
         """A batch's events forwarded to the partitions that own them, and the rest applied
@@ -254,6 +255,17 @@ class Routed:
             self.fed[partition] = []
             self.offsets[partition] = []
             self.origins[partition] = []
+        if len(good) == 1 and not message.headers:  # a producer's single event: most often
+            ev = good[0]
+            owner = partition_for(ev.model_id, self.partitions)
+            self.fed[partition].append(event)
+            if owner != partition:
+                self.foreign[partition, owner].append((ev, event))
+                return 1
+            queue.append(ev)
+            self.origins[partition].append(None)
+            self.offsets[partition].append(message.offset)
+            return 0
         kept = len(queue)
         first_read = origins_of(message.headers, len(good)) or [None] * len(good)
         came_from = self.origins[partition]

@@ -89,16 +89,24 @@ class DeadLetters:
         return [await self.dead_letter(event, error) for error in errors]
 
     async def decode(
-        self, event: EventT, schema: type[E], now: float, deliveries: list[Delivery], agent: str
+        self,
+        event: EventT,
+        schema: type[E],
+        now: float,
+        deliveries: list[Delivery],
+        agent: str,
+        counted: bool = False,
     ) -> list[E]:
         """The good events of a consumed message (counted as consumed); every bad one
         (and a message that is not JSON, too large, or out of time bounds) is
         dead-lettered, and its delivery added to ``deliveries``. A message that cannot be
         decoded at all (an error of the worker's own) is dead-lettered as
-        ``processing_error`` (see :meth:`failed`)."""
+        ``processing_error`` (see :meth:`failed`). With ``counted``, the caller counts
+        the message as consumed itself (a batch's messages at once)."""
         runtime = self.runtime
         message = event.message
-        runtime.metrics.consumed(message.topic).inc()
+        if not counted:
+            runtime.metrics.consumed(message.topic).inc()
         try:
             decoded = runtime.decode(message.value, schema, now)
         except Exception as exc:

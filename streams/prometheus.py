@@ -364,6 +364,29 @@ class WorkerMetrics:
             child = self._consumed[topic] = self.messages.labels(topic=topic)
         return child
 
+    def observe_many(self, histogram: Any, amount: float, times: int) -> None:
+        """``histogram.observe(amount)`` ``times`` times over, in one step (a batch's
+        messages each observed at their share of its time).
+
+        >>> m = WorkerMetrics()
+        >>> m.observe_many(m.usage_processing, 0.002, 3)
+        >>> m.usage_processing._sum.get(), [b.get() for b in m.usage_processing._buckets][:5]
+        (0.006, [0.0, 0.0, 0.0, 3.0, 0.0])
+        """
+        if times <= 0:
+            return
+        try:  # the labelled child's own series: one locked addition each, not ``times``
+            bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+        except AttributeError:  # a client that keeps them otherwise: one at a time
+            for _ in range(times):
+                histogram.observe(amount)
+            return
+        total.inc(amount * times)
+        for i, bound in enumerate(bounds):
+            if amount <= bound:
+                buckets[i].inc(times)
+                break
+
     def sync(self) -> None:
         """Move the hot path's tally into the Prometheus series (before they are read)."""
         t = self.tally

@@ -96,3 +96,40 @@ def test_commands_and_alerts_leave_in_the_contracts_form() -> None:
     published = Alert.model_validate_json(alert.value or b"")
     assert published.kind == "stale_data" and published.value is None  # no infinity
     assert alert.key == published.fingerprint.encode()
+
+
+def test_a_batch_of_single_event_messages_is_applied_forwarded_and_counted() -> None:
+    """Single-event messages (no envelope, no headers), owned and foreign, in one batch:
+    the owned ones decide, the foreign one is forwarded with where it was read, a bad one
+    is dead-lettered, and every message is counted once, consumed and timed."""
+    w = recording_worker(partitions=4, policy="fixed:10")
+    app, producer = w.app, w.producer
+    mine, theirs = owned_by(1), owned_by(2)
+    now = time.time()
+    bodies = [
+        orjson.dumps({"model_id": mine, "ts": now}),
+        orjson.dumps({"model_id": theirs, "ts": now}),
+        orjson.dumps({"model_id": "", "ts": now}),  # no model id: a schema violation
+        orjson.dumps({"model_id": mine, "ts": now + 1, "count": 3}),
+    ]
+    batch = [event(app, USAGE, 1, 10 + i, body) for i, body in enumerate(bodies)]
+
+    async def go() -> None:
+        await w.parts.usage.process(batch)
+        await settled(app)
+
+    asyncio.run(go())
+    commands = [orjson.loads(r.value or b"") for r in producer.on("warmcast.warmup.v1")]
+    assert [(c["model_id"], c["action"]) for c in commands] == [(mine, "warm")]
+    assert app.health_store.decoded(mine).requests_total == 4  # type: ignore[union-attr]
+    [forwarded] = [r for r in producer.on(USAGE) if r.partition == 2]
+    assert [e["model_id"] for e in orjson.loads(forwarded.value or b"")] == [theirs]
+    assert origins_of(list(forwarded.headers.items()), 1) == [(1, 11, 0)]
+    [letter] = producer.on(f"{USAGE}.dlq")
+    assert letter.headers["warmcast.error-reason"] == b"schema_violation"
+    assert letter.headers["warmcast.original-offset"] == b"12"
+    metrics = app.runtime.metrics
+    assert metrics.consumed(USAGE)._value.get() == 4
+    timed = metrics.usage_processing
+    assert sum(b.get() for b in timed._buckets) == 4
+    assert timed._sum.get() > 0
