@@ -106,7 +106,7 @@ class UsageAgent:
                     waits[partition] = []
                 messages.append(event)
                 good = await app.dead_letters.decode(
-                    event, UsageEvent, now, waits[partition], AGENT, counted=True
+                    event, UsageEvent, now, waits[partition], AGENT, count=False
                 )
                 if good:
                     elsewhere = routed.add(partition, event, good)

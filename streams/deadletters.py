@@ -95,17 +95,17 @@ class DeadLetters:
         now: float,
         deliveries: list[Delivery],
         agent: str,
-        counted: bool = False,
+        count: bool = True,
     ) -> list[E]:
-        """The good events of a consumed message (counted as consumed); every bad one
+        """The good events of a consumed message (counted as consumed, unless not
+        ``count``: a caller that counts a batch's messages at once); every bad one
         (and a message that is not JSON, too large, or out of time bounds) is
         dead-lettered, and its delivery added to ``deliveries``. A message that cannot be
         decoded at all (an error of the worker's own) is dead-lettered as
-        ``processing_error`` (see :meth:`failed`). With ``counted``, the caller counts
-        the message as consumed itself (a batch's messages at once)."""
+        ``processing_error`` (see :meth:`failed`)."""
         runtime = self.runtime
         message = event.message
-        if not counted:
+        if count:
             runtime.metrics.consumed(message.topic).inc()
         try:
             decoded = runtime.decode(message.value, schema, now)
