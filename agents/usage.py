@@ -255,32 +255,25 @@ class Routed:
             self.fed[partition] = []
             self.offsets[partition] = []
             self.origins[partition] = []
-        if len(good) == 1 and not message.headers:  # a producer's single event: most often
-            ev = good[0]
-            owner = partition_for(ev.model_id, self.partitions)
-            self.fed[partition].append(event)
-            if owner != partition:
-                self.foreign[partition, owner].append((ev, event))
-                return 1
-            queue.append(ev)
-            self.origins[partition].append(None)
-            self.offsets[partition].append(message.offset)
-            return 0
-        kept = len(queue)
-        first_read = origins_of(message.headers, len(good)) or [None] * len(good)
+        headers = message.headers  # only forwarded records carry any
+        first_read = origins_of(headers, len(good)) if headers else None
         came_from = self.origins[partition]
+        offsets = self.offsets[partition]
+        offset = message.offset
         n_partitions = self.partitions
         foreign = self.foreign
-        for ev, where in zip(good, first_read, strict=True):
+        sent = 0
+        for i, ev in enumerate(good):
             owner = partition_for(ev.model_id, n_partitions)
             if owner == partition:
                 queue.append(ev)
-                came_from.append(where)
+                came_from.append(first_read[i] if first_read else None)
+                offsets.append(offset)
             else:
                 foreign[partition, owner].append((ev, event))
-        self.offsets[partition] += [message.offset] * (len(queue) - kept)
+                sent += 1
         self.fed[partition].append(event)
-        return len(good) - len(queue) + kept
+        return sent
 
 
 def places_of(events: Sequence[Sourced]) -> dict[int, tuple[int, int]]:
